@@ -1,0 +1,5 @@
+"""Allow `python -m distill`."""
+
+from distill.cli import main
+
+main()

@@ -1,0 +1,337 @@
+"""A static model of the dynamic loader: which files a program loads, and by which rule.
+
+It reads ELF files through a `View` and never runs anything. The order of events follows
+glibc's `_dl_map_object_deps` (breadth first; a name already loaded, by path, SONAME or the
+name it was requested by, is reused) and `_dl_map_object` (search order below), or musl's
+`load_library` when the program's interpreter is musl's.
+
+glibc, for a DT_NEEDED name without a slash, requested by object L:
+  1. DT_RPATH of L, then of L's loader, and so on up to the executable, but only when L has no
+     DT_RUNPATH (an object with DT_RUNPATH has no DT_RPATH at all);
+  2. DT_RUNPATH of L (L's own dependencies only);
+  3. the ld.so.cache, modelled by the ld.so.conf directories (skipped under DF_1_NODEFLIB of L);
+  4. the default directories (also skipped under DF_1_NODEFLIB).
+A candidate whose ELF class, data encoding, machine or OS ABI differs from L is skipped.
+`$ORIGIN` is the directory the object was found in (symlinks not followed), except for the
+executable, whose origin the kernel reports as its resolved path (/proc/self/exe).
+glibc-hwcaps and legacy hwcap subdirectories are never chosen: distill ships the baseline
+library, so the output does not depend on the CPU of the machine it was built on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from distill import paths
+from distill.elf import ElfInfo, is_elf, read_elf
+from distill.errors import ElfError, SourceError
+from distill.ldconf import LoaderConfig, SearchDir, glibc_config, musl_config
+from distill.target import arch_of
+from distill.view import View
+
+__all__ = ["Link", "Closure", "Loader"]
+
+# musl answers these names with itself (ldso/dynlink.c, "reserved")
+_MUSL_SELF = ("c.", "pthread.", "rt.", "m.", "dl.", "util.", "xnet.")
+
+
+@dataclass(frozen=True)
+class Link:
+    """One dependency edge: `requester` asked for `name`; the loader opens `path` by `rule`."""
+
+    requester: str
+    name: str
+    path: str | None  # None: not found
+    rule: str  # PT_INTERP | DT_NEEDED path | DT_RPATH | DT_RUNPATH | ld.so.conf | default path | musl path | already loaded
+    detail: str = ""  # the file or value behind the rule, e.g. /etc/ld.so.conf.d/x86_64-linux-gnu.conf
+    searched: tuple[str, ...] = ()  # candidates tried when not found
+    notes: tuple[str, ...] = ()  # candidates skipped, and why
+
+    def describe(self) -> str:
+        """`rule: detail`, the form reports use."""
+        return f"{self.rule}: {self.detail}" if self.detail else self.rule
+
+
+@dataclass(frozen=True)
+class Closure:
+    """Everything one root loads, in load order."""
+
+    root: str
+    flavor: str | None  # glibc, musl, or None for a static or non-ELF root
+    objects: tuple[str, ...]  # paths as the loader opens them; the root first
+    links: tuple[Link, ...]
+
+    @property
+    def missing(self) -> tuple[Link, ...]:
+        return tuple(link for link in self.links if link.path is None)
+
+    def resolved(self, requester: str) -> dict[str, str]:
+        """DT_NEEDED name -> path for one requester (used by the symbol-version check)."""
+        return {ln.name: ln.path for ln in self.links if ln.requester == requester and ln.path is not None}
+
+
+@dataclass(eq=False)
+class _Object:
+    path: str
+    canonical: str
+    info: ElfInfo
+    origin: str
+    loader: _Object | None = None
+    names: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Search:
+    """State of one name lookup: candidates tried, skipped, and whether the loader gave up (musl)."""
+
+    name: str
+    searched: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    stopped: bool = False
+
+
+class Loader:
+    """Resolves closures in one view, caching parsed ELF files and loader configurations."""
+
+    def __init__(self, view: View, *, cwd: str = "/") -> None:
+        self.view = view
+        self.cwd = cwd  # relative DT_NEEDED paths and RPATH entries are relative to the process's cwd
+        self._elf: dict[str, ElfInfo | ElfError] = {}
+        self._configs: dict[tuple[str, object], LoaderConfig] = {}
+
+    def elf(self, canonical: str) -> ElfInfo:
+        """Parsed ELF facts for the regular file at canonical `canonical` (cached)."""
+        if canonical not in self._elf:
+            try:
+                with self.view.open(canonical) as stream:
+                    self._elf[canonical] = read_elf(stream, canonical)
+            except ElfError as exc:
+                self._elf[canonical] = exc
+        cached = self._elf[canonical]
+        if isinstance(cached, ElfError):
+            raise cached
+        return cached
+
+    def is_elf(self, canonical: str) -> bool:
+        """True when the regular file at `canonical` starts with the ELF magic."""
+        with self.view.open(canonical) as stream:
+            return is_elf(stream.read(4))
+
+    def config_for(self, info: ElfInfo) -> LoaderConfig | None:
+        """The loader that would load `info`, or None for an architecture without a table."""
+        arch = arch_of(info)
+        if arch is None:
+            return None
+        if info.interp:
+            flavor = "musl" if paths.split(info.interp)[-1].startswith("ld-musl-") else "glibc"
+        elif self.view.stat(arch.glibc_interp) is None and self.view.stat(f"/lib/ld-musl-{arch.musl_arch}.so.1"):
+            flavor = "musl"
+        else:
+            flavor = "glibc"
+        key = (flavor, arch)
+        if key not in self._configs:
+            build = musl_config if flavor == "musl" else glibc_config
+            self._configs[key] = build(self.view, arch)
+        return self._configs[key]
+
+    def closure(self, path: str) -> Closure:
+        """What the loader maps for the ELF at `path` (a program, or a library opened by dlopen)."""
+        found = self.view.resolve(path)
+        if found.node is None or not found.node.is_file:
+            raise SourceError(f"{self.view.name}: {path}: no such file")
+        info = self.elf(found.path)
+        config = self.config_for(info)
+        if config is None or not (info.dynamic or info.interp):
+            return Closure(path, None, (path,), ())
+        # the kernel reports a program's resolved path; a dlopen'ed library keeps the name it was opened by
+        origin = paths.parent(found.path if info.interp else paths.clean(path))
+        main = _Object(path, found.path, info, origin, names={path, *([info.soname] if info.soname else [])})
+        loaded = [main]
+        links: list[Link] = []
+        rtld = self._rtld(info, config, loaded, links, path)
+        queue = [main]
+        while queue:
+            obj = queue.pop(0)
+            for name in obj.info.needed:
+                link, new = self._map(name, obj, main, loaded, config, rtld)
+                links.append(link)
+                if new is not None:
+                    loaded.append(new)
+                    queue.append(new)
+        used = {link.path for link in links if link.path is not None}
+        objects = [obj.path for obj in loaded if obj is main or obj.path in used]
+        return Closure(path, config.flavor, tuple(objects), tuple(links))
+
+    def _rtld(self, info: ElfInfo, config: LoaderConfig, loaded: list[_Object], links: list[Link], root: str) -> _Object | None:
+        """The dynamic loader itself, which is always mapped (by PT_INTERP, or already present)."""
+        interp = info.interp or config.interp
+        found = self.view.resolve(interp)
+        if info.interp:
+            ok = found.node is not None and found.node.is_file
+            links.append(Link(root, interp, interp if ok else None, "PT_INTERP", searched=(interp,)))
+            if not ok:
+                return None
+        elif found.node is None or not found.node.is_file:
+            return None
+        try:
+            rtld_info = self.elf(found.path)
+        except ElfError:
+            return None
+        names = {interp, *([rtld_info.soname] if rtld_info.soname else [])}
+        rtld = _Object(interp, found.path, rtld_info, paths.parent(interp), names=names)
+        loaded.append(rtld)
+        return rtld
+
+    def _map(
+        self,
+        name: str,
+        requester: _Object,
+        main: _Object,
+        loaded: list[_Object],
+        config: LoaderConfig,
+        rtld: _Object | None,
+    ) -> tuple[Link, _Object | None]:
+        """`_dl_map_object` (glibc) or `load_library` (musl) for one DT_NEEDED name."""
+        musl = config.flavor == "musl"
+        if "/" in name:
+            path = paths.clean(name if name.startswith("/") else paths.join(self.cwd, name))
+            for obj in loaded:
+                if name in obj.names or obj.path == path:
+                    return Link(requester.path, name, obj.path, "already loaded", obj.path), None
+            search = _Search(name)
+            hit = self._candidate(path, requester, search, stop_at_first=musl)
+            if hit is None:
+                return self._missing(requester, name, search), None
+            return self._found(name, requester, hit, path, "DT_NEEDED path", name, loaded)
+        if musl and rtld is not None and name.startswith("lib") and name[3:].startswith(_MUSL_SELF):
+            return Link(requester.path, name, rtld.path, "already loaded", "musl libc itself"), None
+        for obj in loaded:
+            if name in obj.names:
+                detail = "the dynamic loader" if obj is rtld else obj.path
+                return Link(requester.path, name, obj.path, "already loaded", detail), None
+        search = _Search(name)
+        for dirs, rule, detail in self._search_lists(requester, main, config):
+            for directory in dirs:
+                candidate = paths.join(directory, name)
+                hit = self._candidate(candidate, requester, search, stop_at_first=musl)
+                if hit is not None:
+                    return self._found(name, requester, hit, candidate, rule, detail or directory, loaded)
+                if search.stopped:
+                    return self._missing(requester, name, search), None
+        return self._missing(requester, name, search), None
+
+    def _search_lists(self, requester: _Object, main: _Object, config: LoaderConfig) -> list[tuple[list[str], str, str]]:
+        """(directories, rule, detail) groups in the order the target loader tries them."""
+        lists: list[tuple[list[str], str, str]] = []
+        if config.flavor == "musl":
+            chain = requester
+            while chain is not None:
+                value = chain.info.runpath if chain.info.runpath is not None else chain.info.rpath
+                if value:
+                    lists.append((self._expand(value, chain, config), "DT_RUNPATH" if chain.info.runpath else "DT_RPATH", chain.path))
+                chain = chain.loader
+            for entry in config.system_dirs:
+                lists.append(([entry.path], "musl path", entry.origin))
+            return lists
+        if requester.info.runpath is None:
+            chain: _Object | None = requester
+            did_main = False
+            while chain is not None:
+                if chain.info.rpath:
+                    lists.append((self._expand(chain.info.rpath, chain, config), "DT_RPATH", chain.path))
+                did_main |= chain is main
+                chain = chain.loader
+            if not did_main and main.info.rpath:
+                lists.append((self._expand(main.info.rpath, main, config), "DT_RPATH", main.path))
+        if requester.info.runpath:
+            lists.append((self._expand(requester.info.runpath, requester, config), "DT_RUNPATH", requester.path))
+        if not requester.info.nodeflib:
+            lists.extend(_by_origin(config.system_dirs, "ld.so.conf"))
+            lists.extend(_by_origin(config.default_dirs, "default path"))
+        return lists
+
+    def _expand(self, value: str, obj: _Object, config: LoaderConfig) -> list[str]:
+        """Split an RPATH/RUNPATH and expand $ORIGIN, $LIB and $PLATFORM for the target."""
+        tokens = {"ORIGIN": obj.origin}
+        if config.flavor == "glibc":
+            tokens["LIB"] = config.lib
+            if config.arch.platform:
+                tokens["PLATFORM"] = config.arch.platform
+        out = []
+        for element in value.split(":"):
+            expanded = _substitute(element, tokens)
+            if not expanded:
+                continue
+            if not expanded.startswith("/"):
+                expanded = paths.join(self.cwd, expanded)
+            out.append(paths.clean(expanded))
+        return out
+
+    def _candidate(self, path: str, requester: _Object, search: _Search, *, stop_at_first: bool) -> tuple[str, ElfInfo] | None:
+        """(canonical, info) when `path` is a usable library, else None (musl stops at the first file it opens)."""
+        search.searched.append(path)
+        found = self.view.resolve(path)
+        if found.node is None or not found.node.is_file:
+            return None
+        try:
+            info = self.elf(found.path)
+        except ElfError as exc:
+            search.notes.append(f"{path}: {exc.message.split(': ', 1)[-1]}")
+            search.stopped = stop_at_first
+            return None
+        if not info.compatible_with(requester.info):
+            search.notes.append(f"{path}: skipped, ELF class/machine/ABI differs from {requester.path}")
+            search.stopped = stop_at_first
+            return None
+        return found.path, info
+
+    def _found(
+        self, name: str, requester: _Object, hit: tuple[str, ElfInfo], path: str, rule: str, detail: str, loaded: list[_Object]
+    ) -> tuple[Link, _Object | None]:
+        canonical, info = hit
+        for obj in loaded:  # the same file under another name is not loaded twice
+            if obj.canonical == canonical:
+                obj.names.add(name)
+                return Link(requester.path, name, obj.path, "already loaded", obj.path), None
+        names = {name, *([info.soname] if info.soname else [])}
+        new = _Object(path, canonical, info, paths.parent(path), requester, names)
+        return Link(requester.path, name, path, rule, detail), new
+
+    @staticmethod
+    def _missing(requester: _Object, name: str, search: _Search) -> Link:
+        return Link(requester.path, name, None, "not found", searched=tuple(search.searched), notes=tuple(search.notes))
+
+
+def _by_origin(dirs: tuple[SearchDir, ...], rule: str) -> list[tuple[list[str], str, str]]:
+    return [([entry.path], rule, entry.origin if entry.origin != "default" else "") for entry in dirs]
+
+
+def _substitute(element: str, tokens: dict[str, str]) -> str | None:
+    """Expand `$NAME` and `${NAME}`; an unknown-but-recognised token drops the element (glibc)."""
+    out = []
+    i = 0
+    while i < len(element):
+        char = element[i]
+        if char != "$":
+            out.append(char)
+            i += 1
+            continue
+        for token in ("ORIGIN", "LIB", "PLATFORM"):
+            for form in (token, "{" + token + "}"):
+                if element.startswith(form, i + 1):
+                    end = i + 1 + len(form)
+                    # a bare token must end at a non-identifier character
+                    if form == token and end < len(element) and (element[end].isalnum() or element[end] == "_"):
+                        continue
+                    if token not in tokens:
+                        return None
+                    out.append(tokens[token])
+                    i = end
+                    break
+            else:
+                continue
+            break
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)

@@ -1,0 +1,132 @@
+"""The plan: every entry to emit, each with the reasons it is there; and a View over it.
+
+A plan is what checks inspect and sinks write. `PlanView` lets the loader model run on the
+output before it exists, so "the closure resolves in the output" is checked with the same
+code that computed it in the source.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from distill import paths
+from distill.loader import Closure
+from distill.view import Node, NodeType, View
+
+__all__ = ["EntryKind", "Reason", "Entry", "Plan", "PlanView"]
+
+
+class EntryKind(enum.Enum):
+    FILE = "file"
+    DIR = "dir"
+    SYMLINK = "symlink"
+    HARDLINK = "hardlink"
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why an entry is in the plan.
+
+    kind: root (a profile binary), needed (DT_NEEDED or PT_INTERP of `via`), shebang, profile
+    (a paths rule), link (a symlink on the way to `via`), target (what symlink `via` points
+    to), system (a system file), parent (holds `via`), elf (a shipped ELF's own closure root).
+    """
+
+    kind: str
+    detail: str
+    via: str | None = None
+
+    def describe(self) -> str:
+        return f"{self.detail} <- {self.via}" if self.via else self.detail
+
+
+@dataclass
+class Entry:
+    """One object of the output, at its canonical path."""
+
+    path: str
+    kind: EntryKind
+    mode: int
+    uid: int = 0
+    gid: int = 0
+    mtime: int | None = None  # None: generated; filled in when the plan is finished
+    size: int = 0
+    source: str | None = None  # canonical path in the source whose bytes this file carries
+    data: bytes | None = None  # generated content
+    target: str | None = None  # symlink target, or the path a hard link points to
+    reasons: list[Reason] = field(default_factory=list)
+    explicit: bool = False  # set by a profile rule; beats implicit entries for the same path
+
+    def same_object(self, other: Entry) -> bool:
+        """Whether two entries would write the same thing (so they can merge)."""
+        return (self.kind, self.source, self.data, self.target) == (other.kind, other.source, other.data, other.target)
+
+
+@dataclass
+class Plan:
+    """Everything a sink needs, plus what reports and checks need."""
+
+    source: str
+    profile: str
+    entries: dict[str, Entry] = field(default_factory=dict)
+    roots: list[str] = field(default_factory=list)  # closure roots, in planning order
+    closures: list[Closure] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)  # a path as rules and loaders spell it -> canonical path
+
+    def entry_for(self, path: str) -> Entry | None:
+        """The entry a path names, by its canonical path or by a spelling through symlinks."""
+        return self.entries.get(path) or self.entries.get(self.aliases.get(path, ""))
+
+    def ordered(self) -> list[Entry]:
+        """Entries in canonical order: parents first, then bytewise by component."""
+        return [self.entries[p] for p in sorted(self.entries, key=paths.sort_key)]
+
+    def file_bytes(self) -> int:
+        return sum(e.size for e in self.entries.values() if e.kind is EntryKind.FILE)
+
+    def count(self, kind: EntryKind) -> int:
+        return sum(1 for e in self.entries.values() if e.kind is kind)
+
+
+class PlanView(View):
+    """The output as the plan describes it, readable through the View interface."""
+
+    def __init__(self, plan: Plan, source: View) -> None:
+        self.plan = plan
+        self.source = source
+        self.name = "output"
+        children: dict[str, list[str]] = {}
+        for path in plan.entries:
+            if path != "/":
+                children.setdefault(paths.parent(path), []).append(path.rsplit("/", 1)[1])
+        self._children = {k: sorted(v) for k, v in children.items()}
+
+    def _entry(self, path: str) -> Entry | None:
+        entry = self.plan.entries.get(path)
+        while entry is not None and entry.kind is EntryKind.HARDLINK:
+            entry = self.plan.entries.get(entry.target or "")
+        return entry
+
+    def lstat(self, path: str) -> Node | None:
+        entry = self._entry(path)
+        if entry is None:
+            return None
+        kind = {EntryKind.FILE: NodeType.FILE, EntryKind.DIR: NodeType.DIR, EntryKind.SYMLINK: NodeType.SYMLINK}[entry.kind]
+        return Node(path, kind, entry.mode, entry.uid, entry.gid, entry.mtime or 0, entry.size, entry.target)
+
+    def listdir(self, path: str) -> list[str]:
+        return self._children.get(path, [])
+
+    def open(self, path: str) -> BinaryIO:
+        entry = self._entry(path)
+        if entry is None or entry.kind is not EntryKind.FILE:
+            raise FileNotFoundError(path)
+        if entry.data is not None:
+            return io.BytesIO(entry.data)
+        assert entry.source is not None
+        return self.source.open(entry.source)

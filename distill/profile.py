@@ -1,0 +1,246 @@
+"""Load a profile: find it, follow `extends` (a DAG), merge, and freeze it as a `Profile`.
+
+Merging: parents in order, then the file itself. A child may override anything it inherits.
+Two parents that set the same key (a path, an account, a system or image setting) to
+different values conflict, and the child must settle it. Lists (binaries, exclude, exposed
+ports, volumes) are unions. Every problem in every file is reported before anything runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from distill.errors import ProfileError
+from distill.schema import (
+    MAX_PROFILE_BYTES,
+    SCHEMA,
+    BinarySpec,
+    GroupSpec,
+    PathSpec,
+    Settings,
+    UserSpec,
+    parse_yaml,
+    validate_document,
+)
+
+__all__ = ["Profile", "SystemConfig", "ImageConfig", "builtin_dir", "builtin_profiles", "load_profile", "adhoc_layer"]
+
+
+@dataclass(frozen=True)
+class SystemConfig:
+    passwd: bool = True
+    nsswitch: bool = True
+    tmp: bool = True
+    run: bool = True
+    timezone: str | None = "UTC"
+    ca_certificates: str = "auto"  # auto | yes | no
+    os_release: bool = True
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+    user: str | None = None
+    expose: tuple[str, ...] = ()
+    stop_signal: str | None = None
+    volumes: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A merged, validated profile. Each spec carries its origin (`file: key`) for reports."""
+
+    name: str
+    description: str
+    files: tuple[str, ...]
+    digest: str
+    binaries: tuple[tuple[BinarySpec, str], ...] = ()
+    paths: tuple[tuple[PathSpec, str], ...] = ()
+    exclude: tuple[str, ...] = ()
+    users: tuple[tuple[UserSpec, str], ...] = ()
+    groups: tuple[tuple[GroupSpec, str], ...] = ()
+    system: SystemConfig = SystemConfig()
+    image: ImageConfig = ImageConfig()
+    base: str = "scratch"
+
+
+def builtin_dir() -> Path:
+    """Where the built-in profiles live: inside the wheel, or `profiles/` of a source checkout."""
+    packaged = Path(__file__).parent / "profiles"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "profiles"
+
+
+def builtin_profiles() -> list[tuple[str, str]]:
+    """(name, description) of every built-in profile and fragment."""
+    out = []
+    for path in sorted(builtin_dir().glob("*.yaml")):
+        document, _ = parse_yaml(path.read_text(), str(path))
+        description = document.get("description", "") if isinstance(document, dict) else ""
+        out.append((path.stem, str(description)))
+    return out
+
+
+def _display(path: Path) -> str:
+    """How messages name a profile file: relative to the built-ins, else as the user gave it."""
+    try:
+        return "profiles/" + str(path.relative_to(builtin_dir()))
+    except ValueError:
+        return str(path)
+
+
+class _Resolver:
+    """Follows `extends` depth first, memoising each file's merged settings."""
+
+    def __init__(self) -> None:
+        self.issues: list[str] = []
+        self.done: dict[Path, Settings] = {}
+        self.order: list[Path] = []
+        self.names: dict[Path, tuple[str, str]] = {}
+
+    def load(self, path: Path, stack: tuple[Path, ...], where: str) -> Settings:
+        path = path.resolve()
+        if path in stack:
+            cycle = " -> ".join(_display(p) for p in (*stack[stack.index(path) :], path))
+            self.issues.append(f"{where}: extends: cycle {cycle}; remove one of these extends")
+            return {}
+        if path in self.done:
+            return self.done[path]
+        display = _display(path)
+        text = self._read(path, where, display)
+        if text is None:
+            return {}
+        document, error = parse_yaml(text, display)
+        if error:
+            self.issues.append(error)
+            return {}
+        own, extends, issues = validate_document(document, display)
+        self.issues.extend(issues)
+        parents = []
+        for i, reference in enumerate(extends):
+            located = self._locate(reference, path, f"{display}: extends[{i}]")
+            if located is not None:
+                parents.append(self.load(located, (*stack, path), f"{display}: extends[{i}]"))
+        merged = self._merge(parents, own, display)
+        if isinstance(document, dict):
+            self.names[path] = (str(document.get("name") or path.stem), str(document.get("description") or ""))
+        self.done[path] = merged
+        self.order.append(path)
+        return merged
+
+    def _read(self, path: Path, where: str, display: str) -> str | None:
+        try:
+            if path.stat().st_size > MAX_PROFILE_BYTES:
+                self.issues.append(f"{display}: larger than {MAX_PROFILE_BYTES // 1024} KiB; a profile is a short list of rules")
+                return None
+            return path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            self.issues.append(f"{where}: no profile file {display}; check the name or path")
+        except (OSError, UnicodeDecodeError) as exc:
+            self.issues.append(f"{where}: cannot read {display}: {getattr(exc, 'strerror', None) or exc}")
+        return None
+
+    def _locate(self, reference: str, including: Path, where: str) -> Path | None:
+        if reference.startswith("/"):
+            self.issues.append(f"{where}: {reference!r} is absolute; use a built-in name or a path relative to this file")
+            return None
+        if "/" in reference or reference.endswith((".yaml", ".yml")):
+            return including.parent / reference
+        return builtin_dir() / f"{reference}.yaml"
+
+    def _merge(self, parents: list[Settings], own: Settings, display: str) -> Settings:
+        combined: Settings = {}
+        for parent in parents:
+            for key, (value, origin) in parent.items():
+                if key not in combined:
+                    combined[key] = (value, origin)
+                elif combined[key][0] != value and key not in own:
+                    first = combined[key][1]
+                    self.issues.append(
+                        f"{display}: extends: {first} and {origin} set {_key(key)} differently; set it in {display} to choose"
+                    )
+        combined.update(own)
+        return combined
+
+
+def _key(key: tuple[str, ...]) -> str:
+    head, *rest = key
+    return f"{head}[{rest[0]!r}]" if head in ("paths", "binaries", "users", "groups", "exclude") else ".".join(key)
+
+
+def load_profile(reference: str, *, extra: Settings | None = None, cwd: Path | None = None) -> Profile:
+    """Load a built-in name or a profile file, apply `extra` (command-line additions) last."""
+    resolver = _Resolver()
+    if "/" in reference or reference.endswith((".yaml", ".yml")):
+        path = (cwd or Path.cwd()) / reference
+    else:
+        path = builtin_dir() / f"{reference}.yaml"
+        if not path.is_file():
+            known = ", ".join(name for name, _ in builtin_profiles())
+            raise ProfileError(f"no built-in profile {reference!r}; known: {known} (or give a file path such as ./my.yaml)")
+    settings = resolver.load(path, (), "profile")
+    if extra:
+        settings = {**settings, **extra}
+    if resolver.issues:
+        raise ProfileError(resolver.issues[0], issues=resolver.issues)
+    name, description = resolver.names.get(path.resolve(), (path.stem, ""))
+    files = tuple(_display(p) for p in resolver.order)
+    return _freeze(name, description, files, settings)
+
+
+def adhoc_layer(document: dict[str, Any]) -> Settings:
+    """Validate command-line additions, written as a profile document, into settings."""
+    settings, _, issues = validate_document({"schema": SCHEMA, **document}, "command line")
+    if issues:
+        raise ProfileError(issues[0], issues=issues)
+    return settings
+
+
+def _freeze(name: str, description: str, files: tuple[str, ...], settings: Settings) -> Profile:
+    def group(head: str) -> tuple[tuple[Any, str], ...]:
+        return tuple((value, origin) for key, (value, origin) in settings.items() if key[0] == head)
+
+    def scalar(*key: str, default: Any = None) -> Any:
+        return settings[key][0] if key in settings else default
+
+    def keyed(head: str, sub: str) -> list[str]:
+        return [key[2] for key in settings if key[:2] == (head, sub) and len(key) == 3]
+
+    system = SystemConfig(**{key[1].replace("-", "_"): value for key, (value, _) in settings.items() if key[0] == "system"})
+    image = ImageConfig(
+        entrypoint=scalar("image", "entrypoint"),
+        cmd=scalar("image", "cmd"),
+        env={k: settings[("image", "env", k)][0] for k in keyed("image", "env")},
+        workdir=scalar("image", "workdir"),
+        user=scalar("image", "user"),
+        expose=tuple(sorted(keyed("image", "expose"))),
+        stop_signal=scalar("image", "stop-signal"),
+        volumes=tuple(sorted(keyed("image", "volumes"))),
+        labels={k: settings[("image", "labels", k)][0] for k in keyed("image", "labels")},
+    )
+    canonical = json.dumps([[list(k), _plain(v)] for k, (v, _) in sorted(settings.items())], sort_keys=True)
+    return Profile(
+        name=name,
+        description=description,
+        files=files,
+        digest="sha256:" + hashlib.sha256(canonical.encode()).hexdigest(),
+        binaries=group("binaries"),
+        paths=group("paths"),
+        exclude=tuple(key[1] for key in settings if key[0] == "exclude"),
+        users=group("users"),
+        groups=group("groups"),
+        system=system,
+        image=image,
+        base=scalar("base", default="scratch"),
+    )
+
+
+def _plain(value: Any) -> Any:
+    return asdict(value) if is_dataclass(value) and not isinstance(value, type) else value

@@ -1,0 +1,187 @@
+"""Say what a plan holds and why: the explain tree, the JSON report, and the size table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from distill import __version__
+from distill.checks import CheckResult
+from distill.loader import Closure, Link
+from distill.plan import Entry, EntryKind, Plan
+from distill.profile import Profile
+from distill.view import View
+
+__all__ = ["Totals", "source_totals", "explain_tree", "explain_path", "json_report", "size_rows"]
+
+
+@dataclass(frozen=True)
+class Totals:
+    files: int
+    bytes: int
+
+
+def source_totals(view: View) -> Totals:
+    """Regular files in the whole source, for the before/after comparison."""
+    files = size = 0
+    for node in view.walk("/"):
+        if node.is_file:
+            files += 1
+            size += node.size
+    return Totals(files, size)
+
+
+def _closure_lines(closure: Closure, root_reason: str) -> Iterator[str]:
+    children: dict[str, list[Link]] = {}
+    for link in closure.links:
+        children.setdefault(link.requester, []).append(link)
+    yield f"{closure.root}  [{root_reason}]"
+    expanded = {closure.root}
+
+    def walk(requester: str, prefix: str) -> Iterator[str]:
+        links = children.get(requester, [])
+        for index, link in enumerate(links):
+            last = index == len(links) - 1
+            branch, indent = ("└── ", "    ") if last else ("├── ", "│   ")
+            found = link.path or "NOT FOUND"
+            name = link.name if link.rule == "PT_INTERP" else f"{link.name} => {found}"
+            yield f"{prefix}{branch}{name}  ({link.describe()})"
+            if link.path and link.path not in expanded and link.rule != "already loaded":
+                expanded.add(link.path)
+                yield from walk(link.path, prefix + indent)
+
+    yield from walk(closure.root, "")
+
+
+def explain_tree(plan: Plan, *, verbose: bool = False) -> str:
+    """Why each shipped path is there: closures as trees, then profile rules, system files, structure."""
+    lines: list[str] = []
+    for closure in plan.closures:
+        entry_reason = _root_reason(plan, closure.root)
+        lines.extend(_closure_lines(closure, entry_reason))
+        lines.append("")
+    groups: dict[str, list[str]] = {}
+    structure: list[str] = []
+    for entry in plan.ordered():
+        first = entry.reasons[0] if entry.reasons else None
+        if first is None or first.kind in ("root", "needed"):
+            continue
+        if first.kind in ("link", "parent"):
+            structure.append(f"  {entry.path}  ({first.describe()})")
+        else:
+            groups.setdefault(first.describe() if first.kind != "profile" else first.detail, []).append(_label(entry))
+    for heading, members in groups.items():
+        lines.append(heading)
+        lines.extend(f"  {member}" for member in members)
+    if structure:
+        lines.append(f"symlinks on the way and parent directories: {len(structure)} entries" + (":" if verbose else " (-v lists them)"))
+        if verbose:
+            lines.extend(structure)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _root_reason(plan: Plan, root: str) -> str:
+    entry = plan.entry_for(root)
+    reasons = entry.reasons if entry else []
+    chosen = next((r for r in reasons if r.kind == "root"), reasons[0] if reasons else None)
+    return chosen.describe() if chosen else "shipped ELF"
+
+
+def _label(entry: Entry) -> str:
+    if entry.kind is EntryKind.SYMLINK:
+        return f"{entry.path} -> {entry.target}"
+    if entry.kind is EntryKind.HARDLINK:
+        return f"{entry.path} (hard link to {entry.target})"
+    return entry.path + ("/" if entry.kind is EntryKind.DIR and entry.path != "/" else "")
+
+
+def explain_path(plan: Plan, path: str) -> str:
+    """The chain of reasons that brought one path into the plan, back to a profile rule."""
+    entry = plan.entry_for(path)
+    if entry is None:
+        excluded = " (excluded by the profile's exclude list)" if path in plan.excluded else ""
+        return f"{path}: not shipped{excluded}\n"
+    lines = [_label(entry)]
+    seen = {entry.path}
+    frontier = [(entry, 1)]
+    while frontier:
+        current, depth = frontier.pop(0)
+        for reason in current.reasons:
+            lines.append("  " * depth + f"<- {reason.describe()}")
+            parent = plan.entry_for(reason.via) if reason.via else None
+            if parent is not None and parent.path not in seen and reason.kind != "parent":
+                seen.add(parent.path)
+                frontier.append((parent, depth + 1))
+    return "\n".join(lines) + "\n"
+
+
+def json_report(plan: Plan, profile: Profile, checks: CheckResult, source: Totals) -> dict[str, Any]:
+    """A machine-readable account of the plan: entries with reasons, closures, checks, sizes."""
+    return {
+        "distill": __version__,
+        "source": plan.source,
+        "profile": {"name": profile.name, "files": list(profile.files), "digest": profile.digest},
+        "entries": [
+            {
+                "path": e.path,
+                "type": e.kind.value,
+                "mode": f"{e.mode:04o}",
+                "uid": e.uid,
+                "gid": e.gid,
+                "size": e.size,
+                "mtime": e.mtime,
+                **({"target": e.target} if e.target else {}),
+                "reasons": [{"kind": r.kind, "detail": r.detail, **({"via": r.via} if r.via else {})} for r in e.reasons],
+            }
+            for e in plan.ordered()
+        ],
+        "closures": [
+            {
+                "root": c.root,
+                "loader": c.flavor,
+                "links": [
+                    {"requester": ln.requester, "name": ln.name, "path": ln.path, "rule": ln.rule, "detail": ln.detail}
+                    for ln in c.links
+                ],
+            }
+            for c in plan.closures
+        ],
+        "checks": {"errors": checks.errors, "warnings": checks.warnings},
+        "excluded": plan.excluded,
+        "warnings": plan.warnings,
+        "summary": _summary(plan, source),
+    }
+
+
+def _summary(plan: Plan, source: Totals) -> dict[str, Any]:
+    output = plan.file_bytes()
+    return {
+        "source_files": source.files,
+        "source_bytes": source.bytes,
+        "output_files": plan.count(EntryKind.FILE),
+        "output_bytes": output,
+        "output_entries": len(plan.entries),
+        "ratio": round(source.bytes / output, 2) if output else None,
+    }
+
+
+def size_rows(plan: Plan, source: Totals) -> list[tuple[str, str, str]]:
+    """(what, source, output) rows for the before/after table."""
+    summary = _summary(plan, source)
+    ratio = summary["ratio"]
+    return [
+        ("regular files", f"{source.files:,}", f"{summary['output_files']:,}"),
+        ("bytes in files", _human(source.bytes), _human(summary["output_bytes"])),
+        ("entries (files, dirs, links)", "", f"{summary['output_entries']:,}"),
+        ("size ratio", "", f"{ratio:.1f}x smaller" if ratio else "-"),
+    ]
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{size} B"
+        value /= 1000
+    return f"{size} B"

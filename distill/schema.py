@@ -1,0 +1,443 @@
+"""Validate one profile document (schema distill/v1) into flat, typed settings.
+
+Each setting is keyed by a tuple (`("paths", "/etc/nginx/**")`, `("system", "timezone")`) so
+that merging parents and children is one uniform operation (see `profile.py`). Every problem
+is collected, each as `FILE: KEY.PATH: what is wrong; what to do`, before anything is raised.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from distill import paths
+
+__all__ = [
+    "SCHEMA",
+    "BinarySpec",
+    "PathSpec",
+    "UserSpec",
+    "GroupSpec",
+    "Settings",
+    "parse_yaml",
+    "validate_document",
+    "parse_mode",
+]
+
+SCHEMA = "distill/v1"
+MAX_PROFILE_BYTES = 1 << 20
+
+TOP_KEYS = ("schema", "name", "description", "extends", "binaries", "paths", "exclude", "accounts", "system", "image", "base")
+PATH_KINDS = ("make", "symlink", "text", "copy")
+PATH_MODIFIERS = ("mode", "owner", "optional")
+SYSTEM_KEYS = ("passwd", "nsswitch", "tmp", "run", "timezone", "ca-certificates", "os-release")
+IMAGE_KEYS = ("entrypoint", "cmd", "env", "workdir", "user", "expose", "stop-signal", "volumes", "labels")
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}\Z")
+_ACCOUNT = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?\Z")
+_PORT = re.compile(r"(\d{1,5})(?:/(tcp|udp|sctp))?\Z")
+_SIGNAL = re.compile(r"SIG[A-Z0-9+-]+\Z")
+
+Key = tuple[str, ...]
+Settings = dict[Key, tuple[Any, str]]  # key -> (value, origin "file: key.path")
+
+
+@dataclass(frozen=True)
+class BinarySpec:
+    path: str
+    optional: bool = False
+    mode: int | None = None
+
+
+@dataclass(frozen=True)
+class PathSpec:
+    """One `paths:` entry. kind: source (copy from the source), make, symlink, text or copy."""
+
+    path: str
+    kind: str
+    value: str | None = None
+    mode: int | None = None
+    owner: str | None = None
+    optional: bool = False
+    directory: bool = False  # written with a trailing slash
+
+
+@dataclass(frozen=True)
+class UserSpec:
+    """A user taken from the source (uid None) or created from a full entry."""
+
+    name: str
+    uid: int | None = None
+    gid: int | None = None
+    home: str = "/nonexistent"
+    shell: str = "/usr/sbin/nologin"
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    name: str
+    gid: int | None = None
+    members: tuple[str, ...] = ()
+    optional: bool = False
+
+
+class _Int(int):
+    """A YAML integer that remembers how it was written (so `mode: 755` can be refused)."""
+
+    text: str
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML without anchors or aliases (no billion-laughs expansion)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: ANN401 - PyYAML's signature
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.MarkedYAMLError("", None, "aliases are not allowed in profiles; write the value out", event.start_mark)
+        node = super().compose_node(parent, index)
+        if getattr(node, "anchor", None):
+            raise yaml.MarkedYAMLError("", None, "anchors are not allowed in profiles; write the value out", node.start_mark)
+        return node
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        value = _Int(super().construct_yaml_int(node))
+        value.text = node.value
+        return value
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+
+
+def parse_yaml(text: str, where: str) -> tuple[Any, str | None]:
+    """(document, error); the error is one line naming the file and position."""
+    try:
+        return yaml.load(text, Loader=_Loader), None  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        position = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        return None, f"{where}{position}: {exc.problem or exc.context}"
+    except yaml.YAMLError as exc:
+        return None, f"{where}: not valid YAML ({str(exc).splitlines()[0]})"
+
+
+def parse_mode(value: Any) -> int | None:
+    """`"0755"`, `"755"`, `"0o755"` or a YAML octal int -> int; None when invalid."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        text = getattr(value, "text", None)
+        if text is not None and not (text.startswith("0") and len(text) > 1):
+            return None  # a decimal literal such as 755 is almost surely a typo for octal
+        mode = int(value)
+    elif isinstance(value, str) and re.fullmatch(r"(0o|0)?[0-7]{1,4}", value):
+        mode = int(value.removeprefix("0o"), 8)
+    else:
+        return None
+    return mode if 0 <= mode <= 0o7777 else None
+
+
+class _Validator:
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.issues: list[str] = []
+        self.settings: Settings = {}
+
+    def error(self, key: str, message: str) -> None:
+        self.issues.append(f"{self.where}: {key}: {message}" if key else f"{self.where}: {message}")
+
+    def set(self, key: Key, value: Any, origin: str) -> None:
+        self.settings[key] = (value, f"{self.where}: {origin}")
+
+    def mapping(self, value: Any, key: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.error(key, f"must be a mapping, not {_kind(value)}")
+            return {}
+        for name in value:
+            if not isinstance(name, str) or name not in allowed:
+                self.error(_sub(key, name), f"unknown key{_hint(name, allowed)}")
+        return {k: v for k, v in value.items() if k in allowed}
+
+    def sequence(self, value: Any, key: str) -> list[Any]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.error(key, f"must be a list, not {_kind(value)}")
+            return []
+        return value
+
+    def string(self, value: Any, key: str) -> str | None:
+        if not isinstance(value, str) or not value:
+            self.error(key, f"must be a non-empty string, not {_kind(value)}")
+            return None
+        return value
+
+    def boolean(self, value: Any, key: str) -> bool | None:
+        if not isinstance(value, bool):
+            self.error(key, f"must be yes or no, not {_kind(value)}")
+            return None
+        return value
+
+    def image_path(self, value: Any, key: str, *, glob: bool = False) -> str | None:
+        text = self.string(value, key)
+        if text is None:
+            return None
+        body = text.rstrip("/") or "/"
+        if not text.startswith("/"):
+            self.error(key, f"{text!r} must be an absolute path inside the image")
+        elif paths.clean(body) != body or "\0" in text:
+            self.error(key, f"{text!r} is not a clean path (no '.', '..' or '//'); write {paths.clean(body)!r}")
+        elif paths.is_glob(text) and not glob:
+            self.error(key, f"{text!r}: globs are allowed only in binaries and in paths copied from the source")
+        else:
+            return text
+        return None
+
+
+def validate_document(document: Any, where: str) -> tuple[Settings, list[str], list[str]]:
+    """Validate one parsed profile: (settings, extends, issues)."""
+    v = _Validator(where)
+    if not isinstance(document, dict):
+        found = "empty" if document is None else f"{_kind(document)}, not a mapping"
+        v.error("", f"profile is {found}; start it with `schema: {SCHEMA}`")
+        return {}, [], v.issues
+    top = v.mapping(document, "", TOP_KEYS)
+    if top.get("schema") != SCHEMA:
+        v.error("schema", f"must be {SCHEMA!r} (got {top.get('schema')!r})")
+    for key in ("name", "description"):
+        if key in top:
+            text = v.string(top[key], key)
+            if key == "name" and text is not None and not _NAME.match(text):
+                v.error(key, f"{text!r} must be lowercase letters, digits, '.', '_' or '-'")
+    extends = [e for i, e in enumerate(v.sequence(top.get("extends"), "extends")) if v.string(e, f"extends[{i}]")]
+    _binaries(v, top.get("binaries"))
+    _paths(v, top.get("paths"))
+    for i, pattern in enumerate(v.sequence(top.get("exclude"), "exclude")):
+        if (text := v.image_path(pattern, f"exclude[{i}]", glob=True)) is not None:
+            v.set(("exclude", text), True, f"exclude[{i}]")
+    _accounts(v, top.get("accounts"))
+    _system(v, top.get("system"))
+    _image(v, top.get("image"))
+    if "base" in top and (base := v.string(top["base"], "base")) is not None:
+        v.set(("base",), base, "base")
+    return v.settings, extends, v.issues
+
+
+def _binaries(v: _Validator, value: Any) -> None:
+    for i, item in enumerate(v.sequence(value, "binaries")):
+        key = f"binaries[{i}]"
+        if isinstance(item, str):
+            item = {"path": item}
+        spec = v.mapping(item, key, ("path", "optional", "mode"))
+        if "path" not in spec:
+            if isinstance(item, dict):
+                v.error(key, "needs a `path`")
+            continue
+        path = v.image_path(spec["path"], f"{key}.path", glob=True)
+        optional = v.boolean(spec["optional"], f"{key}.optional") if "optional" in spec else False
+        mode = _mode(v, spec, key)
+        if path is not None:
+            v.set(("binaries", path.rstrip("/")), BinarySpec(path.rstrip("/"), bool(optional), mode), key)
+
+
+def _mode(v: _Validator, spec: dict[str, Any], key: str) -> int | None:
+    if "mode" not in spec:
+        return None
+    mode = parse_mode(spec["mode"])
+    if mode is None:
+        v.error(f"{key}.mode", f"{spec['mode']!r} is not a mode; write it in octal as a string, e.g. \"0755\"")
+    return mode
+
+
+def _paths(v: _Validator, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        v.error("paths", f"must be a mapping of path -> options, not {_kind(value)}")
+        return
+    for raw, options in value.items():
+        key = f"paths[{raw!r}]" if isinstance(raw, str) else "paths"
+        path = v.image_path(raw, key, glob=True)
+        spec = v.mapping(options, key, PATH_KINDS + PATH_MODIFIERS)
+        kinds = [k for k in PATH_KINDS if k in spec]
+        if len(kinds) > 1:
+            v.error(key, f"has {len(kinds)} kinds ({', '.join(kinds)}); keep exactly one")
+            continue
+        kind = kinds[0] if kinds else "source"
+        entry_value: str | None = None
+        if kind == "make":
+            if spec["make"] is not True:
+                v.error(f"{key}.make", "must be `true`")
+        elif kind == "copy":
+            entry_value = v.image_path(spec["copy"], f"{key}.copy")
+        elif kind in ("symlink", "text"):
+            if not isinstance(spec[kind], str) or (kind == "symlink" and not spec[kind]):
+                v.error(f"{key}.{kind}", f"must be a string, not {_kind(spec[kind])}")
+            else:
+                entry_value = spec[kind]
+        if path is not None and kind != "source" and paths.is_glob(path):
+            v.error(key, f"{kind} entries need a literal path; globs are allowed only for copies from the source")
+            continue
+        optional = v.boolean(spec["optional"], f"{key}.optional") if "optional" in spec else False
+        owner = _owner(v, spec, key)
+        mode = _mode(v, spec, key)
+        if path is not None:
+            clean = path.rstrip("/") or "/"
+            entry = PathSpec(clean, kind, entry_value, mode, owner, bool(optional), path.endswith("/") or kind == "make")
+            v.set(("paths", clean), entry, key)
+
+
+def _owner(v: _Validator, spec: dict[str, Any], key: str) -> str | None:
+    if "owner" not in spec:
+        return None
+    owner = spec["owner"]
+    text = str(owner) if isinstance(owner, int) and not isinstance(owner, bool) else owner
+    if not isinstance(text, str) or not all(_ACCOUNT.match(p) or p.isdigit() for p in text.split(":", 1)):
+        v.error(f"{key}.owner", f"{owner!r} must be `user`, `user:group` or numeric `uid:gid`")
+        return None
+    return text
+
+
+def _accounts(v: _Validator, value: Any) -> None:
+    spec = v.mapping(value, "accounts", ("users", "groups"))
+    for i, item in enumerate(v.sequence(spec.get("users"), "accounts.users")):
+        key = f"accounts.users[{i}]"
+        if isinstance(item, str):
+            item = {"name": item}
+        fields = v.mapping(item, key, ("name", "uid", "gid", "home", "shell", "optional"))
+        user = _account(v, fields, key, ("uid", "gid"))
+        if user is not None:
+            created = "uid" in fields
+            v.set(
+                ("users", user),
+                UserSpec(
+                    user,
+                    fields.get("uid") if created else None,
+                    fields.get("gid") if created else None,
+                    fields.get("home", "/nonexistent"),
+                    fields.get("shell", "/usr/sbin/nologin"),
+                    bool(fields.get("optional", False)),
+                ),
+                key,
+            )
+    for i, item in enumerate(v.sequence(spec.get("groups"), "accounts.groups")):
+        key = f"accounts.groups[{i}]"
+        if isinstance(item, str):
+            item = {"name": item}
+        fields = v.mapping(item, key, ("name", "gid", "members", "optional"))
+        group = _account(v, fields, key, ("gid",))
+        members = [m for m in v.sequence(fields.get("members"), f"{key}.members") if isinstance(m, str)]
+        if group is not None:
+            v.set(("groups", group), GroupSpec(group, fields.get("gid"), tuple(members), bool(fields.get("optional", False))), key)
+
+
+def _account(v: _Validator, fields: dict[str, Any], key: str, ids: tuple[str, ...]) -> str | None:
+    name = fields.get("name")
+    if not isinstance(name, str) or not _ACCOUNT.match(name):
+        v.error(f"{key}.name", f"{name!r} is not an account name")
+        return None
+    given = [k for k in ids if k in fields]
+    if given and len(given) != len(ids):
+        v.error(key, f"a new account needs all of {', '.join(ids)}; or give only `name` to take it from the source")
+    for k in given:
+        if isinstance(fields[k], bool) or not isinstance(fields[k], int) or not 0 <= fields[k] < 2**31:
+            v.error(f"{key}.{k}", f"must be a number between 0 and 2147483647, not {fields[k]!r}")
+    for k in ("home", "shell"):
+        if k in fields:
+            v.image_path(fields[k], f"{key}.{k}")
+    if "optional" in fields:
+        v.boolean(fields["optional"], f"{key}.optional")
+    return name
+
+
+def _system(v: _Validator, value: Any) -> None:
+    spec = v.mapping(value, "system", SYSTEM_KEYS)
+    for key, item in spec.items():
+        where = f"system.{key}"
+        if key == "timezone":
+            if item is None or item is False or item == "none":
+                v.set(("system", key), None, where)
+            elif isinstance(item, str) and re.fullmatch(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*", item):
+                v.set(("system", key), item, where)
+            else:
+                v.error(where, f"{item!r} is not a zone name such as UTC or Europe/Paris (or `none`)")
+        elif key == "ca-certificates":
+            if item == "auto" or isinstance(item, bool):
+                v.set(("system", key), "auto" if item == "auto" else ("yes" if item else "no"), where)
+            else:
+                v.error(where, f"must be auto, yes or no, not {item!r}")
+        elif (flag := v.boolean(item, where)) is not None:
+            v.set(("system", key), flag, where)
+
+
+def _image(v: _Validator, value: Any) -> None:
+    spec = v.mapping(value, "image", IMAGE_KEYS)
+    for key in ("entrypoint", "cmd"):
+        if key in spec:
+            items = v.sequence(spec[key], f"image.{key}")
+            if all(isinstance(a, str) for a in items):
+                v.set(("image", key), tuple(items), f"image.{key}")
+            else:
+                v.error(f"image.{key}", "must be a list of strings (there is no shell to split a string)")
+    for key in ("env", "labels"):
+        mapping = spec.get(key)
+        if mapping is not None and not isinstance(mapping, dict):
+            v.error(f"image.{key}", f"must be a mapping, not {_kind(mapping)}")
+            continue
+        for name, item in (mapping or {}).items():
+            if not isinstance(name, str) or not name or "=" in name:
+                v.error(f"image.{key}", f"{name!r} is not a valid name")
+            elif not isinstance(item, str):
+                v.error(f"image.{key}.{name}", f"must be a string (quote it), not {_kind(item)}")
+            else:
+                v.set(("image", key, name), item, f"image.{key}.{name}")
+    if "workdir" in spec and (workdir := v.image_path(spec["workdir"], "image.workdir")) is not None:
+        v.set(("image", "workdir"), workdir, "image.workdir")
+    if "user" in spec:
+        user = spec["user"]
+        if isinstance(user, int) and not isinstance(user, bool):
+            user = str(user)
+        if isinstance(user, str) and re.fullmatch(r"[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?", user):
+            v.set(("image", "user"), user, "image.user")
+        else:
+            v.error("image.user", f"{spec['user']!r} must be `user`, `uid`, `user:group` or `uid:gid`")
+    for i, port in enumerate(v.sequence(spec.get("expose"), "image.expose")):
+        match = _PORT.match(str(port)) if isinstance(port, (int, str)) and not isinstance(port, bool) else None
+        if match and 0 < int(match.group(1)) < 65536:
+            v.set(("image", "expose", f"{int(match.group(1))}/{match.group(2) or 'tcp'}"), True, f"image.expose[{i}]")
+        else:
+            v.error(f"image.expose[{i}]", f"{port!r} must be a port such as 80 or 80/tcp")
+    if "stop-signal" in spec:
+        signal = spec["stop-signal"]
+        if isinstance(signal, str) and _SIGNAL.match(signal) or isinstance(signal, int) and 0 < signal < 65:
+            v.set(("image", "stop-signal"), str(signal), "image.stop-signal")
+        else:
+            v.error("image.stop-signal", f"{signal!r} must be a signal name such as SIGTERM")
+    for i, volume in enumerate(v.sequence(spec.get("volumes"), "image.volumes")):
+        if (path := v.image_path(volume, f"image.volumes[{i}]")) is not None:
+            v.set(("image", "volumes", path), True, f"image.volumes[{i}]")
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "yes/no"
+    if isinstance(value, (int, float)):
+        return "a number"
+    names = {str: "a string", list: "a list", dict: "a mapping"}
+    return next((name for kind, name in names.items() if isinstance(value, kind)), type(value).__name__)
+
+
+def _sub(key: str, name: Any) -> str:
+    return f"{key}.{name}" if key else str(name)
+
+
+def _hint(name: Any, allowed: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(name), allowed, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else f"; expected one of: {', '.join(allowed)}"

@@ -1,0 +1,150 @@
+"""System files every app expects, each switchable under the profile's `system:` key.
+
+/tmp (1777), /run and the source's /var/run link, /etc/nsswitch.conf for glibc programs,
+/etc/localtime with the one zone file it names, the source's CA bundle when TLS libraries
+ship, /etc/os-release, and /etc/passwd and /etc/group reduced to the accounts in use.
+No /etc/shadow is ever written.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from distill.plan import Entry, EntryKind, Reason
+
+if TYPE_CHECKING:
+    from distill.planner import Planner
+
+__all__ = ["add_system_files", "add_account_files", "NSSWITCH", "CA_BUNDLES"]
+
+NSSWITCH = """\
+# written by distill: look accounts and hosts up in local files first
+passwd:         files
+group:          files
+shadow:         files
+hosts:          files dns
+networks:       files
+protocols:      files
+services:       files
+ethers:         files
+rpc:            files
+"""
+
+# where distributions keep the CA bundle, first match wins
+CA_BUNDLES = (
+    "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Alpine
+    "/etc/pki/tls/certs/ca-bundle.crt",  # Fedora, RHEL
+    "/etc/ssl/ca-bundle.pem",  # openSUSE
+    "/etc/ssl/cert.pem",  # Alpine's OpenSSL default, BSDs
+)
+# OpenSSL's compiled-in defaults point here; the distribution links them to the bundle
+_OPENSSL_LINKS = ("/usr/lib/ssl/cert.pem", "/usr/lib/ssl/certs", "/etc/pki/tls/cert.pem", "/etc/ssl/cert.pem")
+_TLS_LIBRARY = re.compile(r"lib(ssl|crypto|gnutls|mbedtls|wolfssl|nss3)[.-].*so")
+
+
+def _system(detail: str) -> Reason:
+    return Reason("system", detail)
+
+
+def add_system_files(planner: Planner) -> None:
+    """Add the system files the profile's `system:` settings ask for."""
+    config = planner.profile.system
+    if config.tmp:
+        target = planner.rebase("/tmp", follow=True)
+        planner.add(Entry(target, EntryKind.DIR, 0o1777), _system("system.tmp: world-writable /tmp"))
+    if config.run:
+        _run_dirs(planner)
+    if config.nsswitch and any(c.flavor == "glibc" for c in planner.plan.closures):
+        target = planner.rebase("/etc/nsswitch.conf", follow=False)
+        data = NSSWITCH.encode()
+        planner.add(Entry(target, EntryKind.FILE, 0o644, size=len(data), data=data), _system("system.nsswitch: glibc reads it"))
+    if config.timezone:
+        _timezone(planner, config.timezone)
+    if config.ca_certificates == "yes" or config.ca_certificates == "auto" and _ships_tls(planner):
+        _ca_bundle(planner, required=config.ca_certificates == "yes")
+    if config.os_release:
+        planner.ship("/etc/os-release", _system("system.os-release: tells scanners the distribution"))
+
+
+def _run_dirs(planner: Planner) -> None:
+    target = planner.rebase("/run", follow=True)
+    planner.add(Entry(target, EntryKind.DIR, 0o755), _system("system.run: runtime state (pid files, sockets)"))
+    var_run = planner.view.resolve("/var/run", follow=False).node
+    if var_run is not None and var_run.is_symlink:
+        planner.ship("/var/run", _system("system.run: the source's /var/run link"), follow=False)
+    elif var_run is not None and var_run.is_dir:
+        planner.add(Entry("/var/run", EntryKind.DIR, 0o755), _system("system.run: the source's /var/run"))
+
+
+def _timezone(planner: Planner, zone: str) -> None:
+    zone_path = f"/usr/share/zoneinfo/{zone}"
+    found = planner.view.resolve(zone_path)
+    if found.node is None or not found.node.is_file:
+        if zone != "UTC":  # glibc without /etc/localtime is UTC already, so the default degrades quietly
+            planner.issues.append(f"system.timezone: zone {zone!r} is not in the source ({zone_path}); "
+                                  f"install tzdata in the source or set `timezone: none`")
+        else:
+            planner.plan.warnings.append("system.timezone: the source has no zone files; /etc/localtime not written (UTC)")
+        return
+    planner.ship(zone_path, _system(f"system.timezone: {zone}"))
+    target = planner.rebase("/etc/localtime", follow=False)
+    planner.add(Entry(target, EntryKind.SYMLINK, 0o777, target=zone_path), _system(f"system.timezone: {zone}"))
+
+
+def _ships_tls(planner: Planner) -> bool:
+    return any(_TLS_LIBRARY.match(path.rsplit("/", 1)[-1]) for path in planner.plan.entries)
+
+
+def _ca_bundle(planner: Planner, *, required: bool) -> None:
+    reason = _system("system.ca-certificates: TLS libraries ship")
+    for bundle in CA_BUNDLES:
+        node = planner.view.stat(bundle)
+        if node is not None and node.is_file:
+            planner.ship(bundle, reason)
+            break
+    else:
+        if required:
+            planner.issues.append("system.ca-certificates: no CA bundle in the source (looked for "
+                                  f"{', '.join(CA_BUNDLES)}); install ca-certificates in the source or set it to no")
+        return
+    for link in _OPENSSL_LINKS:
+        node = planner.view.resolve(link, follow=False).node
+        if node is not None and node.is_symlink and planner.view.stat(link) is not None:
+            planner.ship(link, reason, follow=False)
+            planner.ship(link, reason)
+
+
+def add_account_files(planner: Planner) -> None:
+    """/etc/passwd and /etc/group: root, the profile's accounts, and the owners of shipped files."""
+    if not planner.profile.system.passwd:
+        return
+    db = planner.accounts
+    if db.user("root") is None:
+        db.add_user("root", 0, 0, "/root", "/usr/sbin/nologin")
+    if db.group("root") is None:
+        db.add_group("root", 0, ())
+    users, groups = set(planner.users), set(planner.groups)
+    run_as = planner.profile.image.user
+    if run_as:
+        name = run_as.split(":", 1)[0]
+        if not name.isdigit():
+            if db.user(name) is None:
+                planner.issues.append(f"image.user: {name!r} is not an account of the source or the profile; add it under accounts")
+            users.add(name)
+    for entry in planner.plan.entries.values():
+        if (account := db.user(entry.uid)) is not None:
+            users.add(account.name)
+        if (group := db.group(entry.gid)) is not None:
+            groups.add(group.name)
+    for name in list(users):
+        account = db.user(name)
+        if account is not None and (group := db.group(account.gid)) is not None:
+            groups.add(group.name)
+    planner.raise_issues()
+    passwd, group_text = db.render(users, groups)
+    for path, text, what in (("/etc/passwd", passwd, "users"), ("/etc/group", group_text, "groups")):
+        data = text.encode()
+        names = ", ".join(sorted(users if what == "users" else groups))
+        target = planner.rebase(path, follow=False)
+        planner.add(Entry(target, EntryKind.FILE, 0o644, size=len(data), data=data), _system(f"system.passwd: {what} {names}"))

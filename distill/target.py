@@ -1,0 +1,43 @@
+"""Facts about a target architecture that the loader model needs, keyed by ELF identity.
+
+Everything here describes the *target* (the image), never the machine distill runs on:
+`$PLATFORM` is the baseline AT_PLATFORM of the architecture, not what this CPU reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from distill.elf import EM_386, EM_AARCH64, EM_ARM, EM_X86_64, ElfInfo
+
+__all__ = ["Arch", "arch_of", "ARCHES"]
+
+EM_PPC64, EM_S390, EM_RISCV = 21, 22, 243
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One architecture's conventions, for glibc and musl."""
+
+    name: str  # OCI architecture name
+    triplet: str  # Debian multiarch triplet
+    platform: str | None  # $PLATFORM (None: glibc leaves it unset, so the element is dropped)
+    glibc_interp: str  # the standard PT_INTERP of glibc programs
+    musl_arch: str  # the `<arch>` in /lib/ld-musl-<arch>.so.1
+
+
+# (e_machine, class, little endian) -> Arch
+ARCHES: dict[tuple[int, int, bool], Arch] = {
+    (EM_X86_64, 64, True): Arch("amd64", "x86_64-linux-gnu", "x86_64", "/lib64/ld-linux-x86-64.so.2", "x86_64"),
+    (EM_AARCH64, 64, True): Arch("arm64", "aarch64-linux-gnu", "aarch64", "/lib/ld-linux-aarch64.so.1", "aarch64"),
+    (EM_386, 32, True): Arch("386", "i386-linux-gnu", "i686", "/lib/ld-linux.so.2", "i386"),
+    (EM_ARM, 32, True): Arch("arm", "arm-linux-gnueabihf", "v7l", "/lib/ld-linux-armhf.so.3", "armhf"),
+    (EM_PPC64, 64, True): Arch("ppc64le", "powerpc64le-linux-gnu", "power8", "/lib64/ld64.so.2", "powerpc64le"),
+    (EM_S390, 64, False): Arch("s390x", "s390x-linux-gnu", "z900", "/lib/ld64.so.1", "s390x"),
+    (EM_RISCV, 64, True): Arch("riscv64", "riscv64-linux-gnu", None, "/lib/ld-linux-riscv64-lp64d.so.1", "riscv64"),
+}
+
+
+def arch_of(info: ElfInfo) -> Arch | None:
+    """The Arch of an ELF object, or None for an architecture distill has no table for."""
+    return ARCHES.get((info.machine, info.elf_class, info.little_endian))
