@@ -79,7 +79,7 @@ def _parse_conf(view: View, path: str, out: list[SearchDir], seen: set[str], dep
         else:
             directory = line.split("=", 1)[0].strip().rstrip("/") or "/"
             if directory.startswith("/"):
-                out.append(SearchDir(paths.clean(directory), path))
+                out.append(SearchDir(directory, path))
 
 
 def _has_dir(view: View, path: str) -> bool:
@@ -121,7 +121,7 @@ def musl_config(view: View, arch: Arch) -> LoaderConfig:
         system = [SearchDir(d, "musl default") for d in ("/lib", "/usr/local/lib", "/usr/lib")]
     else:
         entries = text.replace("\n", ":").split(":")
-        system = [SearchDir(paths.clean(e), path_file) for e in entries if e.startswith("/")]
+        system = [SearchDir(e.rstrip("/") or "/", path_file) for e in entries if e.startswith("/")]
     return LoaderConfig(
         flavor="musl",
         arch=arch,

@@ -144,7 +144,7 @@ class Loader:
         if config is None or not (info.dynamic or info.interp):
             return Closure(path, None, (path,), ())
         # the kernel reports a program's resolved path; a dlopen'ed library keeps the name it was opened by
-        origin = paths.parent(found.path if info.interp else paths.clean(path))
+        origin = paths.parent(found.path if info.interp else path)
         main = _Object(path, found.path, info, origin, names={path, *([info.soname] if info.soname else [])})
         loaded = [main]
         links: list[Link] = []
@@ -194,7 +194,7 @@ class Loader:
         """`_dl_map_object` (glibc) or `load_library` (musl) for one DT_NEEDED name."""
         musl = config.flavor == "musl"
         if "/" in name:
-            path = paths.clean(name if name.startswith("/") else paths.join(self.cwd, name))
+            path = name if name.startswith("/") else paths.join(self.cwd, name)
             for obj in loaded:
                 if name in obj.names or obj.path == path:
                     return Link(requester.path, name, obj.path, "already loaded", obj.path), None
@@ -264,7 +264,8 @@ class Loader:
                 continue
             if not expanded.startswith("/"):
                 expanded = paths.join(self.cwd, expanded)
-            out.append(paths.clean(expanded))
+            # kept as the loader spells it: `..` after a symlink is resolved by the view, not lexically
+            out.append(expanded.rstrip("/") or "/")
         return out
 
     def _candidate(self, path: str, requester: _Object, search: _Search, *, stop_at_first: bool) -> tuple[str, ElfInfo] | None:

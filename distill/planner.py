@@ -122,7 +122,7 @@ class Planner:
             self.add(self._from_node(link), Reason("link", "symlink on the way", via=path))
         if found.node is None:
             return None
-        self.plan.aliases[paths.clean(path)] = found.path
+        self.plan.aliases[path] = found.path
         if found.path != paths.clean(path) and self.excluded(found.path):
             self.plan.excluded.append(found.path)
             return None

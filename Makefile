@@ -1,0 +1,40 @@
+# `make demo` and `make test` work on a fresh Debian 12 machine as root: they install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Debian packages the tests, the demo and the benchmarks use (real peers, never mocks)
+DEB_PACKAGES := mmdebstrap pax-utils strace gcc libc6-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
+	musl-tools iproute2 util-linux curl ca-certificates openssl zstd python3-venv \
+	skopeo umoci runc podman buildah docker-registry
+
+.PHONY: demo test bench fuzz deb-deps venv clean-cache
+
+deb-deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "make: installing Debian packages:" $$missing; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(STAMP)
+
+demo: deb-deps venv
+	$(BIN)/python examples/demo.py
+
+test: deb-deps venv
+	$(BIN)/python -m pytest
+
+bench: deb-deps venv
+	$(BIN)/python bench/run.py
+
+clean-cache:
+	rm -rf "$${DISTILL_TEST_CACHE:-$$HOME/.cache/distill-test}"
