@@ -57,9 +57,14 @@ class Closure:
     """Everything one root loads, in load order."""
 
     root: str
-    flavor: str | None  # glibc, musl, or None for a static or non-ELF root
+    config: LoaderConfig | None  # None for a static root
     objects: tuple[str, ...]  # paths as the loader opens them; the root first
     links: tuple[Link, ...]
+
+    @property
+    def flavor(self) -> str | None:
+        """glibc, musl, or None for a static root."""
+        return self.config.flavor if self.config else None
 
     @property
     def missing(self) -> tuple[Link, ...]:
@@ -160,7 +165,7 @@ class Loader:
                     queue.append(new)
         used = {link.path for link in links if link.path is not None}
         objects = [obj.path for obj in loaded if obj is main or obj.path in used]
-        return Closure(path, config.flavor, tuple(objects), tuple(links))
+        return Closure(path, config, tuple(objects), tuple(links))
 
     def _rtld(self, info: ElfInfo, config: LoaderConfig, loaded: list[_Object], links: list[Link], root: str) -> _Object | None:
         """The dynamic loader itself, which is always mapped (by PT_INTERP, or already present)."""

@@ -38,9 +38,12 @@ class Reason:
     kind: str
     detail: str
     via: str | None = None
+    rule: str | None = None  # for `needed`: the loader rule, e.g. "ld.so.conf: /etc/ld.so.conf.d/x86_64-linux-gnu.conf"
 
     def describe(self) -> str:
-        return f"{self.detail} <- {self.via}" if self.via else self.detail
+        """`libssl.so.3 <- /usr/sbin/nginx (ld.so.conf: /etc/ld.so.conf.d/x86_64-linux-gnu.conf)`"""
+        text = f"{self.detail} <- {self.via}" if self.via else self.detail
+        return f"{text} ({self.rule})" if self.rule else text
 
 
 @dataclass

@@ -273,9 +273,9 @@ class Planner:
             if link.path is None:
                 continue
             self._covered.add(self.view.resolve(link.path).path)
-            if link.rule == "already loaded" and link.path in self.plan.entries:
+            if link.rule == "already loaded" and self.plan.entry_for(link.path) is not None:
                 continue
-            self.ship(link.path, Reason("needed", f"{link.name} ({link.describe()})", via=link.requester))
+            self.ship(link.path, Reason("needed", link.name, via=link.requester, rule=link.describe()))
 
     def _script_root(self, path: str, head: bytes, origin: str, depth: int) -> None:
         line = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").strip()

@@ -132,7 +132,10 @@ def json_report(plan: Plan, profile: Profile, checks: CheckResult, source: Total
                 "size": e.size,
                 "mtime": e.mtime,
                 **({"target": e.target} if e.target else {}),
-                "reasons": [{"kind": r.kind, "detail": r.detail, **({"via": r.via} if r.via else {})} for r in e.reasons],
+                "reasons": [
+                    {"kind": r.kind, "detail": r.detail, **({"via": r.via} if r.via else {}), **({"rule": r.rule} if r.rule else {})}
+                    for r in e.reasons
+                ],
             }
             for e in plan.ordered()
         ],

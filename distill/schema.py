@@ -92,16 +92,13 @@ class _Int(int):
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe YAML without anchors or aliases (no billion-laughs expansion)."""
+    """Safe YAML without aliases (no billion-laughs expansion)."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: ANN401 - PyYAML's signature
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise yaml.MarkedYAMLError("", None, "aliases are not allowed in profiles; write the value out", event.start_mark)
-        node = super().compose_node(parent, index)
-        if getattr(node, "anchor", None):
-            raise yaml.MarkedYAMLError("", None, "anchors are not allowed in profiles; write the value out", node.start_mark)
-        return node
+        return super().compose_node(parent, index)
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
         value = _Int(super().construct_yaml_int(node))

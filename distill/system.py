@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from distill import paths
 from distill.plan import Entry, EntryKind, Reason
 
 if TYPE_CHECKING:
@@ -65,6 +66,32 @@ def add_system_files(planner: Planner) -> None:
         _ca_bundle(planner, required=config.ca_certificates == "yes")
     if config.os_release:
         planner.ship("/etc/os-release", _system("system.os-release: tells scanners the distribution"))
+    _loader_cache(planner)
+
+
+def _loader_cache(planner: Planner) -> None:
+    """Keep the source's ld.so.cache when a library was found only through an ld.so.conf directory.
+
+    glibc consults ld.so.conf directories only through /etc/ld.so.cache, so without it such a
+    library would not load. The source's cache names the same paths; its entries for files
+    not shipped make ld.so fall back to the default directories, as it does for any miss.
+    """
+    view = planner.view
+    needing: set[str] = set()
+    conf_files: set[str] = set()
+    for closure in planner.plan.closures:
+        if closure.config is None:
+            continue
+        defaults = {view.resolve(d.path).path for d in closure.config.default_dirs}
+        for link in closure.links:
+            if link.rule == "ld.so.conf" and link.path and view.resolve(paths.parent(link.path)).path not in defaults:
+                needing.add(f"{link.name} ({link.detail})")
+                conf_files.update(d.origin for d in closure.config.system_dirs)
+    if not needing:
+        return
+    reason = _system(f"ld.so.cache: {', '.join(sorted(needing))} found only through ld.so.conf")
+    for path in ("/etc/ld.so.cache", "/etc/ld.so.conf", *sorted(conf_files)):
+        planner.ship(path, reason)
 
 
 def _run_dirs(planner: Planner) -> None:

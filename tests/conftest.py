@@ -83,18 +83,19 @@ class Tree:
         return out
 
     def lib(self, path: str, soname: str | None = None, needs: Iterable[str] = (), flags: Iterable[str] = (),
-            compiler: str = "gcc") -> Path:
+            compiler: str = "gcc", source: str | None = None) -> Path:
         """A shared library at `path` (DT_SONAME `soname`) with DT_NEEDED on the tree's libraries `needs`."""
         ident = re.sub(r"\W", "_", path)
         deps = [str(self.host(n)) for n in needs]
         soflags = [f"-Wl,-soname,{soname}"] if soname else []
-        return self._compile(path, f"int f{ident}(void) {{ return 1; }}\n",
+        return self._compile(path, source or f"int f{ident}(void) {{ return 1; }}\n",
                              ["-shared", "-fPIC", *soflags, *flags, "-Wl,--no-as-needed", *deps], compiler)
 
-    def prog(self, path: str, needs: Iterable[str] = (), flags: Iterable[str] = (), compiler: str = "gcc") -> Path:
+    def prog(self, path: str, needs: Iterable[str] = (), flags: Iterable[str] = (), compiler: str = "gcc",
+             source: str = "int main(void) { return 0; }\n") -> Path:
         """An executable at `path` with DT_NEEDED on the tree's libraries `needs`."""
         deps = [str(self.host(n)) for n in needs]
-        return self._compile(path, "int main(void) { return 0; }\n", [*flags, "-Wl,--no-as-needed", *deps], compiler)
+        return self._compile(path, source, [*flags, "-Wl,--no-as-needed", *deps], compiler)
 
     def ldconfig(self) -> None:
         """Build a real /etc/ld.so.cache from the tree's /etc/ld.so.conf, as the image would."""

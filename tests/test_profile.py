@@ -1,0 +1,194 @@
+"""Profiles v1: every built-in loads; bad profiles are refused with the file, key path and fix."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from distill.errors import ProfileError
+from distill.profile import builtin_profiles, load_profile
+from distill.schema import parse_mode
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def load(directory: Path, text: str, name: str = "app.yaml"):  # type: ignore[no-untyped-def]
+    write(directory, name, text)
+    return load_profile(str(directory / name))
+
+
+def refused(directory: Path, text: str) -> list[str]:
+    with pytest.raises(ProfileError) as caught:
+        load(directory, text)
+    return caught.value.issues
+
+
+@pytest.mark.parametrize("name", [name for name, _ in builtin_profiles()])
+def test_every_builtin_profile_loads(name: str) -> None:
+    profile = load_profile(name)
+    assert profile.name == name
+    assert profile.description
+
+
+def test_nginx_profile_keeps_the_contract_keys() -> None:
+    profile = load_profile("nginx")
+    assert profile.files == ("profiles/glibc.yaml", "profiles/nginx.yaml")
+    assert [spec.path for spec, _ in profile.binaries][0] == "/usr/sbin/nginx"
+    assert profile.image.entrypoint == ("/usr/sbin/nginx", "-g", "daemon off;")
+    assert profile.image.expose == ("443/tcp", "80/tcp")
+    assert profile.system.nsswitch is True and profile.system.timezone == "UTC"
+    assert profile.digest.startswith("sha256:") and len(profile.digest) == 71
+
+
+def test_full_example_from_the_contract_validates(tmp_path: Path) -> None:
+    profile = load(tmp_path, """\
+        schema: distill/v1
+        name: nginx
+        description: nginx web server
+        extends: [glibc]
+        binaries:
+          - /usr/sbin/nginx
+          - {path: /usr/lib/nginx/modules/*.so, optional: true}
+        paths:
+          /etc/nginx/**: {}
+          /var/lib/nginx/: {make: true, mode: "0755", owner: www-data}
+          /var/log/nginx/access.log: {symlink: /dev/stdout}
+          /etc/motd: {text: "hello\\n", mode: "0644"}
+          /etc/app.conf: {copy: /usr/share/app/default.conf}
+          /usr/lib/extra.so: {optional: true}
+        exclude: [/etc/nginx/*.bak]
+        accounts:
+          users: [www-data]
+          groups: [www-data, {name: app, gid: 1234}]
+        system:
+          timezone: UTC
+          ca-certificates: auto
+          nsswitch: yes
+        image:
+          entrypoint: [/usr/sbin/nginx, -g, daemon off;]
+          cmd: []
+          env: {}
+          workdir: /
+          user: root
+          expose: [80/tcp, 443/tcp]
+          stop-signal: SIGQUIT
+        base: scratch
+        """)
+    kinds = {spec.path: (spec.kind, spec.value, spec.mode) for spec, _ in profile.paths}
+    assert kinds["/var/lib/nginx"] == ("make", None, 0o755)
+    assert kinds["/var/log/nginx/access.log"] == ("symlink", "/dev/stdout", None)
+    assert kinds["/etc/motd"] == ("text", "hello\n", 0o644)
+    assert kinds["/etc/app.conf"] == ("copy", "/usr/share/app/default.conf", None)
+    assert kinds["/etc/nginx/**"] == ("source", None, None)
+    assert profile.exclude == ("/etc/nginx/*.bak",)
+    groups = {spec.name: spec.gid for spec, _ in profile.groups}
+    assert groups == {"www-data": None, "app": 1234}
+
+
+CASES = [
+    ("missing-schema", "name: x\n", "app.yaml: schema: must be 'distill/v1' (got None)"),
+    ("unknown-top-key", "schema: distill/v1\nbinary: [/bin/x]\n", "app.yaml: binary: unknown key; did you mean 'binaries'?"),
+    ("wrong-type", "schema: distill/v1\nbinaries: /usr/bin/x\n", "app.yaml: binaries: must be a list, not a string"),
+    ("two-kinds", "schema: distill/v1\npaths:\n  /etc/x: {text: a, symlink: /b}\n",
+     "app.yaml: paths['/etc/x']: has 2 kinds (symlink, text); keep exactly one"),
+    ("unknown-path-key", "schema: distill/v1\npaths:\n  /etc/x: {mdoe: '0644'}\n",
+     "app.yaml: paths['/etc/x'].mdoe: unknown key; did you mean 'mode'?"),
+    ("relative-path", "schema: distill/v1\npaths:\n  etc/x: {}\n",
+     "app.yaml: paths['etc/x']: 'etc/x' must be an absolute path inside the image"),
+    ("unclean-path", "schema: distill/v1\npaths:\n  /etc/../x: {}\n",
+     "app.yaml: paths['/etc/../x']: '/etc/../x' is not a clean path (no '.', '..' or '//'); write '/x'"),
+    ("glob-in-make", "schema: distill/v1\npaths:\n  /var/*/x/: {make: true}\n",
+     "app.yaml: paths['/var/*/x/']: make entries need a literal path; globs are allowed only for copies from the source"),
+    ("decimal-mode", "schema: distill/v1\npaths:\n  /etc/x: {text: a, mode: 755}\n",
+     "app.yaml: paths['/etc/x'].mode: 755 is not a mode; write it in octal as a string, e.g. \"0755\""),
+    ("bad-timezone", "schema: distill/v1\nsystem: {timezone: 'Europe/../x'}\n",
+     "app.yaml: system.timezone: 'Europe/../x' is not a zone name such as UTC or Europe/Paris (or `none`)"),
+    ("ca-value", "schema: distill/v1\nsystem: {ca-certificates: sometimes}\n",
+     "app.yaml: system.ca-certificates: must be auto, yes or no, not 'sometimes'"),
+    ("string-entrypoint", "schema: distill/v1\nimage: {entrypoint: nginx -g daemon}\n",
+     "app.yaml: image.entrypoint: must be a list, not a string"),
+    ("env-number", "schema: distill/v1\nimage: {env: {PORT: 80}}\n",
+     "app.yaml: image.env.PORT: must be a string (quote it), not a number"),
+    ("bad-port", "schema: distill/v1\nimage: {expose: [http]}\n",
+     "app.yaml: image.expose[0]: 'http' must be a port such as 80 or 80/tcp"),
+    ("half-account", "schema: distill/v1\naccounts: {users: [{name: app, uid: 10}]}\n",
+     "app.yaml: accounts.users[0]: a new account needs all of uid, gid; or give only `name` to take it from the source"),
+    ("alias", "schema: distill/v1\nbinaries: &b [/bin/x]\nexclude: *b\n",
+     "app.yaml:3:10: aliases are not allowed in profiles; write the value out"),
+    ("not-yaml", "schema: [\n", "app.yaml:2:1: expected the node content, but found '<stream end>'"),
+    ("empty", "", "app.yaml: profile is empty; start it with `schema: distill/v1`"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), [(t, m) for _, t, m in CASES], ids=[c[0] for c in CASES])
+def test_bad_profile_is_refused_with_file_key_and_fix(tmp_path: Path, text: str, message: str) -> None:
+    issues = refused(tmp_path, text)
+    assert any(issue.endswith(message) for issue in issues), issues
+    assert all("\n" not in issue for issue in issues)
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    issues = refused(tmp_path, "schema: distill/v1\nbinaris: []\npaths:\n  /x: {text: 1}\nsystem: {tmp: maybe}\n")
+    assert len(issues) == 3
+
+
+def test_extends_cycle_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, "b.yaml", "schema: distill/v1\nextends: [./app.yaml]\n")
+    issues = refused(tmp_path, "schema: distill/v1\nextends: [./b.yaml]\n")
+    assert any("extends: cycle" in i and "app.yaml -> " in i for i in issues), issues
+
+
+def test_absolute_extends_is_refused(tmp_path: Path) -> None:
+    issues = refused(tmp_path, "schema: distill/v1\nextends: [/etc/passwd]\n")
+    assert issues == [f"{tmp_path}/app.yaml: extends[0]: '/etc/passwd' is absolute; use a built-in name or a path relative to this file"]
+
+
+def test_conflicting_parents_must_be_settled_by_the_child(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", "schema: distill/v1\nsystem: {timezone: UTC}\npaths:\n  /etc/x: {text: a}\n")
+    write(tmp_path, "b.yaml", "schema: distill/v1\nsystem: {timezone: Europe/Paris}\npaths:\n  /etc/x: {text: b}\n")
+    issues = refused(tmp_path, "schema: distill/v1\nextends: [./a.yaml, ./b.yaml]\n")
+    assert len(issues) == 2
+    assert any("set system.timezone differently" in i for i in issues)
+    assert any("set paths['/etc/x'] differently" in i and "a.yaml: paths['/etc/x']" in i for i in issues)
+    settled = load(tmp_path, "schema: distill/v1\nextends: [./a.yaml, ./b.yaml]\nsystem: {timezone: UTC}\n"
+                             "paths:\n  /etc/x: {text: c}\n")
+    assert settled.system.timezone == "UTC"
+    assert [spec.value for spec, _ in settled.paths] == ["c"]
+
+
+def test_diamond_extends_loads_a_shared_fragment_once(tmp_path: Path) -> None:
+    write(tmp_path, "base.yaml", "schema: distill/v1\nbinaries: [/bin/base]\n")
+    write(tmp_path, "a.yaml", "schema: distill/v1\nextends: [./base.yaml]\n")
+    write(tmp_path, "b.yaml", "schema: distill/v1\nextends: [./base.yaml]\nbinaries: [/bin/b]\n")
+    profile = load(tmp_path, "schema: distill/v1\nextends: [./a.yaml, ./b.yaml]\nbinaries: [/bin/app]\n")
+    assert [spec.path for spec, _ in profile.binaries] == ["/bin/base", "/bin/b", "/bin/app"]
+
+
+def test_unknown_builtin_names_the_known_ones() -> None:
+    with pytest.raises(ProfileError) as caught:
+        load_profile("ngnix")
+    assert "no built-in profile 'ngnix'; known: glibc, nginx" in caught.value.message
+
+
+def test_profile_over_the_size_limit_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_text("schema: distill/v1\n" + "# padding\n" * 200_000)
+    with pytest.raises(ProfileError) as caught:
+        load_profile(str(path))
+    assert "larger than 1024 KiB" in caught.value.message
+
+
+@pytest.mark.parametrize(("value", "mode"), [("0755", 0o755), ("755", 0o755), ("0o1777", 0o1777), ("4755", 0o4755)])
+def test_modes_accept_octal_strings(value: str, mode: int) -> None:
+    assert parse_mode(value) == mode
+
+
+def test_modes_accept_yaml_octal_ints(tmp_path: Path) -> None:
+    profile = load(tmp_path, "schema: distill/v1\npaths:\n  /etc/x: {text: a, mode: 0640}\n")
+    assert [spec.mode for spec, _ in profile.paths] == [0o640]

@@ -1,0 +1,167 @@
+"""Sinks: rootfs and layer outputs agree, keep metadata, are reproducible and atomic."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import stat
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+from conftest import TRIPLET, Tree
+
+from distill.errors import DestinationError, SourceError
+from distill.plan import Plan
+from distill.planner import make_plan
+from distill.profile import load_profile
+from distill.refs import Ref
+from distill.sinks import check_destination, open_sink
+from distill.sources.rootfs import DirView
+
+LIBDIR = f"/usr/lib/{TRIPLET}"
+
+
+def dump(root: Path) -> dict[str, str]:
+    """Every object under `root` as one comparable line (type, mode, owner, mtime, content or target)."""
+    out = {}
+    for path in sorted([root, *root.rglob("*")]):
+        st = path.lstat()
+        rel = "/" + str(path.relative_to(root)) if path != root else "/"
+        if stat.S_ISLNK(st.st_mode):
+            body = "-> " + os.readlink(path)
+        elif stat.S_ISREG(st.st_mode):
+            body = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        else:
+            body = "dir"
+        mode = "" if stat.S_ISLNK(st.st_mode) else f"{stat.S_IMODE(st.st_mode):04o}"
+        mtime = "" if stat.S_ISLNK(st.st_mode) else str(int(st.st_mtime))
+        out[rel] = f"{mode} {st.st_uid}:{st.st_gid} {mtime} {body}"
+    return out
+
+
+@pytest.fixture
+def planned(tree: Tree, tmp_path: Path) -> tuple[Plan, DirView]:
+    tree.glibc()
+    tree.lib(f"{LIBDIR}/libapp.so.1", soname="libapp.so.1")
+    tree.prog("/usr/bin/app", needs=[f"{LIBDIR}/libapp.so.1"])
+    os.link(tree.host("/usr/bin/app"), tree.host("/usr/bin/app-link"))
+    tree.write("/etc/app/secret.conf", "k=v\n", mode=0o640)
+    os.chown(tree.host("/etc/app/secret.conf"), 33, 33)
+    tree.write("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33::/var/www:/usr/sbin/nologin\n")
+    tree.write("/etc/group", "root:x:0:\nwww-data:x:33:\n")
+    profile_file = tmp_path / "app.yaml"
+    profile_file.write_text("schema: distill/v1\nextends: [glibc]\nbinaries: [/usr/bin/app, /usr/bin/app-link]\n"
+                            "paths:\n  /etc/app/**: {}\n  /srv/www/: {make: true, mode: '2775', owner: www-data}\n"
+                            "  /usr/bin/su-helper: {text: x, mode: '4755'}\n")
+    view = DirView(tree.root)
+    return make_plan(view, load_profile(str(profile_file)), epoch=1_700_000_000), view
+
+
+def write(plan: Plan, view: DirView, ref: str) -> None:
+    transport, _, path = ref.partition(":")
+    open_sink(Ref(transport, path)).write(plan, view)
+
+
+def test_rootfs_keeps_owners_modes_links_and_times(planned: tuple[Plan, DirView], tmp_path: Path) -> None:
+    plan, view = planned
+    out = tmp_path / "out"
+    write(plan, view, f"rootfs:{out}")
+    tree = dump(out)
+    assert tree["/etc/app/secret.conf"].startswith("0640 33:33 1700000000 ")
+    assert tree["/srv/www"] == "2775 33:33 1700000000 dir"
+    assert tree["/usr/bin/su-helper"].startswith("4755 0:0 ")
+    assert tree["/lib"] == " 0:0  -> usr/lib"
+    assert os.stat(out / "usr/bin/app").st_ino == os.stat(out / "usr/bin/app-link").st_ino
+    assert not (out / "etc/shadow").exists()
+
+
+def test_layer_and_rootfs_outputs_hold_the_same_tree(planned: tuple[Plan, DirView], tmp_path: Path) -> None:
+    plan, view = planned
+    write(plan, view, f"rootfs:{tmp_path / 'tree'}")
+    write(plan, view, f"layer:{tmp_path / 'layer.tar'}")
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    subprocess.run(["tar", "--numeric-owner", "-xpf", str(tmp_path / "layer.tar"), "-C", str(unpacked)], check=True)
+    os.utime(unpacked, (1_700_000_000, 1_700_000_000))
+    assert dump(unpacked) == dump(tmp_path / "tree")
+
+
+def test_layer_format_is_canonical(planned: tuple[Plan, DirView], tmp_path: Path) -> None:
+    plan, view = planned
+    layer = tmp_path / "layer.tar"
+    write(plan, view, f"layer:{layer}")
+    with tarfile.open(layer) as tar:
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    assert names[0] == "."
+    assert names[1:] == sorted(names[1:], key=lambda n: [part.encode() for part in n.split("/")])
+    seen = {"."}
+    for member in members[1:]:
+        parent = member.name.rsplit("/", 1)[0] if "/" in member.name else "."
+        assert parent in seen, f"{member.name} comes before its parent"
+        seen.add(member.name)
+        assert (member.uname, member.gname) == ("", "")
+        assert member.type in (tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE)
+        assert not member.name.split("/")[-1].startswith(".wh.")
+    link = next(m for m in members if m.name == "usr/bin/app-link")
+    assert (link.type, link.linkname) == (tarfile.LNKTYPE, "usr/bin/app")
+    assert layer.read_bytes()[257:263] == b"ustar\x00"  # POSIX (PAX) headers, not GNU
+
+
+def test_gzip_layer_has_no_time_or_name_and_is_reproducible(planned: tuple[Plan, DirView], tmp_path: Path) -> None:
+    plan, view = planned
+    write(plan, view, f"layer:{tmp_path / 'a.tar.gz'}")
+    write(plan, view, f"layer:{tmp_path / 'b.tar.gz'}")
+    data = (tmp_path / "a.tar.gz").read_bytes()
+    assert data == (tmp_path / "b.tar.gz").read_bytes()
+    assert data[3] & 0x08 == 0, "FNAME flag set"
+    assert data[4:8] == b"\0\0\0\0", "MTIME set"
+    assert gzip.decompress(data)[257:263] == b"ustar\x00"
+
+
+def test_a_non_empty_destination_is_refused_without_force(tmp_path: Path) -> None:
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "keep").write_text("mine")
+    with pytest.raises(DestinationError) as caught:
+        check_destination(Ref("rootfs", str(dest)), source_root=None, force=False)
+    assert caught.value.message == f"rootfs:{dest}: already exists and is not empty; use --force to replace it"
+    check_destination(Ref("rootfs", str(dest)), source_root=None, force=True)
+    (tmp_path / "empty").mkdir()
+    check_destination(Ref("rootfs", str(tmp_path / "empty")), source_root=None, force=False)
+
+
+@pytest.mark.parametrize("where", ["inside", "around", "same"])
+def test_writing_into_the_source_is_refused(tmp_path: Path, where: str) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    dest = {"inside": source / "out", "around": tmp_path, "same": source}[where]
+    with pytest.raises(DestinationError) as caught:
+        check_destination(Ref("rootfs", str(dest)), source_root=str(source), force=True)
+    assert "overlaps the source" in caught.value.message
+
+
+def test_a_failed_write_leaves_the_destination_as_it_was(planned: tuple[Plan, DirView], tmp_path: Path) -> None:
+    plan, view = planned
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "old").write_text("previous output")
+    os.unlink(os.path.join(view.root, "etc/app/secret.conf"))  # vanishes between planning and writing
+    for ref in (f"rootfs:{dest}", f"layer:{tmp_path / 'x.tar'}"):
+        with pytest.raises(SourceError):
+            write(plan, view, ref)
+    assert (dest / "old").read_text() == "previous output" and sorted(os.listdir(dest)) == ["old"]
+    assert sorted(os.listdir(tmp_path)) == ["app.yaml", "out", "root"]  # no temporary siblings left
+
+
+def test_force_replaces_a_previous_output(planned: tuple[Plan, DirView], tmp_path: Path) -> None:
+    plan, view = planned
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "stale").write_text("x")
+    write(plan, view, f"rootfs:{dest}")
+    assert not (dest / "stale").exists() and (dest / "usr/bin/app").is_file()
+    assert [n for n in os.listdir(tmp_path) if ".distill-" in n] == []
