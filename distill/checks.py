@@ -31,7 +31,10 @@ def check_plan(plan: Plan, source: View, *, cwd: str = "/") -> CheckResult:
     """Run the closure and symbol-version checks on the planned output."""
     result = CheckResult()
     output = PlanView(plan, source)
-    loader = Loader(output, cwd=cwd)
+    # a file shipped unchanged at its source path need not be parsed again
+    reused = {path: info for path, info in plan.parsed.items()
+              if (entry := plan.entries.get(path)) is not None and entry.source == path and entry.data is None}
+    loader = Loader(output, cwd=cwd, parsed=reused)
     for root in plan.roots:
         try:
             closure = loader.closure(root)

@@ -211,9 +211,9 @@ def _table(rows: list[tuple[str, str, str]], source: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=None, show_edge=False, box=None, pad_edge=False)
+    table = Table(title=f"source: {source}", title_justify="left", show_edge=False, box=None, pad_edge=False)
     table.add_column("")
-    table.add_column(source, justify="right")
+    table.add_column("source", justify="right")
     table.add_column("distilled", justify="right")
     for row in rows:
         table.add_row(*row)

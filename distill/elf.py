@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from elftools.elf.elffile import ELFFile
-from elftools.elf.sections import Section
 
 from distill.errors import ElfError
 
@@ -125,17 +124,21 @@ def read_elf(stream: BinaryIO, name: str) -> ElfInfo:
 def _read_dynamic(elf: ELFFile, base: ElfInfo) -> ElfInfo:
     interp = None
     dynamic = None
+    loads: list[tuple[int, int, int]] = []
     for segment in elf.iter_segments():
         kind = segment["p_type"]
         if kind == "PT_INTERP":
             interp = segment.get_interp_name()
         elif kind == "PT_DYNAMIC":
             dynamic = segment
+        elif kind == "PT_LOAD":
+            loads.append((segment["p_vaddr"], segment["p_offset"], segment["p_filesz"]))
     if dynamic is None:
         return replace(base, interp=interp)
     needed: list[str] = []
     soname = rpath = runpath = None
     flags_1 = 0
+    addresses: dict[str, int] = {}
     for tag in dynamic.iter_tags():
         kind = tag.entry.d_tag
         if kind == "DT_NEEDED":
@@ -148,9 +151,11 @@ def _read_dynamic(elf: ELFFile, base: ElfInfo) -> ElfInfo:
             runpath = tag.runpath
         elif kind == "DT_FLAGS_1":
             flags_1 = tag.entry.d_val
+        elif kind in _VERSION_TAGS:
+            addresses[kind] = tag.entry.d_val
         elif kind == "DT_NULL":
             break
-    verneed, verdef = _versions(elf)
+    reader = _Versions(elf.stream, loads, addresses, little=base.little_endian)
     return replace(
         base,
         interp=interp,
@@ -160,32 +165,83 @@ def _read_dynamic(elf: ELFFile, base: ElfInfo) -> ElfInfo:
         rpath=None if runpath is not None else rpath,
         runpath=runpath,
         flags_1=flags_1,
-        verneed=verneed,
-        verdef=verdef,
+        verneed=reader.needs(),
+        verdef=reader.defines(),
     )
 
 
-def _versions(elf: ELFFile) -> tuple[tuple[VersionNeed, ...], frozenset[str]]:
-    needs: list[VersionNeed] = []
-    defs: set[str] = set()
-    for section in elf.iter_sections():
-        kind = section["sh_type"]
-        if kind == "SHT_GNU_verneed":
-            needs.extend(_verneed(section))
-        elif kind == "SHT_GNU_verdef":
-            for verdef, aux in section.iter_versions():
-                names = [entry.name for entry in aux]
-                # the first aux names the version itself; later ones name its parents
-                if names and not verdef["vd_flags"] & 0x1:  # VER_FLG_BASE names the file, not a version
-                    defs.add(names[0])
-    return tuple(needs), frozenset(defs)
+_VERSION_TAGS = ("DT_STRTAB", "DT_STRSZ", "DT_VERNEED", "DT_VERNEEDNUM", "DT_VERDEF", "DT_VERDEFNUM")
+_MAX_VERSION_RECORDS = 4096
 
 
-def _verneed(section: Section) -> list[VersionNeed]:
-    out = []
-    for verneed, aux in section.iter_versions():
-        versions = tuple((entry.name, bool(entry["vna_flags"] & VER_FLG_WEAK)) for entry in aux)
-        out.append(VersionNeed(verneed.name, versions))
-    return out
+class _Versions:
+    """DT_VERNEED and DT_VERDEF records, read through the dynamic segment's addresses.
 
+    Reading from the dynamic tags rather than section headers works on stripped files too;
+    every offset is bounds-checked and every chain is capped, so a hostile file cannot loop.
+    """
 
+    def __init__(self, stream: BinaryIO, loads: list[tuple[int, int, int]], tags: dict[str, int], *, little: bool) -> None:
+        self.stream = stream
+        self.loads = loads
+        self.tags = tags
+        self.order = "<" if little else ">"
+        stream.seek(0, 2)
+        self.size = stream.tell()
+        self.strings = b""
+        strtab = self._offset(tags.get("DT_STRTAB"))
+        if strtab is not None:
+            length = min(tags.get("DT_STRSZ", 0), self.size - strtab)
+            stream.seek(strtab)
+            self.strings = stream.read(max(length, 0))
+
+    def _offset(self, address: int | None) -> int | None:
+        if address is None:
+            return None
+        for vaddr, offset, filesz in self.loads:
+            if vaddr <= address < vaddr + filesz:
+                return offset + address - vaddr
+        return None
+
+    def _read(self, offset: int, fmt: str) -> tuple[int, ...] | None:
+        size = struct.calcsize(self.order + fmt)
+        if offset < 0 or offset + size > self.size:
+            return None
+        self.stream.seek(offset)
+        return struct.unpack(self.order + fmt, self.stream.read(size))
+
+    def _string(self, index: int) -> str:
+        end = self.strings.find(b"\0", index)
+        return self.strings[index : end if end >= 0 else len(self.strings)].decode("utf-8", "replace")
+
+    def _chain(self, start: int | None, count: int, fmt: str, next_field: int) -> list[tuple[int, tuple[int, ...]]]:
+        """(offset, fields) of up to `count` records linked by their `next` field."""
+        out: list[tuple[int, tuple[int, ...]]] = []
+        offset = start
+        for _ in range(min(count, _MAX_VERSION_RECORDS)):
+            if offset is None or (fields := self._read(offset, fmt)) is None:
+                break
+            out.append((offset, fields))
+            if fields[next_field] == 0:
+                break
+            offset += fields[next_field]
+        return out
+
+    def needs(self) -> tuple[VersionNeed, ...]:
+        out = []
+        for offset, (_, count, file, aux, _) in self._chain(self._offset(self.tags.get("DT_VERNEED")),
+                                                            self.tags.get("DT_VERNEEDNUM", 0), "HHIII", 4):
+            versions = tuple((self._string(name), bool(flags & VER_FLG_WEAK))
+                             for _, (_, flags, _, name, _) in self._chain(offset + aux, count, "IHHII", 4))
+            out.append(VersionNeed(self._string(file), versions))
+        return tuple(out)
+
+    def defines(self) -> frozenset[str]:
+        out = set()
+        for offset, (_, flags, _, count, _, aux, _) in self._chain(self._offset(self.tags.get("DT_VERDEF")),
+                                                                   self.tags.get("DT_VERDEFNUM", 0), "HHHHIII", 6):
+            names = self._chain(offset + aux, count, "II", 1)
+            # the first aux names the version; VER_FLG_BASE marks the file's own name, not a version
+            if names and not flags & 0x1:
+                out.add(self._string(names[0][1][0]))
+        return frozenset(out)

@@ -98,10 +98,10 @@ class _Search:
 class Loader:
     """Resolves closures in one view, caching parsed ELF files and loader configurations."""
 
-    def __init__(self, view: View, *, cwd: str = "/") -> None:
+    def __init__(self, view: View, *, cwd: str = "/", parsed: dict[str, ElfInfo] | None = None) -> None:
         self.view = view
         self.cwd = cwd  # relative DT_NEEDED paths and RPATH entries are relative to the process's cwd
-        self._elf: dict[str, ElfInfo | ElfError] = {}
+        self._elf: dict[str, ElfInfo | ElfError] = dict(parsed or {})
         self._configs: dict[tuple[str, object], LoaderConfig] = {}
 
     def elf(self, canonical: str) -> ElfInfo:
@@ -116,6 +116,10 @@ class Loader:
         if isinstance(cached, ElfError):
             raise cached
         return cached
+
+    def parsed(self) -> dict[str, ElfInfo]:
+        """Every ELF file parsed so far, by canonical path (to seed another Loader on the same files)."""
+        return {path: info for path, info in self._elf.items() if isinstance(info, ElfInfo)}
 
     def is_elf(self, canonical: str) -> bool:
         """True when the regular file at `canonical` starts with the ELF magic."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from distill import paths
+from distill.elf import ElfInfo
 from distill.loader import Closure
 from distill.view import Node, NodeType, View
 
@@ -80,6 +81,7 @@ class Plan:
     excluded: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)  # a path as rules and loaders spell it -> canonical path
+    parsed: dict[str, ElfInfo] = field(default_factory=dict)  # source ELF files already parsed, by canonical path
 
     def entry_for(self, path: str) -> Entry | None:
         """The entry a path names, by its canonical path or by a spelling through symlinks."""

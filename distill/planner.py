@@ -67,6 +67,7 @@ class Planner:
         self._parents()
         self._hardlinks()
         self._times()
+        self.plan.parsed = self.loader.parsed()
         return self.plan
 
     # -- helpers ---------------------------------------------------------------------------
@@ -125,6 +126,9 @@ class Planner:
         self.plan.aliases[path] = found.path
         if found.path != paths.clean(path) and self.excluded(found.path):
             self.plan.excluded.append(found.path)
+            return None
+        if any(part.startswith(".wh.") for part in paths.split(found.path)):
+            self.plan.warnings.append(f"{path}: not shipped: a name starting with .wh. would act as a whiteout in a layer")
             return None
         if found.node.type not in (NodeType.FILE, NodeType.DIR, NodeType.SYMLINK):
             self.plan.warnings.append(f"{path}: not shipped: a {found.node.type.value} (the runtime provides device nodes)")

@@ -189,6 +189,8 @@ class _Validator:
             self.error(key, f"{text!r} must be an absolute path inside the image")
         elif paths.clean(body) != body or "\0" in text:
             self.error(key, f"{text!r} is not a clean path (no '.', '..' or '//'); write {paths.clean(body)!r}")
+        elif any(part.startswith(".wh.") for part in paths.split(text)):
+            self.error(key, f"{text!r}: names starting with .wh. are layer whiteouts and cannot be shipped")
         elif paths.is_glob(text) and not glob:
             self.error(key, f"{text!r}: globs are allowed only in binaries and in paths copied from the source")
         else:

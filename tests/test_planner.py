@@ -231,8 +231,10 @@ def test_times_are_clamped_to_source_date_epoch(app: Tree, tmp_path: Path) -> No
     assert unclamped.entries["/etc/passwd"].mtime == newest  # generated files: the newest source time
 
 
-def test_device_nodes_are_never_shipped(app: Tree, tmp_path: Path) -> None:
+def test_device_nodes_and_whiteout_names_are_never_shipped(app: Tree, tmp_path: Path) -> None:
     os.mkfifo(app.host("/usr/bin/fifo"))
+    app.write("/usr/bin/.wh.app", "")
     plan = plan_for(app, "paths:\n  /usr/bin/**: {}\n", tmp_path)
-    assert "/usr/bin/fifo" not in plan.entries
+    assert "/usr/bin/fifo" not in plan.entries and "/usr/bin/.wh.app" not in plan.entries
     assert any("/usr/bin/fifo: not shipped: a fifo" in w for w in plan.warnings)
+    assert any("/usr/bin/.wh.app: not shipped: a name starting with .wh." in w for w in plan.warnings)

@@ -105,6 +105,8 @@ CASES = [
      "app.yaml: paths['/etc/../x']: '/etc/../x' is not a clean path (no '.', '..' or '//'); write '/x'"),
     ("glob-in-make", "schema: distill/v1\npaths:\n  /var/*/x/: {make: true}\n",
      "app.yaml: paths['/var/*/x/']: make entries need a literal path; globs are allowed only for copies from the source"),
+    ("whiteout-name", "schema: distill/v1\npaths:\n  /etc/.wh.passwd: {text: x}\n",
+     "app.yaml: paths['/etc/.wh.passwd']: '/etc/.wh.passwd': names starting with .wh. are layer whiteouts and cannot be shipped"),
     ("decimal-mode", "schema: distill/v1\npaths:\n  /etc/x: {text: a, mode: 755}\n",
      "app.yaml: paths['/etc/x'].mode: 755 is not a mode; write it in octal as a string, e.g. \"0755\""),
     ("bad-timezone", "schema: distill/v1\nsystem: {timezone: 'Europe/../x'}\n",
