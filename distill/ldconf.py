@@ -4,7 +4,8 @@ glibc: `/etc/ld.so.conf` (with `include` globs, sorted, relative to the includin
 `ldconfig` turns into `/etc/ld.so.cache`, and ld.so only consults the cache. So the conf
 directories apply only when the view has an `/etc/ld.so.cache`; then the architecture's
 default directories follow (Debian puts the multiarch `lib/<triplet>` first).
-musl: `/etc/ld-musl-<arch>.path` (entries split on `:` and newlines) replaces the default
+musl: `/etc/ld-musl-<arch>.path` (entries split on `:` and newlines; the file sits in `../etc`
+relative to musl's own directory) replaces the default
 `/lib:/usr/local/lib:/usr/lib`; an empty file means no system path at all.
 """
 
@@ -113,9 +114,15 @@ def _real_dir(view: View, candidates: tuple[str, ...]) -> bool:
     return any(view.stat(paths.join(d, "libc.so.6")) is not None for d in candidates)
 
 
-def musl_config(view: View, arch: Arch) -> LoaderConfig:
-    """The musl loader's search list for `arch` in this view."""
-    path_file = f"/etc/ld-musl-{arch.musl_arch}.path"
+def musl_config(view: View, arch: Arch, interp: str | None = None) -> LoaderConfig:
+    """The musl loader's search list for `arch` in this view.
+
+    musl reads `<prefix>/etc/ld-musl-<arch>.path`, where the prefix is its own path minus the last
+    two components: `/lib/ld-musl-x86_64.so.1` reads `/etc/ld-musl-x86_64.path`.
+    """
+    interp = interp or f"/lib/ld-musl-{arch.musl_arch}.so.1"
+    prefix = interp.rsplit("/", 2)[0] if interp.count("/") >= 2 else ""
+    path_file = f"{prefix}/etc/ld-musl-{arch.musl_arch}.path"
     text = _read_text(view, path_file)
     if text is None:
         system = [SearchDir(d, "musl default") for d in ("/lib", "/usr/local/lib", "/usr/lib")]
@@ -125,7 +132,7 @@ def musl_config(view: View, arch: Arch) -> LoaderConfig:
     return LoaderConfig(
         flavor="musl",
         arch=arch,
-        interp=f"/lib/ld-musl-{arch.musl_arch}.so.1",
+        interp=interp,
         lib="lib",
         system_dirs=tuple(system),
         default_dirs=(),

@@ -102,7 +102,7 @@ class Loader:
         self.view = view
         self.cwd = cwd  # relative DT_NEEDED paths and RPATH entries are relative to the process's cwd
         self._elf: dict[str, ElfInfo | ElfError] = dict(parsed or {})
-        self._configs: dict[tuple[str, object], LoaderConfig] = {}
+        self._configs: dict[tuple[str, object, str | None], LoaderConfig] = {}
 
     def elf(self, canonical: str) -> ElfInfo:
         """Parsed ELF facts for the regular file at canonical `canonical` (cached)."""
@@ -137,10 +137,10 @@ class Loader:
             flavor = "musl"
         else:
             flavor = "glibc"
-        key = (flavor, arch)
+        interp = info.interp if info.interp and flavor == "musl" else None
+        key = (flavor, arch, interp)
         if key not in self._configs:
-            build = musl_config if flavor == "musl" else glibc_config
-            self._configs[key] = build(self.view, arch)
+            self._configs[key] = musl_config(self.view, arch, interp) if flavor == "musl" else glibc_config(self.view, arch)
         return self._configs[key]
 
     def closure(self, path: str) -> Closure:
@@ -206,7 +206,7 @@ class Loader:
             path = name if name.startswith("/") else paths.join(self.cwd, name)
             for obj in loaded:
                 if name in obj.names or obj.path == path:
-                    return Link(requester.path, name, obj.path, "already loaded", obj.path), None
+                    return Link(requester.path, name, obj.path, "already loaded"), None
             search = _Search(name)
             hit = self._candidate(path, requester, search, stop_at_first=musl)
             if hit is None:
@@ -216,8 +216,7 @@ class Loader:
             return Link(requester.path, name, rtld.path, "already loaded", "musl libc itself"), None
         for obj in loaded:
             if name in obj.names:
-                detail = "the dynamic loader" if obj is rtld else obj.path
-                return Link(requester.path, name, obj.path, "already loaded", detail), None
+                return Link(requester.path, name, obj.path, "already loaded", "the dynamic loader" if obj is rtld else ""), None
         search = _Search(name)
         for dirs, rule, detail in self._search_lists(requester, main, config):
             for directory in dirs:
@@ -302,7 +301,7 @@ class Loader:
         for obj in loaded:  # the same file under another name is not loaded twice
             if obj.canonical == canonical:
                 obj.names.add(name)
-                return Link(requester.path, name, obj.path, "already loaded", obj.path), None
+                return Link(requester.path, name, obj.path, "already loaded", "same file"), None
         names = {name, *([info.soname] if info.soname else [])}
         new = _Object(path, canonical, info, paths.parent(path), requester, names)
         return Link(requester.path, name, path, rule, detail), new

@@ -44,9 +44,7 @@ def _closure_lines(closure: Closure, root_reason: str) -> Iterator[str]:
         for index, link in enumerate(links):
             last = index == len(links) - 1
             branch, indent = ("└── ", "    ") if last else ("├── ", "│   ")
-            found = link.path or "NOT FOUND"
-            name = link.name if link.rule == "PT_INTERP" else f"{link.name} => {found}"
-            yield f"{prefix}{branch}{name}  ({link.describe()})"
+            yield f"{prefix}{branch}{link.path or 'NOT FOUND'}  {link.name} <- {link.requester} ({link.describe()})"
             if link.path and link.path not in expanded and link.rule != "already loaded":
                 expanded.add(link.path)
                 yield from walk(link.path, prefix + indent)

@@ -57,7 +57,8 @@ def test_explain_prints_a_tree_and_path_chains(source: Path) -> None:
     result = run_distill("explain", "/usr/bin/app", "--from", str(source))
     assert result.code == 0, result.stderr
     assert result.stdout.splitlines()[0] == "/usr/bin/app  [command line: binaries[0]]"
-    assert f"libapp.so.1 => /lib/{TRIPLET}/libapp.so.1  (default path: /lib/{TRIPLET})" in result.stdout
+    assert (f"├── /lib/{TRIPLET}/libapp.so.1  libapp.so.1 <- /usr/bin/app (default path: /lib/{TRIPLET})"
+            in result.stdout.splitlines())
     chain = run_distill("explain", "/usr/bin/app", "--from", str(source), f"/lib/{TRIPLET}/libapp.so.1", "/bin/sh")
     assert chain.stdout == (f"{LIBDIR}/libapp.so.1\n  <- libapp.so.1 <- /usr/bin/app (default path: /lib/{TRIPLET})\n"
                             "    <- command line: binaries[0]\n/bin/sh: not shipped\n")

@@ -261,6 +261,18 @@ def test_musl_uses_its_path_file_and_answers_libc_names_itself(tree: Tree) -> No
 
 
 @pytest.mark.skipif(not MUSL_LDSO.exists(), reason="musl-tools not installed")
+def test_musl_reads_the_path_file_next_to_its_own_prefix(tree: Tree) -> None:
+    tree.copy(MUSL_LDSO, "/opt/musl/lib/ld-musl-x86_64.so.1")
+    tree.write("/opt/musl/etc/ld-musl-x86_64.path", "/opt/musl/lib:/opt/m3\n")
+    tree.write("/etc/ld-musl-x86_64.path", "/wrong\n")
+    tree.lib("/opt/m3/libm3.so.1", soname="libm3.so.1", compiler="musl-gcc")
+    tree.prog("/usr/bin/app", needs=["/opt/m3/libm3.so.1"], compiler="musl-gcc",
+              flags=["-Wl,--dynamic-linker=/opt/musl/lib/ld-musl-x86_64.so.1"])
+    hit = link(closure(tree, "/usr/bin/app"), "libm3.so.1")
+    assert (hit.path, hit.detail) == ("/opt/m3/libm3.so.1", "/opt/musl/etc/ld-musl-x86_64.path")
+
+
+@pytest.mark.skipif(not MUSL_LDSO.exists(), reason="musl-tools not installed")
 def test_musl_defaults_without_a_path_file(tree: Tree) -> None:
     tree.copy(MUSL_LDSO, "/lib/ld-musl-x86_64.so.1")
     tree.lib("/usr/local/lib/libm2.so.1", soname="libm2.so.1", compiler="musl-gcc")
