@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -73,3 +74,57 @@ def test_layer_output_is_byte_identical_across_runs(fat_root: Path, tmp_path: Pa
         digests.append(hashlib.sha256(out.read_bytes()).hexdigest())
         time.sleep(1.1)
     assert digests[0] == digests[1]
+
+
+NGINX_ORG_CONF = """\
+user  nginx;
+worker_processes  auto;
+error_log  /var/log/nginx/error.log notice;
+pid        /var/run/nginx.pid;
+events { worker_connections 1024; }
+http {
+    include       /etc/nginx/mime.types;
+    default_type  application/octet-stream;
+    access_log    /var/log/nginx/access.log;
+    client_body_temp_path /var/cache/nginx/client_temp;
+    proxy_temp_path       /var/cache/nginx/proxy_temp;
+    fastcgi_temp_path     /var/cache/nginx/fastcgi_temp;
+    uwsgi_temp_path       /var/cache/nginx/uwsgi_temp;
+    scgi_temp_path        /var/cache/nginx/scgi_temp;
+    include /etc/nginx/conf.d/*.conf;
+}
+"""
+NGINX_ORG_SITE = "server { listen 80; location / { root /usr/share/nginx/html; index index.html; } }\n"
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Write without touching the cached rootfs the tree was hard-linked from."""
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    path.write_text(text)
+
+
+def test_nginx_org_layout_distills_and_serves(fat_root: Path, tmp_path: Path) -> None:
+    """nginx.org's packaging: user nginx, conf.d/default.conf, /usr/share/nginx/html, /var/cache/nginx."""
+    root = tmp_path / "org"
+    subprocess.run(["cp", "-al", str(fat_root), str(root)], check=True)
+    replace_file(root / "etc/nginx/nginx.conf", NGINX_ORG_CONF)
+    replace_file(root / "etc/nginx/conf.d/default.conf", NGINX_ORG_SITE)
+    (root / "etc/nginx/sites-enabled/default").unlink()
+    shutil.rmtree(root / "var/www")  # Debian's site root; nginx.org serves /usr/share/nginx/html
+    passwd = [line for line in (root / "etc/passwd").read_text().splitlines() if not line.startswith("www-data:")]
+    replace_file(root / "etc/passwd", "\n".join([*passwd, "nginx:x:101:101:nginx user:/nonexistent:/bin/false"]) + "\n")
+    group = [line for line in (root / "etc/group").read_text().splitlines() if not line.startswith("www-data:")]
+    replace_file(root / "etc/group", "\n".join([*group, "nginx:x:101:"]) + "\n")
+    (root / "var/cache/nginx").mkdir()
+    os.chown(root / "var/cache/nginx", 101, 101)
+    out = tmp_path / "out"
+    result = run_distill("nginx", "--from", str(root), "--out", f"rootfs:{out}", "-q")
+    assert result.code == 0, result.stderr
+    assert [line.split(":")[0] for line in (out / "etc/passwd").read_text().splitlines()] == ["root", "nginx"]
+    assert (out / "var/cache/nginx").stat().st_uid == 101
+    assert not (out / "var/www").exists()
+    served = serve(out, "/")
+    assert served["started"], served["stderr"]
+    assert served["responses"]["/"]["status"] == 200
+    assert "Welcome to nginx!" in served["responses"]["/"]["body"]
