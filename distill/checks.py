@@ -27,10 +27,10 @@ class CheckResult:
     closures: list[Closure] = field(default_factory=list)
 
 
-def check_plan(plan: Plan, source: View, *, cwd: str = "/") -> CheckResult:
-    """Run the closure and symbol-version checks on the planned output."""
+def check_plan(plan: Plan, source: View, *, cwd: str = "/", output: View | None = None) -> CheckResult:
+    """Run the closure and symbol-version checks on the planned output (`output`: the plan over a base)."""
     result = CheckResult()
-    output = PlanView(plan, source)
+    output = output or PlanView(plan, source)
     # a file shipped unchanged at its source path need not be parsed again
     reused = {path: info for path, info in plan.parsed.items()
               if (entry := plan.entries.get(path)) is not None and entry.source == path and entry.data is None}

@@ -19,18 +19,19 @@ from typing import Any
 import click
 
 from distill import __version__
-from distill.checks import check_plan
-from distill.errors import EXIT_INTERNAL, ClosureError, DistillError, UsageError
-from distill.planner import make_plan
+from distill import pipeline
+from distill.errors import EXIT_INTERNAL, DistillError, UsageError
+from distill.oci.image import Platform
 from distill.profile import Profile, adhoc_layer, builtin_profiles, load_profile
-from distill.refs import parse_destination, parse_source
+from distill.refs import Ref, parse_destination, parse_source
+from distill.registry.auth import Credentials, CredentialsError, parse_creds_flag
+from distill.registry.client import RegistryOptions
 from distill.report import explain_path, explain_tree, json_report, size_rows, source_totals
-from distill.sinks import check_destination, open_sink
-from distill.sources import open_source, source_root
+from distill.sources import SourceOptions
 
 __all__ = ["main", "cli"]
 
-_COMMANDS = ("build", "explain", "profiles")
+_COMMANDS = ("build", "explain", "profiles")  # `distill APP ...` is `distill build APP ...`
 
 
 class _DefaultGroup(click.Group):
@@ -56,6 +57,12 @@ def _source_options(command: Any) -> Any:
         click.option("--expose", multiple=True, metavar="PORT", help="port to expose, e.g. 80/tcp"),
         click.option("--env", multiple=True, metavar="KEY=VALUE", help="image environment variable"),
         click.option("--run-as", metavar="USER", help="image user (name, uid, user:group)"),
+        click.option("--base", metavar="IMAGE", help="image to layer the output on (default: the profile's, else scratch)"),
+        click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="platform to pick from a multi-platform image"),
+        click.option("--creds", metavar="USER:PASSWORD", help="registry credentials"),
+        click.option("--authfile", metavar="FILE", help="registry auth file (containers auth.json or docker config.json)"),
+        click.option("--tls-verify", type=click.BOOL, default=True, metavar="BOOL",
+                     help="verify registry TLS certificates and refuse plain http (default true)"),
         click.option("-v", "--verbose", is_flag=True, help="list every entry in reports"),
     ]
     for option in reversed(options):
@@ -72,41 +79,38 @@ def cli(debug: bool) -> None:
 
 @cli.command("build")
 @_source_options
-@click.option("--out", "outs", multiple=True, metavar="DEST", help="rootfs:DIR or layer:FILE.tar[.gz]; repeatable")
+@click.option("--out", "outs", multiple=True, metavar="DEST",
+              help="rootfs:DIR, layer:FILE.tar[.gz], oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF], "
+                   "docker://REF or docker-daemon:REF; repeatable")
 @click.option("--force", is_flag=True, help="replace a destination that is not empty")
 @click.option("--allow-missing", is_flag=True, help="report missing libraries and versions as warnings")
+@click.option("--replace-base-libs", is_flag=True, help="ship the source's libraries even where the base has its own")
 @click.option("--json", "as_json", is_flag=True, help="write a JSON report to stdout")
 @click.option("--explain", "explain", is_flag=True, help="print why each path ships (to stderr)")
 @click.option("-q", "--quiet", is_flag=True, help="no summary table")
-def build(outs: tuple[str, ...], force: bool, allow_missing: bool, as_json: bool, explain: bool, quiet: bool, **flags: Any) -> None:
+def build_command(outs: tuple[str, ...], force: bool, allow_missing: bool, replace_base_libs: bool, as_json: bool,
+                  explain: bool, quiet: bool, **flags: Any) -> None:
     """Distill APP (a profile name, a profile file, or a binary path in the source)."""
-    if not outs:
-        raise UsageError("no --out given; add --out rootfs:DIR or --out layer:FILE.tar (or run `distill explain` to preview)")
-    profile = _profile(flags)
-    view = open_source(parse_source(flags["source"]))
-    destinations = [parse_destination(out) for out in outs]
-    for ref in destinations:
-        check_destination(ref, source_root=source_root(view), force=force)
-    plan = make_plan(view, profile, epoch=_epoch())
-    checks = check_plan(plan, view, cwd=profile.image.workdir or "/")
-    for warning in [*plan.warnings, *checks.warnings]:
+    request = _request(flags)
+    request.outputs = [parse_destination(out) for out in outs] or [Ref("oci", f"./{request.profile.name}-distilled", "latest")]
+    request.force, request.allow_missing, request.replace_base_libs = force, allow_missing, replace_base_libs
+    prepared = pipeline.build(request)
+    for warning in prepared.warnings:
         _say(f"warning: {warning}")
-    if checks.errors:
-        if not allow_missing:
-            raise ClosureError(checks.errors[0], issues=checks.errors)
-        for error in checks.errors:
-            _say(f"warning: {error}")
-    for ref in destinations:
-        summary = open_sink(ref).write(plan, view)
-        if not quiet:
-            _say(f"wrote {summary}")
-    totals = source_totals(view)
-    if explain:
-        click.echo(explain_tree(plan, verbose=flags["verbose"]), err=True, nl=False)
-    if as_json:
-        click.echo(json.dumps(json_report(plan, profile, checks, totals), indent=2))
     if not quiet:
-        _table(size_rows(plan, totals), plan.source)
+        for line in prepared.written:
+            _say(f"wrote {line}")
+        if not outs:
+            where = request.outputs[0]
+            _say(f"no --out given: wrote {where}; run it with `skopeo copy {where} docker-daemon:{request.profile.name}:latest` "
+                 f"or `podman pull {where}`")
+    totals = source_totals(prepared.source.view)
+    if explain:
+        click.echo(explain_tree(prepared.plan, verbose=flags["verbose"]), err=True, nl=False)
+    if as_json:
+        click.echo(json.dumps(json_report(prepared, totals), indent=2))
+    if not quiet:
+        _table(size_rows(prepared.plan, totals), prepared.plan.source)
 
 
 @cli.command("explain")
@@ -115,19 +119,35 @@ def build(outs: tuple[str, ...], force: bool, allow_missing: bool, as_json: bool
 @click.argument("paths", nargs=-1)
 def explain_command(as_json: bool, paths: tuple[str, ...], **flags: Any) -> None:
     """Show why each path would ship, without writing anything. PATHS limit it to those paths."""
-    profile = _profile(flags)
-    view = open_source(parse_source(flags["source"]))
-    plan = make_plan(view, profile, epoch=_epoch())
-    checks = check_plan(plan, view, cwd=profile.image.workdir or "/")
+    request = _request(flags)
+    request.allow_missing = True
+    prepared = pipeline.prepare(request)
     if as_json:
-        click.echo(json.dumps(json_report(plan, profile, checks, source_totals(view)), indent=2))
+        click.echo(json.dumps(json_report(prepared, source_totals(prepared.source.view)), indent=2))
     elif paths:
         for path in paths:
-            click.echo(explain_path(plan, path), nl=False)
+            click.echo(explain_path(prepared.plan, path), nl=False)
     else:
-        click.echo(explain_tree(plan, verbose=flags["verbose"]), nl=False)
-    for problem in checks.errors:
+        click.echo(explain_tree(prepared.plan, verbose=flags["verbose"]), nl=False)
+    for problem in prepared.checks.errors:
         _say(f"check: {problem}")
+
+
+def _request(flags: dict[str, Any]) -> pipeline.Request:
+    profile = _profile(flags)
+    registry = RegistryOptions(creds=_creds(flags["creds"]), authfile=flags["authfile"], tls_verify=flags["tls_verify"])
+    platform = Platform.parse(flags["platform"]) if flags["platform"] else Platform.host()
+    options = SourceOptions(platform=platform, registry=registry)
+    return pipeline.Request(profile, parse_source(flags["source"]), base=flags["base"], options=options, epoch=_epoch())
+
+
+def _creds(value: str | None) -> Credentials | None:
+    if value is None:
+        return None
+    try:
+        return parse_creds_flag(value)
+    except CredentialsError as exc:
+        raise UsageError(f"--creds: {exc}") from None
 
 
 @cli.command("profiles")

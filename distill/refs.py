@@ -1,8 +1,15 @@
-"""Parse `--from` and `--out` references (`transport:details`, as skopeo and podman spell them).
+"""Parse `--from`, `--base` and `--out` references in the transport syntax of skopeo and podman.
 
-Core transports: `rootfs:DIR` (a plain directory, in and out) and `layer:FILE.tar[.gz]` (out).
-A bare source path must start with `/`, `./` or `../`, so a directory never shadows an
-image name.
+    docker://REF, or a bare REF       a registry image (normalised as Docker does)
+    oci:DIR[:REF]                     an OCI image layout directory
+    oci-archive:FILE[:REF]            a tar of an OCI image layout
+    docker-archive:FILE[:REF|@N]      `docker save` / `podman save` output (legacy or OCI-dual)
+    docker-daemon:REF                 an image in a Docker-API daemon (docker, podman system service)
+    rootfs:DIR                        a root filesystem directory (source and destination)
+    layer:FILE.tar[.gz]               one layer tarball (destination only)
+
+A bare source starting with `/`, `./` or `../` is a directory; any other bare source is an
+image reference, so a directory named `nginx` never shadows the `nginx` image.
 """
 
 from __future__ import annotations
@@ -10,50 +17,98 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from distill.errors import UsageError
+from distill.reference import ImageReference, ReferenceError, parse_reference
 
-__all__ = ["Ref", "parse_source", "parse_destination", "SOURCE_TRANSPORTS", "DESTINATION_TRANSPORTS"]
+__all__ = ["Ref", "parse_source", "parse_destination", "IMAGE_TRANSPORTS"]
 
-SOURCE_TRANSPORTS = ("rootfs",)
-DESTINATION_TRANSPORTS = ("rootfs", "layer")
-_IMAGE_TRANSPORTS = ("docker", "oci", "oci-archive", "docker-archive", "docker-daemon", "containers-storage", "dir")
+IMAGE_TRANSPORTS = ("docker", "oci", "oci-archive", "docker-archive", "docker-daemon")
+_SOURCE_TRANSPORTS = (*IMAGE_TRANSPORTS, "rootfs")
+_DESTINATION_TRANSPORTS = (*IMAGE_TRANSPORTS, "rootfs", "layer")
+_UNSUPPORTED = ("containers-storage", "dir", "registry", "ostree", "sif", "tarball")
 
 
 @dataclass(frozen=True)
 class Ref:
+    """A parsed reference: transport, a local path (directory or file), and the image name or tag."""
+
     transport: str
-    path: str
+    path: str = ""
+    name: str | None = None  # oci:/archives: the REF part; docker:/docker-daemon: the normalised reference
+    image: ImageReference | None = None  # docker:/docker-daemon: the parsed reference
+    index: int | None = None  # docker-archive:FILE@N
+
+    @property
+    def is_image(self) -> bool:
+        return self.transport in IMAGE_TRANSPORTS
 
     def __str__(self) -> str:
-        return f"{self.transport}:{self.path}"
+        if self.transport == "docker" and self.image is not None:
+            return f"docker://{self.image}"
+        if self.transport == "docker-daemon":
+            return f"docker-daemon:{self.name}"
+        suffix = f":{self.name}" if self.name else (f"@{self.index}" if self.index is not None else "")
+        return f"{self.transport}:{self.path}{suffix}"
 
 
-def _split(text: str, flag: str) -> tuple[str, str]:
+def _image(text: str, flag: str) -> ImageReference:
+    try:
+        return parse_reference(text)
+    except ReferenceError as exc:
+        raise UsageError(f"{flag} {text}: {exc}") from None
+
+
+def _parse(text: str, flag: str, allowed: tuple[str, ...]) -> Ref:
     transport, sep, rest = text.partition(":")
-    if not sep:
-        return "", text
-    if transport in _IMAGE_TRANSPORTS:
-        raise UsageError(f"{flag} {text}: the {transport}: transport is not supported yet; unpack the image to a "
-                         f"directory and use rootfs:DIR")
-    return transport, rest.removeprefix("//") if transport == "docker" else rest
-
-
-def parse_source(text: str) -> Ref:
-    """`rootfs:DIR` or a bare path starting with `/`, `./` or `../`."""
-    transport, rest = _split(text, "--from")
-    if not transport and text.startswith(("/", "./", "../")):
-        return Ref("rootfs", text)
-    if transport in SOURCE_TRANSPORTS and rest:
+    if not sep or transport not in (*_DESTINATION_TRANSPORTS, *_UNSUPPORTED):
+        return Ref("")  # bare
+    if transport in _UNSUPPORTED:
+        raise UsageError(f"{flag} {text}: the {transport}: transport is not supported; copy the image with "
+                         f"`skopeo copy {text} oci:DIR:TAG` and use oci:DIR:TAG")
+    if transport not in allowed:
+        raise UsageError(f"{flag} {text}: {transport}: cannot be used here")
+    if transport == "docker":
+        if not rest.startswith("//"):
+            raise UsageError(f"{flag} {text}: write docker://REFERENCE")
+        image = _image(rest[2:], flag)
+        return Ref("docker", name=str(image), image=image)
+    if transport == "docker-daemon":
+        if rest.startswith("sha256:"):
+            return Ref("docker-daemon", name=rest)
+        image = _image(rest, flag)
+        return Ref("docker-daemon", name=str(image), image=image)
+    if not rest:
+        raise UsageError(f"{flag} {text}: give a path after {transport}:")
+    if transport in ("rootfs", "layer"):
         return Ref(transport, rest)
-    raise UsageError(f"--from {text}: give rootfs:DIR or a path starting with /, ./ or ../")
+    path, _, name = rest.partition(":")
+    if transport == "docker-archive" and "@" in path and not name:
+        path, _, number = path.rpartition("@")
+        if not number.isdigit():
+            raise UsageError(f"{flag} {text}: write docker-archive:FILE@N with a number N")
+        return Ref(transport, path, index=int(number))
+    if not path:
+        raise UsageError(f"{flag} {text}: give a path after {transport}:")
+    return Ref(transport, path, name or None)
+
+
+def parse_source(text: str, flag: str = "--from") -> Ref:
+    """A `--from` or `--base` reference; a bare path must start with `/`, `./` or `../`."""
+    if text.startswith(("/", "./", "../")):
+        return Ref("rootfs", text)
+    ref = _parse(text, flag, _SOURCE_TRANSPORTS)
+    if ref.transport:
+        return ref
+    image = _image(text, flag)
+    return Ref("docker", name=str(image), image=image)
 
 
 def parse_destination(text: str) -> Ref:
-    """`rootfs:DIR` or `layer:FILE.tar` / `layer:FILE.tar.gz`."""
-    transport, rest = _split(text, "--out")
-    if transport == "layer" and rest.endswith((".tar", ".tar.gz", ".tgz")):
-        return Ref("layer", rest)
-    if transport == "layer":
+    """An `--out` reference; the transport is always explicit."""
+    ref = _parse(text, "--out", _DESTINATION_TRANSPORTS)
+    if not ref.transport:
+        raise UsageError(f"--out {text}: name a transport, e.g. rootfs:DIR, layer:FILE.tar, oci:DIR:TAG or docker://REF")
+    if ref.transport == "layer" and not ref.path.endswith((".tar", ".tar.gz", ".tgz")):
         raise UsageError(f"--out {text}: a layer file must end in .tar, .tar.gz or .tgz")
-    if transport == "rootfs" and rest:
-        return Ref("rootfs", rest)
-    raise UsageError(f"--out {text}: give rootfs:DIR or layer:FILE.tar[.gz]")
+    if ref.transport == "docker-daemon" and ref.image is None:
+        raise UsageError(f"--out {text}: name the image to load, e.g. docker-daemon:app:latest")
+    return ref

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distill import __version__
-from distill.checks import CheckResult
 from distill.loader import Closure, Link
 from distill.plan import Entry, EntryKind, Plan
-from distill.profile import Profile
 from distill.view import View
+
+if TYPE_CHECKING:
+    from distill.pipeline import Prepared
 
 __all__ = ["Totals", "source_totals", "explain_tree", "explain_path", "json_report", "size_rows"]
 
@@ -114,9 +115,10 @@ def explain_path(plan: Plan, path: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def json_report(plan: Plan, profile: Profile, checks: CheckResult, source: Totals) -> dict[str, Any]:
-    """A machine-readable account of the plan: entries with reasons, closures, checks, sizes."""
-    return {
+def json_report(prepared: Prepared, source: Totals) -> dict[str, Any]:
+    """A machine-readable account of the run: entries with reasons, closures, checks, base, image, sizes."""
+    plan, profile, checks = prepared.plan, prepared.request.profile, prepared.checks
+    report: dict[str, Any] = {
         "distill": __version__,
         "source": plan.source,
         "profile": {"name": profile.name, "files": list(profile.files), "digest": profile.digest},
@@ -150,9 +152,23 @@ def json_report(plan: Plan, profile: Profile, checks: CheckResult, source: Total
         ],
         "checks": {"errors": checks.errors, "warnings": checks.warnings},
         "excluded": plan.excluded,
-        "warnings": plan.warnings,
+        "warnings": prepared.warnings,
         "summary": _summary(plan, source),
+        "written": prepared.written,
     }
+    if prepared.layering is not None:
+        report["base"] = {
+            "name": prepared.base_name,
+            "digest": prepared.base.manifest_digest if prepared.base else None,
+            "same_in_base": prepared.layering.same_in_base,
+            "provided_by_base": prepared.layering.from_base,
+            "merged_with_base": prepared.layering.merged,
+        }
+    if prepared.built is not None:
+        report["image"] = {"manifest_digest": prepared.built.manifest_digest, "config_digest":
+                           prepared.built.config_blob.descriptor.digest, "layer_digest": prepared.built.layers[-1].descriptor.digest,
+                           "diff_id": prepared.built.config["rootfs"]["diff_ids"][-1]}
+    return report
 
 
 def _summary(plan: Plan, source: Totals) -> dict[str, Any]:

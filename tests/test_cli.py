@@ -71,10 +71,12 @@ def test_profiles_lists_builtins() -> None:
 
 
 ERRORS = [
-    ("no-out", ["nginx", "--from", "{src}"], 2, "no --out given; add --out rootfs:DIR or --out layer:FILE.tar"),
     ("no-from", ["nginx", "--out", "rootfs:{out}"], 2, "Missing option '--from'."),
-    ("bad-from", ["nginx", "--from", "fat", "--out", "rootfs:{out}"], 2, "--from fat: give rootfs:DIR or a path starting with /, ./ or ../"),
-    ("image-from", ["nginx", "--from", "docker://nginx", "--out", "rootfs:{out}"], 2, "--from docker://nginx: the docker: transport is not supported yet"),
+    ("bare-out", ["nginx", "--from", "{src}", "--out", "{out}"], 2, "--out {out}: name a transport"),
+    ("unsupported-transport", ["nginx", "--from", "containers-storage:nginx", "--out", "rootfs:{out}"], 2,
+     "--from containers-storage:nginx: the containers-storage: transport is not supported"),
+    ("bad-reference", ["nginx", "--from", "Nginx:latest", "--out", "rootfs:{out}"], 2,
+     'invalid image reference "Nginx:latest": repository name must be lowercase'),
     ("bad-out", ["nginx", "--from", "{src}", "--out", "layer:{out}.zip"], 2, "--out layer:{out}.zip: a layer file must end in .tar, .tar.gz or .tgz"),
     ("unknown-profile", ["ngnix", "--from", "{src}", "--out", "rootfs:{out}"], 2, "no built-in profile 'ngnix'; known: glibc, nginx"),
     ("bad-epoch", ["/usr/bin/app", "--from", "{src}", "--out", "rootfs:{out}"], 2, "SOURCE_DATE_EPOCH='yesterday': must be a whole number"),

@@ -44,8 +44,11 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-def check_destination(ref: Ref, *, source_root: str | None, force: bool) -> Path:
-    """Refuse a destination that is not empty (without --force) or overlaps the source."""
+def check_destination(ref: Ref, *, source_root: str | None, force: bool, layout_ok: bool = False) -> Path:
+    """Refuse a destination that is not empty (without --force) or overlaps the source.
+
+    `layout_ok`: an existing OCI layout may receive another image (`oci:DIR:TAG`).
+    """
     dest = Path(ref.path).absolute()
     resolved = dest.resolve()
     if source_root is not None:
@@ -56,7 +59,9 @@ def check_destination(ref: Ref, *, source_root: str | None, force: bool) -> Path
         raise DestinationError(f"{ref}: is a symlink; give the real path, or --force to replace the link")
     if dest.exists() and not dest.is_symlink():
         empty_dir = dest.is_dir() and not any(dest.iterdir())
-        if not empty_dir and not force:
+        if layout_ok and (dest / "oci-layout").is_file():
+            pass
+        elif not empty_dir and not force:
             raise DestinationError(f"{ref}: already exists and is not empty; use --force to replace it")
     parent = dest.parent
     while not parent.exists():

@@ -1,19 +1,65 @@
-"""Sources turn a `--from` reference into a read-only View of one merged filesystem."""
+"""Sources turn a `--from` (or `--base`) reference into a read-only View of one merged filesystem."""
 
 from __future__ import annotations
 
+import tempfile
+from dataclasses import dataclass, field
+
+from distill.daemon import DaemonClient
+from distill.oci.image import Image, Platform
+from distill.oci.layers import Cache
+from distill.oci.merged import open_image_view
 from distill.refs import Ref
+from distill.registry.client import RegistryOptions
+from distill.sources.dockerarchive import archive_image
+from distill.sources.layout import DirStore, TarStore, layout_image
+from distill.sources.registry import registry_image
 from distill.sources.rootfs import DirView
 from distill.view import View
 
-__all__ = ["open_source", "source_root"]
+__all__ = ["Source", "SourceOptions", "open_source", "open_image"]
 
 
-def open_source(ref: Ref) -> View:
-    """The View for a parsed `--from` reference."""
-    return DirView(ref.path)
+@dataclass
+class SourceOptions:
+    platform: Platform = field(default_factory=Platform.host)
+    cache: Cache = field(default_factory=Cache)
+    registry: RegistryOptions = field(default_factory=RegistryOptions)
 
 
-def source_root(view: View) -> str | None:
-    """The host directory behind a view, when there is one (to refuse writing into it)."""
-    return view.root if isinstance(view, DirView) else None
+@dataclass
+class Source:
+    """What `--from` names: a View, plus the image or the host directory behind it."""
+
+    ref: Ref
+    view: View
+    image: Image | None = None
+    host_root: str | None = None
+
+
+def open_image(ref: Ref, options: SourceOptions) -> Image:
+    """The image an image reference names, for the wanted platform."""
+    if ref.transport == "docker":
+        assert ref.image is not None
+        return registry_image(ref.image, options.platform, options.cache, options.registry)
+    if ref.transport == "oci":
+        return layout_image(DirStore(ref.path, str(ref)), ref.name, options.platform)
+    if ref.transport == "oci-archive":
+        return layout_image(TarStore(ref.path, str(ref)), ref.name, options.platform)
+    if ref.transport == "docker-archive":
+        return archive_image(TarStore(ref.path, str(ref)), ref.name, ref.index, options.platform)
+    if ref.transport == "docker-daemon":
+        saved = tempfile.TemporaryFile()  # removed by the OS when the store lets go of it
+        DaemonClient().save(ref.name or "", saved)  # type: ignore[arg-type]
+        saved.seek(0)
+        return archive_image(TarStore(saved, str(ref)), None, None, options.platform)  # type: ignore[arg-type]
+    raise AssertionError(f"not an image transport: {ref.transport}")
+
+
+def open_source(ref: Ref, options: SourceOptions) -> Source:
+    """The View (and image or directory) a `--from` reference names."""
+    if ref.transport == "rootfs":
+        view = DirView(ref.path)
+        return Source(ref, view, host_root=view.root)
+    image = open_image(ref, options)
+    return Source(ref, open_image_view(image, options.cache), image=image)

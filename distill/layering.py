@@ -1,0 +1,156 @@
+"""Fit a plan onto a base image: the layer ships only what the base lacks, where the base expects it.
+
+- Paths are rebased through the base's symlinks, so a layer never puts a directory where the base
+  has a symlink (`/lib -> usr/lib` on a merged-/usr base).
+- A file the base has with the same bytes is left out; so is a directory or symlink it has alike.
+- A library the closure needs that the base already has at that path comes from the base (the
+  checks then prove the base's copy is new enough), unless `replace_libs` ships the source's.
+- /etc/passwd and /etc/group become the base's entries plus ours.
+The result is a new plan; the checks run on it laid over the base (`OverlayView`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from typing import BinaryIO
+
+from distill import paths
+from distill.accounts import parse_group, parse_passwd
+from distill.plan import Entry, EntryKind, Plan, PlanView, Reason
+from distill.view import Node, View
+
+__all__ = ["LayeringReport", "rebase_plan", "OverlayView"]
+
+_CLOSURE_REASONS = ("needed",)
+_ACCOUNT_FILES = {"/etc/passwd": parse_passwd, "/etc/group": parse_group}
+
+
+@dataclass
+class LayeringReport:
+    """What the base made unnecessary, for the summary and the JSON report."""
+
+    same_in_base: list[str]
+    from_base: list[str]  # closure libraries the base provides
+    merged: list[str]  # files merged with the base's (passwd, group)
+
+
+class OverlayView(View):
+    """The planned layer laid over the base: upper entries win, directories merge."""
+
+    def __init__(self, upper: View, lower: View) -> None:
+        self.upper, self.lower = upper, lower
+        self.name = f"{lower.name} + distill layer"
+
+    def lstat(self, path: str) -> Node | None:
+        return self.upper.lstat(path) or self.lower.lstat(path)
+
+    def listdir(self, path: str) -> list[str]:
+        names = set(self.upper.listdir(path)) if self.upper.lstat(path) else set()
+        below = self.lower.lstat(path)
+        if below is not None and below.is_dir and (self.upper.lstat(path) is None or self.upper.lstat(path).is_dir):  # type: ignore[union-attr]
+            names.update(self.lower.listdir(path))
+        return sorted(names)
+
+    def open(self, path: str) -> BinaryIO:
+        return self.upper.open(path) if self.upper.lstat(path) else self.lower.open(path)
+
+
+def _digest(view: View, path: str) -> str:
+    digest = hashlib.sha256()
+    with view.open(path) as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _entry_digest(entry: Entry, source: View) -> str:
+    if entry.data is not None:
+        return hashlib.sha256(entry.data).hexdigest()
+    return _digest(source, entry.source or entry.path)
+
+
+def _merge_accounts(path: str, ours: bytes, base_text: str) -> bytes:
+    """The base's lines, then ours whose names the base does not have."""
+    parse = _ACCOUNT_FILES[path]
+    known = {item.name for item in parse(base_text)}
+    extra = [item.line for item in parse(ours.decode()) if item.name not in known]
+    lines = [line for line in base_text.splitlines() if line.strip()]
+    return ("\n".join([*lines, *extra]) + "\n").encode()
+
+
+def rebase_plan(plan: Plan, source: View, base: View, *, replace_libs: bool = False) -> tuple[Plan, LayeringReport]:
+    """The layer that, over `base`, gives what `plan` describes."""
+    layer = Plan(plan.source, plan.profile, roots=plan.roots, closures=plan.closures, excluded=plan.excluded,
+                 warnings=plan.warnings, aliases=plan.aliases, parsed={})
+    report = LayeringReport([], [], [])
+    moved: dict[str, str] = {}
+    for entry in plan.ordered():
+        target = _rebased(entry.path, base, moved)
+        present = base.lstat(target)
+        entry = replace(entry, path=target, reasons=list(entry.reasons))
+        if entry.kind is EntryKind.HARDLINK:
+            entry.target = moved.get(entry.target or "", entry.target)
+        if present is not None and _same(entry, present, source, base):
+            report.same_in_base.append(target)
+            continue
+        if present is not None and present.is_file and entry.kind is EntryKind.FILE:
+            if target in _ACCOUNT_FILES:
+                entry.data = _merge_accounts(target, _entry_bytes(entry, source), base.read_bytes(target).decode("utf-8", "replace"))
+                entry.size, entry.source = len(entry.data), None
+                report.merged.append(target)
+            elif not replace_libs and entry.reasons and all(r.kind in _CLOSURE_REASONS for r in entry.reasons):
+                report.from_base.append(target)
+                continue
+        if present is not None and present.is_symlink and entry.kind is EntryKind.DIR:
+            continue  # the base's link stays; what we ship below it was rebased through it
+        layer.entries[target] = entry
+    _ensure_parents(layer, base)
+    return layer, report
+
+
+def _entry_bytes(entry: Entry, source: View) -> bytes:
+    if entry.data is not None:
+        return entry.data
+    with source.open(entry.source or entry.path) as stream:
+        return stream.read()
+
+
+def _rebased(path: str, base: View, moved: dict[str, str]) -> str:
+    """`path` with its parent resolved through the base's symlinks (the base's layout wins)."""
+    if path == "/":
+        return path
+    parent = base.resolve(paths.parent(path))
+    target = paths.join(parent.path, path.rsplit("/", 1)[1]) if not parent.error else path
+    if target != path:
+        moved[path] = target
+    return target
+
+
+def _same(entry: Entry, node: Node, source: View, base: View) -> bool:
+    if entry.kind is EntryKind.DIR:
+        return node.is_dir and (node.mode, node.uid, node.gid) == (entry.mode, entry.uid, entry.gid)
+    if entry.kind is EntryKind.SYMLINK:
+        return node.is_symlink and node.target == entry.target
+    if entry.kind is EntryKind.FILE and node.is_file and node.size == entry.size:
+        return (node.mode, node.uid, node.gid) == (entry.mode, entry.uid, entry.gid) and \
+            _entry_digest(entry, source) == _digest(base, node.path)
+    return False
+
+
+def _ensure_parents(layer: Plan, base: View) -> None:
+    """Every entry's parent exists in the layer or, as a directory, in the base."""
+    for path in list(layer.entries):
+        for ancestor in ["/", *paths.parents(path)]:
+            if ancestor in layer.entries:
+                continue
+            below = base.lstat(ancestor)
+            if below is not None and below.is_dir:
+                continue
+            layer.entries[ancestor] = Entry(ancestor, EntryKind.DIR, 0o755, mtime=layer.entries[path].mtime,
+                                            reasons=[Reason("parent", "parent directory", via=path)])
+
+
+def overlay(layer: Plan, source: View, base: View) -> OverlayView:
+    """The base with the layer applied, as the checks and a container would see it."""
+    return OverlayView(PlanView(layer, source), base)

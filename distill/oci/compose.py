@@ -1,0 +1,181 @@
+"""Assemble the output image: the base's layers byte for byte, one distill layer, config, manifest.
+
+Everything is derived from the inputs: times come from SOURCE_DATE_EPOCH or the source image's
+`created` (never the clock), JSON is written with sorted keys, the layer is a canonical tar
+gzipped with mtime 0 at a fixed level, so the same inputs give the same manifest digest.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from distill import __version__
+from distill.oci import media
+from distill.oci.image import Descriptor, Image
+from distill.plan import Plan
+from distill.profile import Profile
+from distill.tarstream import write_tar
+from distill.view import View
+
+__all__ = ["Blob", "BuiltImage", "build_image", "rfc3339", "canonical_json", "GZIP_LEVEL"]
+
+GZIP_LEVEL = 6
+BASE_NAME = "org.opencontainers.image.base.name"
+BASE_DIGEST = "org.opencontainers.image.base.digest"
+_DOCKER_TO_OCI = {
+    media.DOCKER_LAYER_GZIP: media.OCI_LAYER_GZIP,
+    "application/vnd.docker.image.rootfs.diff.tar": media.OCI_LAYER,
+    media.DOCKER_LAYER_FOREIGN: media.OCI_LAYER_NONDIST_GZIP,
+}
+_DROPPED = ("Healthcheck", "OnBuild", "Shell")
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def rfc3339(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Blob:
+    descriptor: Descriptor
+    open: Callable[[], BinaryIO]
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    manifest: dict[str, Any]
+    manifest_bytes: bytes
+    manifest_digest: str
+    config: dict[str, Any]
+    config_blob: Blob
+    layers: list[Blob]
+    base: Image | None
+    base_name: str | None
+    created: int
+
+    @property
+    def blobs(self) -> list[Blob]:
+        return [*self.layers, self.config_blob]
+
+
+class _HashingWriter:
+    """A write-only file that hashes and counts what passes through it."""
+
+    def __init__(self, target: Any) -> None:
+        self.target, self.hash, self.size = target, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        return self.target.write(data)  # type: ignore[no-any-return]
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.hash.hexdigest()
+
+
+def _write_layer(plan: Plan, source: View, path: Path) -> tuple[Descriptor, str]:
+    """(descriptor of the gzipped layer, diff_id), in one pass over the plan."""
+    with open(path, "wb") as out:
+        compressed = _HashingWriter(out)
+        with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=GZIP_LEVEL) as zipped:  # type: ignore[arg-type]
+            uncompressed = _HashingWriter(zipped)
+            write_tar(plan, source, uncompressed)  # type: ignore[arg-type]
+    return Descriptor(media.OCI_LAYER_GZIP, compressed.digest, compressed.size), uncompressed.digest
+
+
+def _runtime(profile: Profile, source: Image | None, base: Image | None, warnings: list[str]) -> dict[str, Any]:
+    """The `config` section: the profile's settings, falling back to the source image's, then the base's."""
+    inherited: dict[str, Any] = {}
+    for image in (base, source):
+        section = image.config.get("config") if image else None
+        if isinstance(section, dict):
+            inherited = {**inherited, **section, "Env": [*inherited.get("Env", []), *(section.get("Env") or [])],
+                         "Labels": {**inherited.get("Labels", {}), **(section.get("Labels") or {})}}
+    for key in _DROPPED:
+        if inherited.pop(key, None) is not None:
+            warnings.append(f"image config: {key} dropped (it usually needs a shell, which the output does not have)")
+    wanted = profile.image
+    env = {}
+    for item in inherited.get("Env", []):
+        name, _, value = str(item).partition("=")
+        env[name] = value
+    env.update(wanted.env)
+    out: dict[str, Any] = {key: value for key, value in inherited.items() if value not in (None, [], {}, "")}
+    out["Env"] = [f"{k}={v}" for k, v in env.items()]
+    if wanted.entrypoint is not None:
+        out["Entrypoint"] = list(wanted.entrypoint)
+        out["Cmd"] = list(wanted.cmd or [])  # a new entrypoint resets the inherited command, as in a Dockerfile
+    elif wanted.cmd is not None:
+        out["Cmd"] = list(wanted.cmd)
+    for key, value in (("WorkingDir", wanted.workdir), ("User", wanted.user), ("StopSignal", wanted.stop_signal)):
+        if value:
+            out[key] = value
+    if wanted.expose:
+        out["ExposedPorts"] = {port: {} for port in wanted.expose}
+    if wanted.volumes:
+        out["Volumes"] = {volume: {} for volume in wanted.volumes}
+    out["Labels"] = {**inherited.get("Labels", {}), **wanted.labels}
+    return {key: value for key, value in out.items() if value not in (None, [], {}, "")}
+
+
+def _history(base: Image | None, created: str, profile: Profile) -> list[dict[str, Any]]:
+    entries = list(base.config.get("history") or []) if base else []
+    layered = [e for e in entries if not (isinstance(e, dict) and e.get("empty_layer"))]
+    if base and len(layered) != len(base.layers):  # a base without (complete) history: one entry per layer
+        entries = [{"created_by": f"base layer {n + 1}"} for n in range(len(base.layers))]
+    created_by = f"distill {__version__} {profile.name} (profile {profile.digest}; {', '.join(profile.files) or 'command line'})"
+    return [*entries, {"created": created, "created_by": created_by, "comment": "distilled by distill"}]
+
+
+def build_image(layer_plan: Plan, source_view: View, *, workdir: Path, profile: Profile, source: Image | None,
+                base: Image | None, base_name: str | None, created: int, architecture: tuple[str, str, str | None],
+                warnings: list[str]) -> BuiltImage:
+    """Write our layer into `workdir` and assemble config and manifest around it."""
+    layer_path = workdir / "layer.tar.gz"
+    layer, diff_id = _write_layer(layer_plan, source_view, layer_path)
+    stamp = rfc3339(created)
+    os_name, arch, variant = architecture
+    config: dict[str, Any] = {
+        "created": stamp,
+        "architecture": arch,
+        "os": os_name,
+        "config": _runtime(profile, source, base, warnings),
+        "rootfs": {"type": "layers", "diff_ids": [*(base.diff_ids if base else []), diff_id]},
+        "history": _history(base, stamp, profile),
+    }
+    if variant:
+        config["variant"] = variant
+    config_bytes = canonical_json(config)
+    config_descriptor = Descriptor(media.OCI_CONFIG, "sha256:" + hashlib.sha256(config_bytes).hexdigest(), len(config_bytes))
+    layers: list[Blob] = []
+    for descriptor in base.layers if base else []:
+        kind = _DOCKER_TO_OCI.get(descriptor.media_type, descriptor.media_type)
+        oci = Descriptor(kind, descriptor.digest, descriptor.size, descriptor.to_json(kind))
+        layers.append(Blob(oci, lambda d=descriptor: base.open_blob(d)))  # type: ignore[union-attr]
+    layers.append(Blob(layer, lambda: open(layer_path, "rb")))
+    manifest: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": media.OCI_MANIFEST,
+        "config": config_descriptor.to_json(),
+        "layers": [blob.descriptor.to_json() for blob in layers],
+    }
+    if base is not None and base_name:
+        manifest["annotations"] = {BASE_NAME: base_name, BASE_DIGEST: base.manifest_digest}
+    manifest_bytes = canonical_json(manifest)
+    return BuiltImage(manifest, manifest_bytes, "sha256:" + hashlib.sha256(manifest_bytes).hexdigest(), config,
+                      Blob(config_descriptor, lambda: io.BytesIO(config_bytes)), layers, base, base_name, created)

@@ -1,0 +1,153 @@
+"""An image as every transport presents it: a manifest, a config, and layer blobs to open.
+
+Transports differ in where bytes come from; once they produce an `Image` the rest of distill
+does not care. Manifests and configs are parsed defensively (size caps, shape checks), and an
+index is resolved to one platform's manifest here.
+"""
+
+from __future__ import annotations
+
+import json
+import platform as host_platform
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from distill.errors import SourceError, UsageError
+from distill.oci import media
+from distill.oci.digest import valid_digest
+
+__all__ = ["MAX_MANIFEST_BYTES", "Descriptor", "Platform", "Image", "parse_json", "parse_manifest", "select_platform"]
+
+MAX_MANIFEST_BYTES = 4 << 20  # manifests and configs are small; a huge one is hostile or broken
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """A content descriptor; `raw` keeps every field so a base layer can be copied exactly."""
+
+    media_type: str
+    digest: str
+    size: int
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @classmethod
+    def from_json(cls, value: Any, where: str) -> Descriptor:
+        if not isinstance(value, dict):
+            raise SourceError(f"{where}: descriptor is not an object")
+        digest, size, kind = value.get("digest"), value.get("size"), value.get("mediaType", "")
+        if not valid_digest(digest):
+            raise SourceError(f"{where}: descriptor has an unsupported or malformed digest {str(digest)[:80]!r}")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise SourceError(f"{where}: descriptor of {digest} has an invalid size {size!r}")
+        return cls(str(kind), digest, size, dict(value))
+
+    def to_json(self, media_type: str | None = None) -> dict[str, Any]:
+        out = dict(self.raw) or {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        out.update({"mediaType": media_type or self.media_type, "digest": self.digest, "size": self.size})
+        return out
+
+
+@dataclass(frozen=True)
+class Platform:
+    os: str
+    architecture: str
+    variant: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Platform:
+        parts = text.split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise UsageError(f"--platform {text}: write os/arch or os/arch/variant, e.g. linux/arm64")
+        return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
+
+    @classmethod
+    def host(cls) -> Platform:
+        machine = host_platform.machine().lower()
+        arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le",
+                "s390x": "s390x", "riscv64": "riscv64"}.get(machine, machine)
+        return cls("linux", arch, "v7" if arch == "arm" else None)
+
+    def matches(self, os: str, architecture: str, variant: str | None) -> bool:
+        if (os, architecture) != (self.os, self.architecture):
+            return False
+        if self.variant is None or self.variant == variant:
+            return True
+        return architecture == "arm64" and {self.variant, variant} <= {"v8", None}
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+
+@dataclass
+class Image:
+    """One platform's image: manifest, config and a way to open each blob (verified while read)."""
+
+    name: str
+    manifest: dict[str, Any]
+    manifest_bytes: bytes
+    manifest_digest: str
+    config: dict[str, Any]
+    config_bytes: bytes
+    config_descriptor: Descriptor
+    layers: list[Descriptor]
+    open_blob: Callable[[Descriptor], BinaryIO]
+
+    @property
+    def diff_ids(self) -> list[str]:
+        rootfs = self.config.get("rootfs") if isinstance(self.config.get("rootfs"), dict) else {}
+        ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+        if not isinstance(ids, list) or len(ids) != len(self.layers) or not all(valid_digest(d) for d in ids):
+            raise SourceError(f"{self.name}: config rootfs.diff_ids does not match the {len(self.layers)} layers of the manifest")
+        return list(ids)
+
+    @property
+    def platform(self) -> Platform:
+        return Platform(str(self.config.get("os", "linux")), str(self.config.get("architecture", "")),
+                        self.config.get("variant"))
+
+
+def parse_json(data: bytes, where: str) -> dict[str, Any]:
+    """A JSON object from a manifest, index or config, refusing what is too large or malformed."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise SourceError(f"{where}: {len(data)} bytes, larger than the {MAX_MANIFEST_BYTES >> 20} MiB a manifest or config may be")
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{where}: not valid JSON ({str(exc)[:80]})") from None
+    if not isinstance(value, dict):
+        raise SourceError(f"{where}: not a JSON object")
+    return value
+
+
+def parse_manifest(data: bytes, where: str, media_type: str | None = None) -> tuple[str, dict[str, Any]]:
+    """(kind, document): kind is 'index' or 'manifest'; schema 1 and unknown types are refused."""
+    document = parse_json(data, where)
+    kind = document.get("mediaType") or media_type or ""
+    if document.get("schemaVersion") == 1 or "signatures" in document:
+        raise SourceError(f"{where}: Docker schema 1 manifests are not supported; push the image again with a current client")
+    if kind in media.INDEX_TYPES or (not kind and "manifests" in document):
+        if not isinstance(document.get("manifests"), list):
+            raise SourceError(f"{where}: index without a manifests list")
+        return "index", document
+    if kind in media.MANIFEST_TYPES or (not kind and "layers" in document):
+        if not isinstance(document.get("layers"), list) or not isinstance(document.get("config"), dict):
+            raise SourceError(f"{where}: manifest without config and layers")
+        return "manifest", document
+    raise SourceError(f"{where}: unsupported manifest media type {str(kind)[:100]!r}")
+
+
+def select_platform(index: dict[str, Any], wanted: Platform, where: str) -> Descriptor:
+    """The manifest for `wanted` in an index; attestation and unknown-platform entries are skipped."""
+    offered = []
+    for number, item in enumerate(index.get("manifests", [])):
+        descriptor = Descriptor.from_json(item, f"{where}: manifests[{number}]")
+        annotations = item.get("annotations") or {}
+        plat = item.get("platform") or {}
+        if annotations.get("vnd.docker.reference.type") == "attestation-manifest" or plat.get("os") == "unknown":
+            continue
+        os_name, arch, variant = str(plat.get("os", "")), str(plat.get("architecture", "")), plat.get("variant")
+        offered.append("/".join(p for p in (os_name, arch, variant) if p))
+        if wanted.matches(os_name, arch, variant):
+            return descriptor
+    raise SourceError(f"{where}: no image for platform {wanted}; the index offers {', '.join(offered) or 'nothing'} (use --platform)")

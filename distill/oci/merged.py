@@ -1,0 +1,199 @@
+"""The merged filesystem of an image's layers, as a read-only View, without extracting anything.
+
+Layers apply bottom to top as the OCI spec and containerd do: within a layer, whiteouts first
+(`.wh.NAME` hides NAME and what is below it; `.wh..wh..opq` hides everything a lower layer put in
+its directory), then the entries, last writer wins; a directory over a directory only changes
+its attributes, anything else replaces the subtree. A member whose parent is a symlink lands where
+the link points (resolved inside the image, never outside). Missing parents appear as 0755 root
+directories. File contents are read from the layer spools.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from distill import paths
+from distill.errors import SourceError
+from distill.oci.image import Image
+from distill.oci.layers import Cache, Member, layer_members
+from distill.view import Node, NodeType, View
+
+__all__ = ["ImageView", "open_image_view"]
+
+_NODE_TYPES = {
+    "file": NodeType.FILE,
+    "dir": NodeType.DIR,
+    "symlink": NodeType.SYMLINK,
+    "char": NodeType.CHAR,
+    "block": NodeType.BLOCK,
+    "fifo": NodeType.FIFO,
+}
+
+
+@dataclass(frozen=True)
+class _Data:
+    spool: int  # index into ImageView.spools
+    offset: int
+    size: int
+
+
+class _Slice(io.RawIOBase):
+    """A seekable window onto a region of a spool file."""
+
+    def __init__(self, path: Path, offset: int, size: int) -> None:
+        super().__init__()
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.start, self.size, self.position = offset, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        length = min(len(buffer), self.size - self.position)
+        if length <= 0:
+            return 0
+        data = os.pread(self.fd, length, self.start + self.position)
+        memoryview(buffer)[: len(data)] = data
+        self.position += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self.fd)
+        super().close()
+
+
+class ImageView(View):
+    """The merged view of an image's layers."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.spools: list[Path] = []
+        self.nodes: dict[str, Node] = {"/": Node("/", NodeType.DIR, 0o755)}
+        self.data: dict[str, _Data] = {}
+        self.children: dict[str, set[str]] = {"/": set()}
+
+    # -- View primitives ---------------------------------------------------------------------
+
+    def lstat(self, path: str) -> Node | None:
+        return self.nodes.get(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return sorted(self.children.get(path, ()))
+
+    def open(self, path: str) -> BinaryIO:
+        data = self.data.get(path)
+        if data is None:
+            raise SourceError(f"{self.name}: {path} is not a regular file")
+        return io.BufferedReader(_Slice(self.spools[data.spool], data.offset, data.size))  # type: ignore[return-value]
+
+    # -- applying layers ---------------------------------------------------------------------
+
+    def apply(self, spool: Path, members: list[Member], where: str) -> None:
+        """Apply one layer on top of what is there."""
+        self.spools.append(spool)
+        layer = len(self.spools) - 1
+        # whiteouts first: at this point everything in the tree comes from lower layers
+        for member in members:
+            if member.type == "opaque":
+                directory = self._place(member.name, where)
+                for name in sorted(self.children.get(directory, ())):
+                    self._remove(paths.join(directory, name))
+            elif member.type == "whiteout":
+                target = self._place(member.name, where)
+                if target != "/":
+                    self._remove(target)
+        for member in members:
+            if member.type not in ("opaque", "whiteout"):
+                self._add(member, layer, where)
+
+    def _place(self, name: str, where: str) -> str:
+        """Where `name` lands: its parent resolved inside the image (through symlinks), then its base."""
+        if name == "/":
+            return "/"
+        parent = self.resolve(paths.parent(name))
+        if parent.error:
+            raise SourceError(f"{where}: {name}: parent directory: {parent.error}")
+        return paths.join(parent.path, name.rsplit("/", 1)[1])
+
+    def _mkdirs(self, path: str) -> None:
+        missing = []
+        while path not in self.nodes:
+            missing.append(path)
+            path = paths.parent(path)
+        for directory in reversed(missing):
+            self._insert(Node(directory, NodeType.DIR, 0o755))
+
+    def _insert(self, node: Node) -> None:
+        self.nodes[node.path] = node
+        if node.path != "/":
+            self.children.setdefault(paths.parent(node.path), set()).add(node.path.rsplit("/", 1)[1])
+        if node.is_dir:
+            self.children.setdefault(node.path, set())
+
+    def _remove(self, path: str) -> None:
+        node = self.nodes.pop(path, None)
+        if node is None:
+            return
+        self.data.pop(path, None)
+        self.children.get(paths.parent(path), set()).discard(path.rsplit("/", 1)[1])
+        for name in self.children.pop(path, set()):
+            self._remove(paths.join(path, name))
+
+    def _add(self, member: Member, layer: int, where: str) -> None:
+        target = self._place(member.name, where)
+        if target != "/":
+            self._mkdirs(paths.parent(target))
+            if not self.nodes[paths.parent(target)].is_dir:
+                raise SourceError(f"{where}: {member.name}: its parent is not a directory")
+        existing = self.nodes.get(target)
+        if member.type == "hardlink":
+            self._hardlink(member, target, where)
+            return
+        node = Node(target, _NODE_TYPES[member.type], member.mode, member.uid, member.gid, member.mtime,
+                    member.size, member.linkname if member.type == "symlink" else None,
+                    file_id=(layer, member.offset) if member.type == "file" else None)
+        if existing is not None and not (existing.is_dir and node.is_dir):
+            self._remove(target)
+        self._insert(node)
+        if member.type == "file":
+            self.data[target] = _Data(layer, member.offset, member.size)
+
+    def _hardlink(self, member: Member, target: str, where: str) -> None:
+        source = self.resolve(member.linkname, follow=False)
+        node = source.node
+        if node is None or not node.is_file:
+            raise SourceError(f"{where}: hard link {member.name} -> {member.linkname}: no such regular file in the image")
+        data = self.data[source.path]
+        if target in self.nodes:
+            self._remove(target)
+        self._insert(Node(target, NodeType.FILE, member.mode, member.uid, member.gid, member.mtime, node.size,
+                          file_id=node.file_id or (data.spool, data.offset)))
+        self.data[target] = data
+        if node.file_id is None:  # the first link makes the original part of a hard-linked set too
+            self.nodes[source.path] = Node(node.path, node.type, node.mode, node.uid, node.gid, node.mtime, node.size,
+                                           file_id=(data.spool, data.offset))
+
+
+def open_image_view(image: Image, cache: Cache) -> ImageView:
+    """Spool, index and merge every layer of `image`."""
+    view = ImageView(image.name)
+    for number in range(len(image.layers)):
+        spool, members = layer_members(image, number, cache)
+        view.apply(spool, members, f"{image.name}: layer {number + 1}")
+    return view

@@ -1,0 +1,1 @@
+"""Talking to OCI distribution registries: authentication and the HTTP client."""

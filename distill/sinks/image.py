@@ -1,0 +1,215 @@
+"""Image sinks: `oci:`, `oci-archive:`, `docker-archive:`, `docker://` and `docker-daemon:`.
+
+All write the same manifest, config and blobs, so every sink gives the same manifest digest.
+Layouts and archives are written beside the destination and renamed into place; an existing OCI
+layout gains the image (blobs first, `index.json` last, under a lock, so concurrent runs do not
+corrupt it). A push uploads what the registry lacks, mounting base layers from the base's
+repository when both live on one registry, and puts the manifest last.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from distill.daemon import DaemonClient
+from distill.errors import DestinationError
+from distill.oci import media
+from distill.oci.compose import BuiltImage, canonical_json
+from distill.oci.digest import VerifiedReader, hex_of
+from distill.oci.image import parse_json
+from distill.reference import ReferenceError, parse_reference
+from distill.refs import Ref
+from distill.registry.client import RegistryClient, RegistryOptions
+from distill.sinks import staged
+
+__all__ = ["write_image", "REF_NAME", "CONTAINERD_NAME"]
+
+REF_NAME = "org.opencontainers.image.ref.name"
+CONTAINERD_NAME = "io.containerd.image.name"
+_LAYOUT = canonical_json({"imageLayoutVersion": "1.0.0"})
+
+
+def write_image(built: BuiltImage, ref: Ref, registry: RegistryOptions) -> str:
+    """Write `built` to one image destination; return a one-line summary."""
+    if ref.transport == "oci":
+        _write_layout_dir(built, Path(ref.path).absolute(), ref.name)
+        return f"{ref}: {built.manifest_digest}"
+    if ref.transport in ("oci-archive", "docker-archive"):
+        dest = Path(ref.path).absolute()
+        with staged(dest, directory=False) as temp, open(temp, "wb") as out:
+            _write_archive(built, out, ref.name, docker=ref.transport == "docker-archive")
+        return f"{ref}: {built.manifest_digest}"
+    if ref.transport == "docker":
+        return f"{ref}: pushed {_push(built, ref, registry)}"
+    if ref.transport == "docker-daemon":
+        with tempfile.TemporaryFile() as archive:
+            _write_archive(built, archive, ref.name, docker=True)  # type: ignore[arg-type]
+            size = archive.tell()
+            archive.seek(0)
+            said = DaemonClient(error=DestinationError).load(archive, size)  # type: ignore[arg-type]
+        return f"{ref}: {said}"
+    raise AssertionError(ref.transport)
+
+
+def _index_entry(built: BuiltImage, name: str | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"mediaType": media.OCI_MANIFEST, "digest": built.manifest_digest, "size": len(built.manifest_bytes)}
+    if name:
+        entry["annotations"] = {REF_NAME: name}
+        if "/" in name:
+            try:
+                entry["annotations"][CONTAINERD_NAME] = str(parse_reference(name))
+            except ReferenceError:
+                pass
+    return entry
+
+
+def _copy_blob(built_open: Any, descriptor: Any, out: BinaryIO) -> None:
+    with VerifiedReader(built_open(), descriptor.digest, descriptor.size, f"blob {descriptor.digest[:19]}") as reader:
+        shutil.copyfileobj(reader, out, 1 << 20)
+        reader.verify()
+
+
+# -- layouts and archives --------------------------------------------------------------------------
+
+
+@contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _put_blobs(built: BuiltImage, root: Path) -> None:
+    blobs = root / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+    for blob in [*built.blobs]:
+        target = blobs / hex_of(blob.descriptor.digest)
+        if target.is_file() and target.stat().st_size == blob.descriptor.size:
+            continue
+        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=blobs)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                _copy_blob(blob.open, blob.descriptor, out)
+            os.chmod(temp, 0o644)
+            os.replace(temp, target)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+    manifest = blobs / hex_of(built.manifest_digest)
+    if not manifest.exists():
+        manifest.write_bytes(built.manifest_bytes)
+
+
+def _write_layout_dir(built: BuiltImage, dest: Path, name: str | None) -> None:
+    if (dest / "oci-layout").is_file():  # add to an existing layout, index.json last
+        with _locked(dest):
+            _put_blobs(built, dest)
+            index_path = dest / "index.json"
+            index = parse_json(index_path.read_bytes(), f"oci:{dest}: index.json") if index_path.exists() else {}
+            kept = [m for m in index.get("manifests", [])
+                    if not (name and isinstance(m, dict) and (m.get("annotations") or {}).get(REF_NAME) == name)]
+            document = {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": [*kept, _index_entry(built, name)]}
+            fd, temp = tempfile.mkstemp(prefix=".index.json.", dir=dest)
+            with os.fdopen(fd, "wb") as out:
+                out.write(canonical_json(document))
+            os.chmod(temp, 0o644)
+            os.replace(temp, index_path)
+        return
+    with staged(dest, directory=True) as temp:
+        os.chmod(temp, 0o755)
+        _put_blobs(built, temp)
+        (temp / "oci-layout").write_bytes(_LAYOUT)
+        index = {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": [_index_entry(built, name)]}
+        (temp / "index.json").write_bytes(canonical_json(index))
+        for path in (temp / "oci-layout", temp / "index.json"):
+            path.chmod(0o644)
+
+
+def _write_archive(built: BuiltImage, out: BinaryIO, name: str | None, *, docker: bool) -> None:
+    """An OCI layout as a tar; with `docker`, also Docker's manifest.json (the dual format Docker 25+ writes)."""
+    mtime = built.created
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        def add(path: str, data: bytes | None = None, stream: Any = None, size: int = 0) -> None:
+            info = tarfile.TarInfo(path)
+            info.mtime, info.uname, info.gname = mtime, "", ""
+            if data is None and stream is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+                return
+            info.mode, info.size = 0o644, len(data) if data is not None else size
+            tar.addfile(info, io.BytesIO(data) if data is not None else stream)
+
+        add("blobs/")
+        add("blobs/sha256/")
+        blobs = sorted({b.descriptor.digest: b for b in built.blobs}.values(), key=lambda b: b.descriptor.digest)
+        entries = sorted([*[(b.descriptor.digest, b) for b in blobs], (built.manifest_digest, None)], key=lambda e: e[0])
+        for digest, blob in entries:
+            path = f"blobs/sha256/{hex_of(digest)}"
+            if blob is None:
+                add(path, built.manifest_bytes)
+                continue
+            with VerifiedReader(blob.open(), digest, blob.descriptor.size, f"blob {digest[:19]}") as reader:
+                add(path, stream=reader, size=blob.descriptor.size)
+                reader.verify()
+        add("index.json", canonical_json({"schemaVersion": 2, "mediaType": media.OCI_INDEX,
+                                          "manifests": [_index_entry(built, name)]}))
+        if docker:
+            tags = [_familiar(name)] if name else []
+            entry = {"Config": f"blobs/sha256/{hex_of(built.config_blob.descriptor.digest)}", "RepoTags": tags,
+                     "Layers": [f"blobs/sha256/{hex_of(b.descriptor.digest)}" for b in built.layers]}
+            add("manifest.json", canonical_json([entry]))
+        add("oci-layout", _LAYOUT)
+
+
+def _familiar(name: str) -> str:
+    try:
+        return parse_reference(name).familiar
+    except ReferenceError:
+        raise DestinationError(f"docker-archive: {name!r} is not an image name such as app:1 or registry/app:1") from None
+
+
+# -- registry ----------------------------------------------------------------------------------------
+
+
+def _push(built: BuiltImage, ref: Ref, options: RegistryOptions) -> str:
+    assert ref.image is not None
+    client = RegistryClient(ref.image, RegistryOptions(options.creds, options.authfile, options.tls_verify,
+                                                       options.timeout, DestinationError))
+    repository = ref.image.repository
+    base_repository = None
+    if built.base is not None and built.base_name:
+        try:
+            base_ref = parse_reference(built.base_name)
+            if base_ref.registry == ref.image.registry and base_ref.repository != repository:
+                base_repository = base_ref.repository
+        except ReferenceError:
+            pass
+    base_digests = {d.digest for d in built.base.layers} if built.base else set()
+    for blob in built.blobs:
+        digest, size = blob.descriptor.digest, blob.descriptor.size
+        if client.has_blob(repository, digest):
+            continue
+        if base_repository and digest in base_digests and client.mount_blob(repository, digest, base_repository):
+            continue
+        with tempfile.TemporaryFile() as spooled:
+            _copy_blob(blob.open, blob.descriptor, spooled)  # type: ignore[arg-type]
+
+            def reopen(file: BinaryIO = spooled) -> BinaryIO:  # type: ignore[assignment]
+                file.seek(0)
+                return file
+
+            client.upload_blob(repository, digest, size, reopen)
+    tag = ref.image.tag or built.manifest_digest
+    return client.put_manifest(repository, tag, built.manifest_bytes, media.OCI_MANIFEST)

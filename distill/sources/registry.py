@@ -1,0 +1,49 @@
+"""`docker://REF` (and bare references): an image in a registry, its blobs cached by digest."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import BinaryIO
+
+from distill.oci.digest import VerifiedReader
+from distill.oci.image import Descriptor, Image, Platform
+from distill.oci.layers import Cache
+from distill.oci.resolve import resolve_image
+from distill.reference import ImageReference
+from distill.registry.client import RegistryClient, RegistryOptions
+
+__all__ = ["registry_image", "fetch_blob"]
+
+
+def fetch_blob(client: RegistryClient, repository: str, descriptor: Descriptor, cache: Cache, name: str) -> Path:
+    """The verified blob in the cache, downloading it the first time."""
+    path = cache.blob_path(descriptor.digest)
+    if path.exists() and path.stat().st_size == descriptor.size:
+        return path
+    where = f"{name}: blob {descriptor.digest[:19]}"
+    with cache.writing(path) as out, VerifiedReader(client.open_blob(repository, descriptor.digest),
+                                                    descriptor.digest, descriptor.size, where) as reader:
+        shutil.copyfileobj(reader, out, 1 << 20)
+        reader.verify()
+    return path
+
+
+def registry_image(reference: ImageReference, platform: Platform, cache: Cache, options: RegistryOptions) -> Image:
+    """The image for `platform` behind a registry reference."""
+    client = RegistryClient(reference, options)
+    repository, name = reference.repository, f"docker://{reference}"
+    top, media_type = client.get_manifest(repository, reference.reference)
+
+    def read_manifest(descriptor: Descriptor) -> bytes:
+        return client.get_manifest(repository, descriptor.digest)[0]
+
+    def open_blob(descriptor: Descriptor) -> BinaryIO:
+        path = fetch_blob(client, repository, descriptor, cache, name)
+        return VerifiedReader(open(path, "rb"), descriptor.digest, descriptor.size, f"{name}: cached blob {descriptor.digest[:19]}")  # type: ignore[return-value]
+
+    def read_blob(descriptor: Descriptor) -> bytes:
+        with open_blob(descriptor) as stream:
+            return stream.read()
+
+    return resolve_image(name, top, media_type, read_manifest, read_blob, open_blob, platform)
