@@ -84,8 +84,22 @@ def rebase_plan(plan: Plan, source: View, base: View, *, replace_libs: bool = Fa
     layer = Plan(plan.source, plan.profile, roots=plan.roots, closures=plan.closures, excluded=plan.excluded,
                  warnings=plan.warnings, aliases=plan.aliases, parsed={})
     report = LayeringReport([], [], [])
+    spellings: dict[str, set[str]] = {}
+    for spelled, canonical in plan.aliases.items():
+        spellings.setdefault(canonical, set()).add(spelled)
+    provided: set[str] = set()  # loader spellings the base answers itself
+    if not replace_libs:
+        for entry in plan.entries.values():
+            if entry.kind is EntryKind.FILE and entry.reasons and all(r.kind in _CLOSURE_REASONS for r in entry.reasons):
+                found = [s for s in {entry.path, *spellings.get(entry.path, ())} if (n := base.stat(s)) is not None and n.is_file]
+                if found:
+                    provided.update(spellings.get(entry.path, set()) | {entry.path})
+                    report.from_base.append(min(found))
     moved: dict[str, str] = {}
     for entry in plan.ordered():
+        if entry.path in provided or (entry.kind is EntryKind.SYMLINK and entry.reasons
+                                      and all(r.kind == "link" and r.via in provided for r in entry.reasons)):
+            continue  # the base has this library (or the link leading to it) where the loader looks
         target = _rebased(entry.path, base, moved)
         present = base.lstat(target)
         entry = replace(entry, path=target, reasons=list(entry.reasons))
@@ -94,16 +108,15 @@ def rebase_plan(plan: Plan, source: View, base: View, *, replace_libs: bool = Fa
         if present is not None and _same(entry, present, source, base):
             report.same_in_base.append(target)
             continue
-        if present is not None and present.is_file and entry.kind is EntryKind.FILE:
-            if target in _ACCOUNT_FILES:
-                entry.data = _merge_accounts(target, _entry_bytes(entry, source), base.read_bytes(target).decode("utf-8", "replace"))
-                entry.size, entry.source = len(entry.data), None
-                report.merged.append(target)
-            elif not replace_libs and entry.reasons and all(r.kind in _CLOSURE_REASONS for r in entry.reasons):
-                report.from_base.append(target)
-                continue
+        if present is not None and present.is_file and entry.kind is EntryKind.FILE and target in _ACCOUNT_FILES:
+            entry.data = _merge_accounts(target, _entry_bytes(entry, source), base.read_bytes(target).decode("utf-8", "replace"))
+            entry.size, entry.source = len(entry.data), None
+            report.merged.append(target)
         if present is not None and present.is_symlink and entry.kind is EntryKind.DIR:
             continue  # the base's link stays; what we ship below it was rebased through it
+        if present is not None and present.is_dir and entry.kind is EntryKind.SYMLINK:
+            report.same_in_base.append(target)
+            continue  # a link over the base's directory would hide what the base keeps there
         layer.entries[target] = entry
     _ensure_parents(layer, base)
     return layer, report

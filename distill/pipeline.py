@@ -143,16 +143,17 @@ def build(request: Request) -> Prepared:
     """Prepare, then write every destination from the one plan."""
     prepared = prepare(request)
     view = prepared.source.view
-    for ref in request.outputs:
-        if not ref.is_image:
-            prepared.written.append(open_sink(ref).write(prepared.plan, view))
     images = [ref for ref in request.outputs if ref.is_image]
-    if images:
-        with tempfile.TemporaryDirectory(prefix="distill-") as work:
+    with tempfile.TemporaryDirectory(prefix="distill-") as work:
+        if images:  # built before anything is written, so a failure here leaves every destination untouched
             prepared.built = build_image(prepared.plan, view, workdir=Path(work), profile=request.profile,
                                          source=prepared.source.image, base=prepared.base, base_name=prepared.base_name,
                                          created=_created(prepared), architecture=_architecture(prepared),
                                          warnings=prepared.warnings)
-            for ref in images:
+        for ref in request.outputs:
+            if ref.is_image:
+                assert prepared.built is not None
                 prepared.written.append(write_image(prepared.built, ref, request.options.registry))
+            else:
+                prepared.written.append(open_sink(ref).write(prepared.plan, view))
     return prepared

@@ -2,10 +2,12 @@
 """Start a server from a root filesystem in a private network namespace and fetch pages from it.
 
 Re-executes itself under `unshare --net` (so nothing listens on any address but the
-namespace's own 127.0.0.1), brings up loopback, runs `chroot ROOT COMMAND...`, waits for
-PORT, sends GET requests, stops the server and prints a JSON result:
+namespace's own 127.0.0.1), brings up loopback, runs `chroot ROOT COMMAND...` (or, with
+`--runc`, the OCI bundle ROOT with `runc run`, sharing the namespace), waits for PORT, sends
+GET requests, stops the server and prints a JSON result:
 
     examples/netns_http.py ROOT --port 80 --get / --get /nope -- /usr/sbin/nginx -g 'daemon off;'
+    examples/netns_http.py BUNDLE --runc --get /
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 
@@ -36,7 +39,12 @@ def wait_for_port(port: int, server: subprocess.Popen[bytes], timeout: float = 1
 
 def inside(args: argparse.Namespace) -> dict[str, object]:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    server = subprocess.Popen(["chroot", args.root, *args.command], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if args.runc:
+        state = tempfile.mkdtemp(prefix="runc-")
+        command = ["runc", "--root", state, "run", "--bundle", args.root, f"distill-{os.getpid()}"]
+    else:
+        command = ["chroot", args.root, *args.command]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     result: dict[str, object] = {"started": False, "responses": {}}
     try:
         result["started"] = wait_for_port(args.port, server)
@@ -67,8 +75,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=80)
     parser.add_argument("--get", action="append", default=[])
     parser.add_argument("--quit-signal", default="QUIT")
+    parser.add_argument("--runc", action="store_true", help="ROOT is an OCI runtime bundle; run it with runc")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("command", nargs="+")
+    parser.add_argument("command", nargs="*")
     args = parser.parse_args()
     if not args.inside:
         os.execvp("unshare", ["unshare", "--net", "--", sys.executable, os.path.abspath(__file__), "--inside", *sys.argv[1:]])

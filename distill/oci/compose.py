@@ -83,6 +83,9 @@ class _HashingWriter:
     def flush(self) -> None:
         self.target.flush()
 
+    def tell(self) -> int:
+        return self.size
+
     @property
     def digest(self) -> str:
         return "sha256:" + self.hash.hexdigest()
