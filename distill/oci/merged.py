@@ -165,7 +165,8 @@ class ImageView(View):
         if member.type == "hardlink":
             self._hardlink(member, target, where)
             return
-        node = Node(target, _NODE_TYPES[member.type], member.mode, member.uid, member.gid, member.mtime,
+        mode = 0o777 if member.type == "symlink" else member.mode  # as on any Linux filesystem
+        node = Node(target, _NODE_TYPES[member.type], mode, member.uid, member.gid, member.mtime,
                     member.size, member.linkname if member.type == "symlink" else None,
                     file_id=(layer, member.offset) if member.type == "file" else None)
         if existing is not None and not (existing.is_dir and node.is_dir):

@@ -233,7 +233,11 @@ class RegistryClient:
     def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str]:
         """The raw manifest or index and its media type, checked against the digest asked for or announced."""
         response = self.request("GET", f"/v2/{repository}/manifests/{reference}", repository,
-                                headers={"Accept": media.ACCEPT}, stream=True)
+                                headers={"Accept": media.ACCEPT}, stream=True, ok=(200, 404))
+        if response.status_code == 404:
+            response.close()
+            separator = "@" if reference.startswith("sha256:") else ":"
+            raise self._error(f"{self.registry}/{repository}{separator}{reference}: no such repository or tag in the registry")
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > MAX_MANIFEST_BYTES:
             response.close()

@@ -1,0 +1,154 @@
+"""The merged view of an image equals what umoci unpacks from the same layout: whiteouts, opaque
+directories, replaced directories, hard links, members written through a symlinked parent."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import stat
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+from conftest import Tree
+from registry import build_image_layout
+
+from distill.errors import SourceError
+from distill.oci.image import Platform
+from distill.oci.layers import Cache
+from distill.oci.merged import open_image_view
+from distill.sources.layout import DirStore, layout_image
+from distill.view import View
+
+
+def view_dump(view: View) -> dict[str, str]:
+    out = {}
+    for node in view.walk("/"):
+        if node.is_file:
+            with view.open(node.path) as stream:
+                body = hashlib.sha256(stream.read()).hexdigest()[:12]
+        else:
+            body = node.target if node.is_symlink else node.type.value
+        out[node.path] = f"{node.type.value} {node.mode:04o} {node.uid}:{node.gid} {body}"
+    return out
+
+
+def disk_dump(root: Path) -> dict[str, str]:
+    out = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        kind = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink"}[stat.S_IFMT(st.st_mode)]
+        if kind == "file":
+            body = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        else:
+            body = os.readlink(path) if kind == "symlink" else "dir"
+        mode = 0o777 if kind == "symlink" else stat.S_IMODE(st.st_mode)
+        out["/" + str(path.relative_to(root))] = f"{kind} {mode:04o} {st.st_uid}:{st.st_gid} {body}"
+    return out
+
+
+def umoci_rootfs(layout: Path, tmp_path: Path) -> Path:
+    bundle = tmp_path / "bundle"
+    subprocess.run(["umoci", "unpack", "--image", f"{layout}:latest", str(bundle)], check=True, capture_output=True)
+    return bundle / "rootfs"
+
+
+def merged(layout: Path, tmp_path: Path) -> View:
+    image = layout_image(DirStore(str(layout), f"oci:{layout}"), "latest", Platform.host())
+    return open_image_view(image, Cache(tmp_path / "cache"))
+
+
+def test_umoci_whiteouts_match(tmp_path: Path) -> None:
+    tree = Tree(tmp_path / "src")
+    tree.write("/etc/motd", "hello\n")
+    tree.write("/etc/keep", "keep\n")
+    tree.write("/usr/bin/tool", "#!/bin/sh\n", mode=0o755)
+    tree.write("/var/empty/.placeholder", "")
+    tree.write("/opt/dir/a", "a")
+    tree.symlink("/opt/link", "dir/a")
+
+    def change(root: Path) -> None:
+        (root / "etc/motd").unlink()
+        (root / "usr/bin/tool").unlink()
+        (root / "usr/bin/tool").mkdir()
+        (root / "usr/bin/tool/inside").write_text("now a directory")
+        for child in (root / "opt/dir").iterdir():
+            child.unlink()
+        (root / "opt/dir/b").write_text("b")
+        os.link(root / "opt/dir/b", root / "opt/b-link")
+
+    build_image_layout(tree.root, tmp_path / "layout", "latest", extra_layer=change)
+    ours = view_dump(merged(tmp_path / "layout", tmp_path))
+    theirs = disk_dump(umoci_rootfs(tmp_path / "layout", tmp_path))
+    assert ours == theirs
+    assert "/etc/motd" not in ours and "/usr/bin/tool/inside" in ours and "/opt/dir/a" not in ours
+
+
+def write_layout(root: Path, layers: list[list[tuple[tarfile.TarInfo, bytes | None]]]) -> Path:
+    """A handcrafted OCI layout (for layer shapes umoci does not produce itself)."""
+    blobs = root / "blobs/sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data: bytes) -> dict[str, object]:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return {"digest": f"sha256:{digest}", "size": len(data)}
+
+    descriptors, diff_ids = [], []
+    for members in layers:
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for info, data in members:
+                tar.addfile(info, io.BytesIO(data) if data is not None else None)
+        diff_ids.append("sha256:" + hashlib.sha256(raw.getvalue()).hexdigest())
+        descriptors.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **put(gzip.compress(raw.getvalue()))})
+    config = {"architecture": Platform.host().architecture, "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}}
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **put(json.dumps(config).encode())},
+                "layers": descriptors}
+    entry = {"mediaType": "application/vnd.oci.image.manifest.v1+json", **put(json.dumps(manifest).encode()),
+             "annotations": {"org.opencontainers.image.ref.name": "latest"}}
+    (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+    return root
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes | None = b"", mode: int = 0o644,
+           link: str = "") -> tuple[tarfile.TarInfo, bytes | None]:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.linkname = kind, mode, link
+    if kind == tarfile.REGTYPE:
+        info.size = len(data or b"")
+        return info, data or b""
+    return info, None
+
+
+def test_handcrafted_layers_match_umoci(tmp_path: Path) -> None:
+    layout = write_layout(tmp_path / "layout", [
+        [member("etc", tarfile.DIRTYPE, mode=0o755), member("etc/a", data=b"a"), member("etc/sub", tarfile.DIRTYPE, mode=0o755),
+         member("etc/sub/x", data=b"x"), member("data", tarfile.DIRTYPE, mode=0o755), member("data/real", tarfile.DIRTYPE, mode=0o755),
+         member("data/link", tarfile.SYMTYPE, link="real"), member("usr/lib/deep/file", data=b"implicit parents")],
+        [member("etc/.wh..wh..opq", data=b""), member("etc/b", data=b"b"), member("data/link/through", data=b"via link"),
+         member("usr/lib/.wh.deep", data=b""), member("hard", tarfile.LNKTYPE, link="etc/b"),
+         member("etc/a-dir", tarfile.DIRTYPE, mode=0o750)],
+    ])
+    ours = view_dump(merged(layout, tmp_path))
+    theirs = disk_dump(umoci_rootfs(layout, tmp_path))
+    assert ours == theirs
+    assert "/data/real/through" in ours and "/etc/a" not in ours and "/etc/sub" not in ours
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("../escape", "climbs out of the root with '..'"),
+    ("etc/../../escape", "climbs out of the root with '..'"),
+    ("etc/.wh.", "names no entry"),
+])
+def test_hostile_member_names_are_refused(tmp_path: Path, name: str, message: str) -> None:
+    layout = write_layout(tmp_path / "layout", [[member("etc", tarfile.DIRTYPE, mode=0o755), member(name, data=b"x")]])
+    with pytest.raises(SourceError) as caught:
+        merged(layout, tmp_path)
+    assert message in caught.value.message

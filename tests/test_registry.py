@@ -1,0 +1,220 @@
+"""The registry client against a real docker-registry (anonymous, htpasswd Basic, Bearer tokens), and
+the failures users hit: unknown names, lying or truncated content, missing credentials, a registry
+that is down. Two behaviours no real registry produces on demand (429 with Retry-After, a redirect
+to another host) use a small fake HTTP server on 127.0.0.1, and say so."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Tree, run_distill
+from registry import Registry, TokenServer, build_image_layout, free_port, skopeo_copy
+
+from distill.errors import SourceError
+from distill.oci.digest import VerifiedReader, sha256_of
+from distill.reference import parse_reference
+from distill.registry.auth import Credentials
+from distill.registry.client import RegistryClient, RegistryOptions
+
+USER_CREDS = "alice:alice-password"
+
+
+@pytest.fixture(scope="module")
+def tiny_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real image: host glibc and one compiled program, packed by umoci."""
+    base = tmp_path_factory.mktemp("tiny")
+    tree = Tree(base / "root")
+    tree.glibc()
+    tree.prog("/usr/bin/app")
+    tree.write("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n")
+    tree.write("/etc/group", "root:x:0:\n")
+    build_image_layout(tree.root, base / "layout", "latest")
+    return base / "layout"
+
+
+@pytest.fixture
+def anonymous(tmp_path: Path, tiny_layout: Path) -> Iterator[Registry]:
+    with Registry(tmp_path / "reg") as reg:
+        skopeo_copy(f"oci:{tiny_layout}:latest", reg.ref("library/app:1"))
+        yield reg
+
+
+def distill_app(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    return run_distill("/usr/bin/app", *args, env=env)
+
+
+def error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("distill: error: ")]
+    assert lines and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def blob_file(registry: Registry, digest: str) -> Path:
+    hexpart = digest.split(":")[1]
+    return registry.dir / "storage/docker/registry/v2/blobs/sha256" / hexpart[:2] / hexpart / "data"
+
+
+def manifest_digest(registry: Registry, repository: str, tag: str) -> str:
+    client = RegistryClient(parse_reference(f"{registry.host}/{repository}:{tag}"), RegistryOptions())
+    return sha256_of(client.get_manifest(repository, tag)[0])
+
+
+def test_unknown_repository_and_tag(anonymous: Registry, tmp_path: Path) -> None:
+    for ref, fragment in ((f"{anonymous.host}/library/nope:1", "library/nope:1: no such repository or tag in the registry"),
+                          (f"{anonymous.host}/library/app:2", "library/app:2: no such repository or tag in the registry")):
+        result = distill_app("--from", ref, "--out", f"oci:{tmp_path / 'out'}:x")
+        assert result.code == 3
+        assert fragment in error_line(result.stderr)
+        assert not (tmp_path / "out").exists()
+
+
+def test_a_registry_that_is_down(tmp_path: Path) -> None:
+    result = distill_app("--from", f"127.0.0.1:{free_port()}/library/app:1", "--out", f"oci:{tmp_path / 'out'}:x")
+    assert result.code == 3
+    assert "cannot connect to http://127.0.0.1:" in error_line(result.stderr)
+
+
+def test_a_corrupted_blob_is_caught_by_its_digest(anonymous: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    client = RegistryClient(parse_reference(f"{anonymous.host}/library/app:1"), RegistryOptions())
+    manifest = json.loads(client.get_manifest("library/app", "1")[0])
+    layer = manifest["layers"][0]["digest"]
+    data = blob_file(anonymous, layer)
+    content = bytearray(data.read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    data.write_bytes(bytes(content))
+    result = distill_app("--from", anonymous.ref("library/app:1").removeprefix("docker://"), "--out", f"oci:{tmp_path / 'out'}:x")
+    assert result.code == 3
+    assert f"digest mismatch: expected {layer}" in error_line(result.stderr)
+    data.write_bytes(bytes(content[: len(content) // 3]))  # now truncated
+    result = distill_app("--from", anonymous.ref("library/app:1").removeprefix("docker://"), "--out", f"oci:{tmp_path / 'out'}:x")
+    assert result.code == 3
+    assert "truncated" in error_line(result.stderr) or "digest mismatch" in error_line(result.stderr)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_corrupted_manifest_is_caught_by_its_digest(anonymous: Registry, tmp_path: Path) -> None:
+    digest = manifest_digest(anonymous, "library/app", "1")
+    path = blob_file(anonymous, digest)
+    path.write_bytes(path.read_bytes().replace(b'"schemaVersion":2', b'"schemaVersion": 2'))
+    result = distill_app("--from", f"{anonymous.host}/library/app:1", "--out", f"oci:{tmp_path / 'out'}:x")
+    assert result.code == 3
+    assert "manifest digest mismatch" in error_line(result.stderr)
+
+
+def test_basic_auth_needs_credentials(tmp_path: Path, tiny_layout: Path) -> None:
+    with Registry(tmp_path / "reg", auth="basic") as reg:
+        skopeo_copy(f"oci:{tiny_layout}:latest", reg.ref("library/app:1"), dest_creds=reg.creds)
+        out = tmp_path / "out"
+        refused = distill_app("--from", f"{reg.host}/library/app:1", "--out", f"oci:{out}:x", env={"HOME": str(tmp_path)})
+        assert refused.code == 3
+        assert "requires a user name and password; give --creds USER:PASSWORD" in error_line(refused.stderr)
+        assert reg.password not in refused.stderr
+        ok = distill_app("--from", f"{reg.host}/library/app:1", "--creds", reg.creds or "", "--out", f"oci:{out}:x", "-v")
+        assert ok.code == 0, ok.stderr
+        assert reg.password not in ok.stderr + ok.stdout
+        authfile = tmp_path / "auth.json"
+        token = base64.b64encode((reg.creds or "").encode()).decode()
+        authfile.write_text(json.dumps({"auths": {reg.host: {"auth": token}}}))
+        via_file = distill_app("--from", f"{reg.host}/library/app:1", "--authfile", str(authfile), "--out", f"oci:{tmp_path / 'o2'}:x")
+        assert via_file.code == 0, via_file.stderr
+
+
+def test_bearer_tokens_anonymous_pull_and_refused_push(tmp_path: Path, tiny_layout: Path) -> None:
+    with TokenServer(tmp_path / "tokens", pull_only_users=("reader",)) as tokens, \
+            Registry(tmp_path / "reg", auth="token", token_server=tokens) as reg:
+        skopeo_copy(f"oci:{tiny_layout}:latest", reg.ref("library/app:1"), dest_creds=USER_CREDS)
+        pulled = distill_app("--from", f"{reg.host}/library/app:1", "--out", f"oci:{tmp_path / 'out'}:x", env={"HOME": str(tmp_path)})
+        assert pulled.code == 0, pulled.stderr  # an anonymous token grants pull on library/*
+        assert any(not r.authenticated for r in tokens.requests)
+        pushed = distill_app("--from", f"{reg.host}/library/app:1", "--creds", USER_CREDS,
+                             "--out", f"docker://{reg.host}/distilled/app:1")
+        assert pushed.code == 0, pushed.stderr
+        refused = distill_app("--from", f"{reg.host}/library/app:1", "--creds", "reader:reader-password",
+                              "--out", f"docker://{reg.host}/distilled/app:2")
+        assert refused.code == 5
+        assert "push denied" in error_line(refused.stderr)
+        assert "reader-password" not in refused.stderr
+
+
+def test_push_mounts_base_layers_from_the_same_registry(anonymous: Registry, tmp_path: Path, tiny_layout: Path) -> None:
+    skopeo_copy(f"oci:{tiny_layout}:latest", anonymous.ref("base/tiny:1"))
+    result = distill_app("--from", f"{anonymous.host}/library/app:1", "--base", f"{anonymous.host}/base/tiny:1",
+                         "--out", f"docker://{anonymous.host}/distilled/app:1", "--json", "-q")
+    assert result.code == 0, result.stderr
+    log = anonymous.log_tail(200_000)
+    assert "mount=" in log and "from=base" in log.replace("%2F", "/")
+
+
+class _Fake(http.server.BaseHTTPRequestHandler):
+    """A fake registry endpoint for what real registries do not do on demand (429, cross-host redirects)."""
+
+    plan: list[tuple[int, dict[str, str], bytes]] = []
+    seen: list[dict[str, str]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        _Fake.seen.append(dict(self.headers))
+        status, headers, body = _Fake.plan.pop(0)
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def fake() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Fake)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Fake.plan, _Fake.seen = [], []
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_429_is_retried_honouring_retry_after(fake: str) -> None:
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {}, "layers": []}).encode()
+    _Fake.plan = [(429, {"Retry-After": "2"}, b""), (503, {}, b""), (200, {"Content-Type": "application/json"}, manifest)]
+    client = RegistryClient(parse_reference(f"{fake}/x/y:1"), RegistryOptions())
+    waits: list[float] = []
+    client.retry_sleep = waits.append
+    data, _ = client.get_manifest("x/y", "1")
+    assert data == manifest
+    assert waits[0] == 2.0 and len(waits) == 2
+
+
+def test_a_redirect_to_another_host_does_not_carry_credentials(fake: str, tmp_path: Path) -> None:
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Fake)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        blob = b"layer bytes"
+        digest = sha256_of(blob)
+        target = f"http://localhost:{other.server_address[1]}/storage/blob"  # same address, another host name
+        _Fake.plan = [(401, {"WWW-Authenticate": 'Basic realm="test"'}, b""), (307, {"Location": target}, b""), (200, {}, blob)]
+        client = RegistryClient(parse_reference(f"{fake}/x/y:1"), RegistryOptions(creds=Credentials("u", "secret")))
+        with VerifiedReader(client.open_blob("x/y", digest), digest, len(blob), "blob") as reader:
+            assert reader.read() == blob
+        assert "Authorization" in _Fake.seen[1] and "Authorization" not in _Fake.seen[2]
+    finally:
+        other.shutdown()
+        other.server_close()
+
+
+def test_a_huge_manifest_is_refused(fake: str) -> None:
+    _Fake.plan = [(200, {"Content-Type": "application/json"}, b"{" + b" " * (5 << 20) + b"}")]
+    client = RegistryClient(parse_reference(f"{fake}/x/y:1"), RegistryOptions())
+    with pytest.raises(SourceError) as caught:
+        client.get_manifest("x/y", "1")
+    assert "refusing more than 4 MiB" in caught.value.message or "larger than 4 MiB" in caught.value.message
