@@ -197,3 +197,9 @@ def test_docker_archive_output_loads_in_podman_and_the_docker_cli(registry: Regi
                                         text=True).stdout)
     assert inspect[0]["Config"]["Entrypoint"] == ["/usr/sbin/nginx", "-g", "daemon off;"]
     assert skopeo_inspect(f"oci-archive:{tmp_path / 'nginx.oci.tar'}:nginx")["Digest"] == result["image"]["manifest_digest"]
+    daemon = run_distill("nginx", "--from", f"{registry.host}/library/nginx:latest", "--out", "docker-daemon:distilled/nginx:2",
+                         "-q", env={"DOCKER_HOST": podman_service["DOCKER_HOST"]})
+    assert daemon.code == 0, daemon.stderr
+    loaded_by_api = json.loads(subprocess.run([*podman, "image", "inspect", "distilled/nginx:2"], check=True,
+                                              capture_output=True, text=True).stdout)
+    assert loaded_by_api[0]["Config"]["Entrypoint"] == ["/usr/sbin/nginx", "-g", "daemon off;"]

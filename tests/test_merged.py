@@ -3,10 +3,7 @@ directories, replaced directories, hard links, members written through a symlink
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
-import json
 import os
 import stat
 import subprocess
@@ -15,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Tree
+from layouts import member, write_layout
 from registry import build_image_layout
 
 from distill.errors import SourceError
@@ -86,45 +84,6 @@ def test_umoci_whiteouts_match(tmp_path: Path) -> None:
     theirs = disk_dump(umoci_rootfs(tmp_path / "layout", tmp_path))
     assert ours == theirs
     assert "/etc/motd" not in ours and "/usr/bin/tool/inside" in ours and "/opt/dir/a" not in ours
-
-
-def write_layout(root: Path, layers: list[list[tuple[tarfile.TarInfo, bytes | None]]]) -> Path:
-    """A handcrafted OCI layout (for layer shapes umoci does not produce itself)."""
-    blobs = root / "blobs/sha256"
-    blobs.mkdir(parents=True)
-
-    def put(data: bytes) -> dict[str, object]:
-        digest = hashlib.sha256(data).hexdigest()
-        (blobs / digest).write_bytes(data)
-        return {"digest": f"sha256:{digest}", "size": len(data)}
-
-    descriptors, diff_ids = [], []
-    for members in layers:
-        raw = io.BytesIO()
-        with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for info, data in members:
-                tar.addfile(info, io.BytesIO(data) if data is not None else None)
-        diff_ids.append("sha256:" + hashlib.sha256(raw.getvalue()).hexdigest())
-        descriptors.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **put(gzip.compress(raw.getvalue()))})
-    config = {"architecture": Platform.host().architecture, "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}}
-    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **put(json.dumps(config).encode())},
-                "layers": descriptors}
-    entry = {"mediaType": "application/vnd.oci.image.manifest.v1+json", **put(json.dumps(manifest).encode()),
-             "annotations": {"org.opencontainers.image.ref.name": "latest"}}
-    (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
-    return root
-
-
-def member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes | None = b"", mode: int = 0o644,
-           link: str = "") -> tuple[tarfile.TarInfo, bytes | None]:
-    info = tarfile.TarInfo(name)
-    info.type, info.mode, info.linkname = kind, mode, link
-    if kind == tarfile.REGTYPE:
-        info.size = len(data or b"")
-        return info, data or b""
-    return info, None
 
 
 def test_handcrafted_layers_match_umoci(tmp_path: Path) -> None:

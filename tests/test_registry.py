@@ -132,7 +132,8 @@ def test_bearer_tokens_anonymous_pull_and_refused_push(tmp_path: Path, tiny_layo
         skopeo_copy(f"oci:{tiny_layout}:latest", reg.ref("library/app:1"), dest_creds=USER_CREDS)
         pulled = distill_app("--from", f"{reg.host}/library/app:1", "--out", f"oci:{tmp_path / 'out'}:x", env={"HOME": str(tmp_path)})
         assert pulled.code == 0, pulled.stderr  # an anonymous token grants pull on library/*
-        assert any(not r.authenticated for r in tokens.requests)
+        anonymous_requests = [r for r in tokens.requests if not r.authenticated]
+        assert len(anonymous_requests) == 1, "one token, reused for the manifest and every blob"
         pushed = distill_app("--from", f"{reg.host}/library/app:1", "--creds", USER_CREDS,
                              "--out", f"docker://{reg.host}/distilled/app:1")
         assert pushed.code == 0, pushed.stderr

@@ -1,0 +1,125 @@
+"""The output image's config, history and annotations; times that never come from the clock."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import TRIPLET, Tree, run_distill
+from layouts import tree_members, write_layout
+
+from distill.oci.digest import sha256_of
+
+SOURCE_CONFIG = {
+    "created": "2024-05-01T12:00:00Z",
+    "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "APP_MODE=fat"],
+               "Entrypoint": ["/docker-entrypoint.sh"], "Cmd": ["app", "--serve"], "Labels": {"maintainer": "someone"},
+               "Healthcheck": {"Test": ["CMD-SHELL", "curl -f http://localhost/"]}, "OnBuild": ["RUN make"],
+               "Shell": ["/bin/sh", "-c"], "StopSignal": "SIGTERM", "ExposedPorts": {"8080/tcp": {}}},
+    "history": [{"created_by": "fat layer"}],
+}
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    tree = Tree(tmp_path / "tree")
+    tree.glibc()
+    tree.prog("/usr/bin/app")
+    tree.write("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n")
+    tree.write("/etc/group", "root:x:0:\n")
+    return write_layout(tmp_path / "layout", [tree_members(tree.root)], SOURCE_CONFIG)
+
+
+def image_config(layout: Path, ref: str) -> tuple[dict, dict]:  # type: ignore[type-arg]
+    raw = json.loads(subprocess.run(["skopeo", "inspect", "--raw", f"oci:{layout}:{ref}"], check=True, capture_output=True,
+                                    text=True).stdout)
+    config = json.loads(subprocess.run(["skopeo", "inspect", "--config", f"oci:{layout}:{ref}"], check=True, capture_output=True,
+                                       text=True).stdout)
+    return raw, config
+
+
+def test_config_falls_back_to_the_source_and_drops_shell_features(source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_distill("/usr/bin/app", "--from", f"oci:{source}:latest", "--out", f"oci:{out}:app",
+                         "--env", "APP_MODE=slim", "--expose", "80", "-q")
+    assert result.code == 0, result.stderr
+    for key in ("Healthcheck", "OnBuild", "Shell"):
+        assert f"warning: image config: {key} dropped" in result.stderr
+    manifest, config = image_config(out, "app")
+    runtime = config["config"]
+    assert runtime["Entrypoint"] == ["/usr/bin/app"] and "Cmd" not in runtime  # a new entrypoint resets the command
+    assert "APP_MODE=slim" in runtime["Env"] and any(e.startswith("PATH=") for e in runtime["Env"])
+    assert runtime["Labels"] == {"maintainer": "someone"} and runtime["StopSignal"] == "SIGTERM"
+    assert runtime["ExposedPorts"] == {"80/tcp": {}}
+    assert not {"Healthcheck", "OnBuild", "Shell"} & set(runtime)
+    assert config["created"] == "2024-05-01T12:00:00Z"  # the source image's time, not the clock
+    last = config["history"][-1]
+    assert last["created_by"].startswith("distill 0.1.0 app (profile sha256:")
+    assert len(config["rootfs"]["diff_ids"]) == 1 == len(manifest["layers"])
+
+
+def test_source_date_epoch_sets_every_time(source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_distill("/usr/bin/app", "--from", f"oci:{source}:latest", "--out", f"oci:{out}:app", "-q",
+                         env={"SOURCE_DATE_EPOCH": "1700000000"})
+    assert result.code == 0, result.stderr
+    _, config = image_config(out, "app")
+    assert config["created"] == config["history"][-1]["created"] == "2023-11-14T22:13:20Z"
+
+
+def test_base_history_is_kept_and_annotations_name_the_base(source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_distill("/usr/bin/app", "--from", f"oci:{source}:latest", "--base", f"oci:{source}:latest",
+                         "--out", f"oci:{out}:app", "--json", "-q")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    manifest, config = image_config(out, "app")
+    assert [h.get("created_by") for h in config["history"]][0] == "fat layer"
+    assert manifest["annotations"]["org.opencontainers.image.base.name"] == f"oci:{source}:latest"
+    assert manifest["annotations"]["org.opencontainers.image.base.digest"] == report["base"]["digest"]
+    assert f"/lib/{TRIPLET}/libc.so.6" in report["base"]["provided_by_base"]
+
+
+def test_without_out_an_oci_layout_is_written_here(source: Path, tmp_path: Path) -> None:
+    result = run_distill("/usr/bin/app", "--from", f"oci:{source}:latest", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    assert (tmp_path / "app-distilled/index.json").is_file()
+    assert "no --out given: wrote oci:./app-distilled:latest" in result.stderr
+    assert "skopeo copy oci:./app-distilled:latest docker-daemon:app:latest" in result.stderr
+
+
+def test_a_layout_gains_images_and_keeps_the_others(source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    for tag in ("one", "two", "one"):
+        result = run_distill("/usr/bin/app", "--from", f"oci:{source}:latest", "--out", f"oci:{out}:{tag}", "-q", "--tz", "none"
+                             if tag == "two" else "UTC")
+        assert result.code == 0, result.stderr
+    index = json.loads((out / "index.json").read_text())
+    names = sorted(m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"])
+    assert names == ["one", "two"]
+
+
+def test_platform_selection_skips_attestations(source: Path, tmp_path: Path) -> None:
+    index_path = source / "index.json"
+    index = json.loads(index_path.read_text())
+    entry = index["manifests"][0]
+    index["manifests"] = [
+        {**entry, "annotations": {}, "platform": {"os": "unknown", "architecture": "unknown"}},
+        {**entry, "annotations": {}, "platform": {"os": "linux", "architecture": "amd64"}},
+    ]
+    multi = tmp_path / "multi"
+    subprocess.run(["cp", "-a", str(source), str(multi)], check=True)
+    data = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                       "manifests": index["manifests"]}).encode()
+    (multi / "blobs/sha256" / sha256_of(data).split(":")[1]).write_bytes(data)
+    (multi / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": sha256_of(data), "size": len(data),
+         "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}))
+    ok = run_distill("/usr/bin/app", "--from", f"oci:{multi}:latest", "--out", f"rootfs:{tmp_path / 'r'}", "-q")
+    assert ok.code == 0, ok.stderr
+    missing = run_distill("/usr/bin/app", "--from", f"oci:{multi}:latest", "--platform", "linux/arm64",
+                          "--out", f"rootfs:{tmp_path / 'r2'}", "-q")
+    assert missing.code == 3
+    assert "no image for platform linux/arm64; the index offers linux/amd64 (use --platform)" in missing.stderr
