@@ -3,8 +3,13 @@
 
 Scenario `nginx-closure`: the fat Debian 12 nginx rootfs; distill's full run (profile, closure,
 checks, system files, write a rootfs) against `lddtree --copy-to-tree` (pax-utils) copying the
-closure of /usr/sbin/nginx only. Both run on the same Python interpreter, 5 times each,
-alternating; the median wall time of each and their ratio are printed and saved in
+closure of /usr/sbin/nginx only, both on the same Python interpreter.
+
+Scenario `registry-pull`: the same rootfs as an image in a local docker-registry; distill
+(`--from` the registry, `--out oci:`) with an empty cache (cold) and with its cache filled
+(warm), against `skopeo copy docker://... oci:...` of the same image.
+
+Each command runs 5 times, alternating; medians and ratios are printed and saved in
 bench/results/. No timing is ever asserted in the test suite.
 """
 
@@ -23,6 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "examples"))
+sys.path.insert(0, str(HERE.parent / "tests"))
 
 from fatroot import fat_rootfs  # noqa: E402
 
@@ -67,22 +73,71 @@ def nginx_closure(fat: Path) -> dict[str, object]:
     }
 
 
+def registry_pull() -> dict[str, object]:
+    from images import fat_layout
+    from registry import Registry, skopeo_copy
+
+    times: dict[str, list[float]] = {"distill cold": [], "distill warm": [], "skopeo copy": []}
+    with tempfile.TemporaryDirectory() as work_dir:
+        work = Path(work_dir)
+        with Registry(work / "registry") as registry:
+            skopeo_copy(f"oci:{fat_layout()}:latest", registry.ref("library/nginx:latest"))
+            source = f"{registry.host}/library/nginx:latest"
+            warm_cache = work / "warm"
+            subprocess.run(distill_pull(source, work / "prime"), check=True, capture_output=True, env=cache_env(warm_cache))
+            for run in range(RUNS):
+                cold_cache = work / f"cold-{run}"
+                for name, command, env in (
+                    ("distill cold", distill_pull(source, work / f"c{run}"), cache_env(cold_cache)),
+                    ("distill warm", distill_pull(source, work / f"w{run}"), cache_env(warm_cache)),
+                    ("skopeo copy", ["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{source}",
+                                     f"oci:{work / f's{run}'}:latest"], None),
+                ):
+                    start = time.perf_counter()
+                    subprocess.run(command, check=True, capture_output=True, env=env)
+                    times[name].append(time.perf_counter() - start)
+                shutil.rmtree(cold_cache, ignore_errors=True)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return {
+        "scenario": "registry-pull",
+        "runs": RUNS,
+        "median_seconds": medians,
+        "cold_over_skopeo": round(medians["distill cold"] / medians["skopeo copy"], 2),
+        "warm_over_skopeo": round(medians["distill warm"] / medians["skopeo copy"], 2),
+    }
+
+
+def distill_pull(source: str, out: Path) -> list[str]:
+    return [sys.executable, "-m", "distill", "nginx", "--from", source, "--out", f"oci:{out}:nginx", "-q"]
+
+
+def cache_env(path: Path) -> dict[str, str]:
+    import os
+
+    return {**os.environ, "XDG_CACHE_HOME": str(path)}
+
+
+def _print(result: dict[str, object], unit: str = "s") -> None:
+    medians = result["median_seconds"]
+    assert isinstance(medians, dict)
+    print(f"\n{result['scenario']}: median of {RUNS}")
+    for name, value in medians.items():
+        print(f"  {name:14} {value:.3f} {unit}")
+    for key, value in result.items():
+        if "ratio" in key or "_over_" in key:
+            print(f"  {key}: {value}")
+
+
 def main() -> None:
     fat = fat_rootfs()
-    result = nginx_closure(fat)
-    result["machine"] = f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
     results = HERE / "results"
     results.mkdir(exist_ok=True)
-    (results / "nginx-closure.json").write_text(json.dumps(result, indent=2) + "\n")
-    medians = result["median_seconds"]
-    sizes = result["output_bytes"]
-    assert isinstance(medians, dict) and isinstance(sizes, dict)
-    print("| tool | median of 5 (s) | output (MB) |")
-    print("|---|---:|---:|")
-    for name in medians:
-        print(f"| {name} | {medians[name]:.3f} | {sizes[name] / 1e6:.2f} |")
-    print(f"\ntime ratio distill/lddtree: {result['time_ratio_distill_over_lddtree']}x; "
-          f"size ratio: {result['size_ratio_distill_over_lddtree']}x")
+    machine = f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
+    for scenario in (lambda: nginx_closure(fat), registry_pull):
+        result = scenario()
+        result["machine"] = machine
+        (results / f"{result['scenario']}.json").write_text(json.dumps(result, indent=2) + "\n")
+        _print(result)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from distill.oci.image import Platform
 from distill.profile import Profile, adhoc_layer, builtin_profiles, load_profile
 from distill.refs import Ref, parse_destination, parse_source
 from distill.registry.auth import Credentials, CredentialsError, parse_creds_flag
-from distill.registry.client import RegistryOptions
+from distill.registry.options import RegistryOptions
 from distill.report import explain_path, explain_tree, json_report, size_rows, source_totals
 from distill.sources import SourceOptions
 

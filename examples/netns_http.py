@@ -77,8 +77,10 @@ def main() -> None:
     parser.add_argument("--quit-signal", default="QUIT")
     parser.add_argument("--runc", action="store_true", help="ROOT is an OCI runtime bundle; run it with runc")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("command", nargs="*")
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    args.command = argv[split + 1 :]
     if not args.inside:
         os.execvp("unshare", ["unshare", "--net", "--", sys.executable, os.path.abspath(__file__), "--inside", *sys.argv[1:]])
     print(json.dumps(inside(args)))

@@ -126,7 +126,11 @@ class ImageView(View):
         """Where `name` lands: its parent resolved inside the image (through symlinks), then its base."""
         if name == "/":
             return "/"
-        parent = self.resolve(paths.parent(name))
+        directory = paths.parent(name)
+        known = self.nodes.get(directory)
+        if known is not None and known.is_dir:  # keys are canonical: a directory key has no symlink above it
+            return paths.join(directory, name.rsplit("/", 1)[1])
+        parent = self.resolve(directory)
         if parent.error:
             raise SourceError(f"{where}: {name}: parent directory: {parent.error}")
         return paths.join(parent.path, name.rsplit("/", 1)[1])

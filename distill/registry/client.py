@@ -20,28 +20,20 @@ from urllib.parse import urlencode, urljoin
 import requests
 
 from distill import __version__
-from distill.errors import DistillError, SourceError
+from distill.errors import DistillError
 from distill.oci import media
 from distill.oci.digest import sha256_of
 from distill.oci.image import MAX_MANIFEST_BYTES
 from distill.reference import ImageReference
 from distill.registry.auth import Challenge, Credentials, CredentialsError, find_credentials, parse_www_authenticate
+from distill.registry.options import RegistryOptions
 
-__all__ = ["RegistryOptions", "RegistryClient"]
+__all__ = ["RegistryClient"]
 
 _RETRY_STATUS = (429, 500, 502, 503, 504)
 _ATTEMPTS = 5
 _MAX_WAIT = 30.0
 _CHUNK = 8 << 20
-
-
-@dataclass(frozen=True)
-class RegistryOptions:
-    creds: Credentials | None = None
-    authfile: str | None = None
-    tls_verify: bool = True
-    timeout: float = 60.0
-    error: type[DistillError] = SourceError  # SourceError when pulling, DestinationError when pushing
 
 
 def _loopback(host: str) -> bool:

@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from distill.daemon import DaemonClient
 from distill.errors import DestinationError
 from distill.oci import media
 from distill.oci.compose import BuiltImage, canonical_json
@@ -28,7 +27,7 @@ from distill.oci.digest import VerifiedReader, hex_of
 from distill.oci.image import parse_json
 from distill.reference import ReferenceError, parse_reference
 from distill.refs import Ref
-from distill.registry.client import RegistryClient, RegistryOptions
+from distill.registry.options import RegistryOptions
 from distill.sinks import staged
 
 __all__ = ["write_image", "REF_NAME", "CONTAINERD_NAME"]
@@ -55,6 +54,8 @@ def write_image(built: BuiltImage, ref: Ref, registry: RegistryOptions) -> str:
             _write_archive(built, archive, ref.name, docker=True)  # type: ignore[arg-type]
             size = archive.tell()
             archive.seek(0)
+            from distill.daemon import DaemonClient
+
             said = DaemonClient(error=DestinationError).load(archive, size)  # type: ignore[arg-type]
         return f"{ref}: {said}"
     raise AssertionError(ref.transport)
@@ -184,6 +185,8 @@ def _familiar(name: str) -> str:
 
 
 def _push(built: BuiltImage, ref: Ref, options: RegistryOptions) -> str:
+    from distill.registry.client import RegistryClient  # loads requests only when pushing
+
     assert ref.image is not None
     client = RegistryClient(ref.image, RegistryOptions(options.creds, options.authfile, options.tls_verify,
                                                        options.timeout, DestinationError))

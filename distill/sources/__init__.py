@@ -5,15 +5,13 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 
-from distill.daemon import DaemonClient
 from distill.oci.image import Image, Platform
 from distill.oci.layers import Cache
 from distill.oci.merged import open_image_view
 from distill.refs import Ref
-from distill.registry.client import RegistryOptions
+from distill.registry.options import RegistryOptions
 from distill.sources.dockerarchive import archive_image
 from distill.sources.layout import DirStore, TarStore, layout_image
-from distill.sources.registry import registry_image
 from distill.sources.rootfs import DirView
 from distill.view import View
 
@@ -40,6 +38,8 @@ class Source:
 def open_image(ref: Ref, options: SourceOptions) -> Image:
     """The image an image reference names, for the wanted platform."""
     if ref.transport == "docker":
+        from distill.sources.registry import registry_image  # loads requests only when a registry is used
+
         assert ref.image is not None
         return registry_image(ref.image, options.platform, options.cache, options.registry)
     if ref.transport == "oci":
@@ -49,6 +49,8 @@ def open_image(ref: Ref, options: SourceOptions) -> Image:
     if ref.transport == "docker-archive":
         return archive_image(TarStore(ref.path, str(ref)), ref.name, ref.index, options.platform)
     if ref.transport == "docker-daemon":
+        from distill.daemon import DaemonClient
+
         saved = tempfile.TemporaryFile()  # removed by the OS when the store lets go of it
         DaemonClient().save(ref.name or "", saved)  # type: ignore[arg-type]
         saved.seek(0)
