@@ -219,3 +219,18 @@ def test_a_huge_manifest_is_refused(fake: str) -> None:
     with pytest.raises(SourceError) as caught:
         client.get_manifest("x/y", "1")
     assert "refusing more than 4 MiB" in caught.value.message or "larger than 4 MiB" in caught.value.message
+
+
+def test_tls_verify_false_falls_back_to_plain_http(anonymous: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registry that is not on loopback is spoken to over https; with --tls-verify=false, plain http is tried
+    too. The real registry here is on 127.0.0.1, so the loopback rule is switched off for this test."""
+    import distill.registry.client as client_module
+
+    monkeypatch.setattr(client_module, "_loopback", lambda host: False)
+    strict = RegistryClient(parse_reference(f"{anonymous.host}/library/app:1"), RegistryOptions())
+    assert strict.base.startswith("https://")
+    with pytest.raises(SourceError):
+        strict.get_manifest("library/app", "1")
+    relaxed = RegistryClient(parse_reference(f"{anonymous.host}/library/app:1"), RegistryOptions(tls_verify=False))
+    data, _ = relaxed.get_manifest("library/app", "1")
+    assert json.loads(data)["schemaVersion"] == 2 and relaxed.base.startswith("http://")

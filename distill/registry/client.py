@@ -156,9 +156,15 @@ class RegistryClient:
                 response = self.session.request(method, url, headers={**(headers or {}), **auth}, stream=stream,
                                                 data=body() if body else None, timeout=self.options.timeout)
             except requests.exceptions.SSLError:
+                if self._plain_http_allowed(url):
+                    url = self._downgrade(url)
+                    continue
                 raise self._error(f"{self.registry}: TLS verification failed; use --tls-verify=false for a registry "
                                   "without a trusted certificate") from None
             except requests.exceptions.ConnectionError:
+                if self._plain_http_allowed(url):
+                    url = self._downgrade(url)
+                    continue
                 if attempt >= 1:
                     raise self._error(f"{self.registry}: cannot connect to {self.base} (is the registry running?)") from None
                 self.retry_sleep(0.5)
@@ -182,6 +188,14 @@ class RegistryClient:
                 return response
             raise self._status_error(response, method, repository, actions)
         raise self._error(f"{self.registry}: gave up after {_ATTEMPTS} attempts")
+
+    def _plain_http_allowed(self, url: str) -> bool:
+        """With --tls-verify=false, a registry that does not speak TLS is tried over plain http (as skopeo does)."""
+        return not self.options.tls_verify and url.startswith(self.base) and self.base.startswith("https://")
+
+    def _downgrade(self, url: str) -> str:
+        self.base = f"http://{self.host}"
+        return "http://" + url.removeprefix("https://")
 
     def _challenges(self, response: requests.Response) -> list[Challenge]:
         header = response.headers.get("WWW-Authenticate", "")
