@@ -167,6 +167,18 @@ def test_every_transport_gives_the_same_layer(registry: Registry, podman_service
     assert len(set(diff_ids.values())) == 1, diff_ids
 
 
+def test_zstd_layers_read_like_gzip_ones(cache: Path, tmp_path: Path) -> None:
+    zstd_layout = tmp_path / "zstd"
+    subprocess.run(["skopeo", "copy", "-q", "--dest-compress-format=zstd", f"oci:{fat_layout()}:latest", f"oci:{zstd_layout}:latest"],
+                   check=True)
+    manifest = json.loads((zstd_layout / "blobs/sha256" / json.loads((zstd_layout / "index.json").read_text())["manifests"][0]
+                           ["digest"].split(":")[1]).read_text())
+    assert {layer["mediaType"] for layer in manifest["layers"]} == {"application/vnd.oci.image.layer.v1.tar+zstd"}
+    from_zstd = report("nginx", "--from", f"oci:{zstd_layout}:latest", "--out", f"oci:{tmp_path / 'a'}:x")
+    from_gzip = report("nginx", "--from", f"oci:{fat_layout()}:latest", "--out", f"oci:{tmp_path / 'b'}:x")
+    assert from_zstd["image"]["diff_id"] == from_gzip["image"]["diff_id"]
+
+
 def make_dual_archive(layout: Path, archive: Path, tag: str) -> None:
     """Docker 25+'s `docker save`: the OCI layout plus manifest.json (built here from a umoci layout)."""
     index = json.loads((layout / "index.json").read_text())
