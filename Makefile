@@ -36,5 +36,9 @@ test: deb-deps venv
 bench: deb-deps venv
 	$(BIN)/python bench/run.py
 
+# every atheris harness for FUZZ_SECONDS each (make test runs them for a fixed number of inputs)
+fuzz: deb-deps venv
+	$(BIN)/python tests/fuzz/run.py --seconds $${FUZZ_SECONDS:-120}
+
 clean-cache:
 	rm -rf "$${DISTILL_TEST_CACHE:-$$HOME/.cache/distill-test}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import sys
 import traceback
 from dataclasses import replace
@@ -199,8 +200,8 @@ def _argv(value: str, flag: str) -> list[str]:
     if value.lstrip().startswith("["):
         try:
             parsed = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"--{flag}: not a JSON list ({exc.msg})") from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise UsageError(f"--{flag}: not a JSON list ({getattr(exc, 'msg', 'nested too deeply')})") from None
         if not isinstance(parsed, list) or not all(isinstance(a, str) for a in parsed):
             raise UsageError(f"--{flag}: give a JSON list of strings")
         return parsed
@@ -240,10 +241,22 @@ def _table(rows: list[tuple[str, str, str]], source: str) -> None:
     Console(stderr=True, highlight=False).print(table)
 
 
+_MAX_LISTED = 20
+
+
+class _Terminated(Exception):
+    """SIGTERM, turned into an exception so that temporary outputs are removed on the way out."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and map every outcome to a documented exit code."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         cli.main(args=args, prog_name="distill", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -255,12 +268,17 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("distill: interrupted", err=True)
         sys.exit(130)
     except DistillError as exc:
-        for issue in exc.issues:
+        for issue in exc.issues[:_MAX_LISTED]:
             click.echo(f"distill: error: {issue}", err=True)
+        if len(exc.issues) > _MAX_LISTED:
+            click.echo(f"distill: error: ... and {len(exc.issues) - _MAX_LISTED} more", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("distill: interrupted", err=True)
         sys.exit(130)
+    except _Terminated:
+        click.echo("distill: terminated", err=True)
+        sys.exit(143)
     except Exception as exc:  # a bug: say so briefly; --debug shows where
         if debug:
             traceback.print_exc()

@@ -59,7 +59,7 @@ class DaemonClient:
             connection, response = self._request("GET", "/version")
             try:
                 info = json.loads(response.read(1 << 20)) if response.status == 200 else {}
-            except ValueError:
+            except (ValueError, RecursionError):
                 info = {}
             finally:
                 connection.close()
@@ -93,7 +93,7 @@ class DaemonClient:
         for line in text.splitlines():
             try:
                 item = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if isinstance(item, dict) and item.get("error"):
                 raise self.error(f"docker daemon refused the image: {str(item['error'])[:200]}")

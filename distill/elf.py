@@ -113,7 +113,7 @@ def read_elf(stream: BinaryIO, name: str) -> ElfInfo:
     base = ElfInfo(elf_class, little, machine, osabi, e_type, e_flags)
     stream.seek(0)
     try:
-        return _read_dynamic(ELFFile(stream), base)
+        return _read_dynamic(ELFFile(stream), base, name)
     except ElfError:
         raise
     except Exception as exc:  # pyelftools raises many types on malformed input
@@ -121,7 +121,7 @@ def read_elf(stream: BinaryIO, name: str) -> ElfInfo:
         raise ElfError(f"{name}: malformed ELF ({detail}); the file cannot be loaded as a program or library") from None
 
 
-def _read_dynamic(elf: ELFFile, base: ElfInfo) -> ElfInfo:
+def _read_dynamic(elf: ELFFile, base: ElfInfo, name: str) -> ElfInfo:
     interp = None
     dynamic = None
     loads: list[tuple[int, int, int]] = []
@@ -156,6 +156,8 @@ def _read_dynamic(elf: ELFFile, base: ElfInfo) -> ElfInfo:
         elif kind == "DT_NULL":
             break
     reader = _Versions(elf.stream, loads, addresses, little=base.little_endian)
+    if "DT_STRTAB" in addresses and reader.strings_offset is None:
+        raise ElfError(f"{name}: DT_STRTAB points outside the file's loadable segments; the loader cannot read its names")
     return replace(
         base,
         interp=interp,
@@ -189,7 +191,7 @@ class _Versions:
         stream.seek(0, 2)
         self.size = stream.tell()
         self.strings = b""
-        strtab = self._offset(tags.get("DT_STRTAB"))
+        self.strings_offset = strtab = self._offset(tags.get("DT_STRTAB"))
         if strtab is not None:
             length = min(tags.get("DT_STRSZ", 0), self.size - strtab)
             stream.seek(strtab)

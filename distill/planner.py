@@ -191,7 +191,10 @@ class Planner:
             if not matches and not spec.optional:
                 self.issues.append(f"{origin}: {spec.path} not found in {self.view.name}; check the path or mark it optional")
             for match in matches:
-                node = self.view.stat(match)
+                found = self.view.resolve(match)
+                if found.error:
+                    raise SourceError(f"{self.view.name}: {match}: {found.error}")
+                node = found.node
                 if node is None or not node.is_file:
                     if not spec.optional:
                         self.issues.append(f"{origin}: {match} is not a regular file (or a link to one)")

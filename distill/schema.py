@@ -119,6 +119,8 @@ def parse_yaml(text: str, where: str) -> tuple[Any, str | None]:
         return None, f"{where}{position}: {exc.problem or exc.context}"
     except yaml.YAMLError as exc:
         return None, f"{where}: not valid YAML ({str(exc).splitlines()[0]})"
+    except RecursionError:
+        return None, f"{where}: nested too deeply to be a profile"
 
 
 def parse_mode(value: Any) -> int | None:

@@ -115,6 +115,8 @@ def parse_json(data: bytes, where: str) -> dict[str, Any]:
         value = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise SourceError(f"{where}: not valid JSON ({str(exc)[:80]})") from None
+    except RecursionError:
+        raise SourceError(f"{where}: JSON nested too deeply") from None
     if not isinstance(value, dict):
         raise SourceError(f"{where}: not a JSON object")
     return value

@@ -188,7 +188,7 @@ def layer_members(image: Image, number: int, cache: Cache) -> tuple[Path, list[M
             data = json.loads(index_file.read_text())
             if data.get("version") == _INDEX_VERSION:
                 return spool, [Member(*row) for row in data["members"]]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             pass  # a damaged index is rebuilt from the verified spool
     members = _index(spool, where)
     with cache.writing(index_file) as out:

@@ -112,6 +112,9 @@ class ImageView(View):
         for member in members:
             if member.type == "opaque":
                 directory = self._place(member.name, where)
+                below = self.nodes.get(directory)
+                if below is not None and not below.is_dir:
+                    raise SourceError(f"{where}: opaque whiteout in {member.name}, which is not a directory")
                 for name in sorted(self.children.get(directory, ())):
                     self._remove(paths.join(directory, name))
             elif member.type == "whiteout":

@@ -289,7 +289,7 @@ def _load(path: Path) -> dict[str, Any] | None:
         return {}
     try:
         config = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise CredentialsError(f"auth file {path} is not valid JSON") from None
     if not isinstance(config, dict):
         raise CredentialsError(f"auth file {path} does not hold a JSON object")
@@ -375,7 +375,7 @@ def _parse_helper_answer(answer: str, program: str) -> Credentials | None:
     """`{"ServerURL", "Username", "Secret"}`; an empty Secret means the helper has nothing for us."""
     try:
         data = json.loads(answer)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if not isinstance(data, dict) or not isinstance(data.get("Username"), str) or not isinstance(data.get("Secret"), str):
         raise CredentialsError(f"credential helper {program} did not answer with JSON holding Username and Secret")

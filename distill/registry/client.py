@@ -131,7 +131,7 @@ class RegistryClient:
             body = response.json()
             value = body.get("token") or body.get("access_token")
             lifetime = float(body.get("expires_in") or 60)
-        except (ValueError, AttributeError, TypeError):
+        except (ValueError, AttributeError, TypeError, RecursionError):
             value, lifetime = None, 0.0
         if not isinstance(value, str) or not value:
             raise self._error(f"{self.registry}: the token service answered without a token")
@@ -170,9 +170,13 @@ class RegistryClient:
                 self.retry_sleep(0.5)
                 continue
             except requests.exceptions.Timeout:
-                if attempt == _ATTEMPTS - 1:
-                    raise self._error(f"{self.registry}: timed out after {self.options.timeout:.0f} s") from None
+                if attempt >= 1:
+                    raise self._error(f"{self.registry}: no answer within {self.options.timeout:g} s") from None
                 continue
+            except requests.exceptions.TooManyRedirects:
+                raise self._error(f"{self.registry}: too many redirects for {method} {url.split('?')[0]}") from None
+            except requests.exceptions.RequestException as exc:
+                raise self._error(f"{self.registry}: request failed ({type(exc).__name__})") from None
             if response.status_code == 401 and not challenged:
                 challenged = True
                 challenges = self._challenges(response)
@@ -222,7 +226,7 @@ class RegistryClient:
         try:
             errors = response.json().get("errors") or []
             detail = "; ".join(str(e.get("code", "")) for e in errors if isinstance(e, dict))
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             pass
         response.close()
         if code in (401, 403) and "push" in actions:

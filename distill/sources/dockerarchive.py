@@ -27,7 +27,7 @@ def _entries(store: TarStore) -> list[dict[str, Any]]:
         data = stream.read(MAX_MANIFEST_BYTES + 1)
     try:
         entries = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         entries = None
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries) or not entries:
         raise SourceError(f"{store.name}: manifest.json is not a list of images")

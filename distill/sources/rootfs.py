@@ -76,11 +76,21 @@ class DirView(View):
             raise SourceError(f"{self.name}: cannot list {path}: {exc.strerror}") from None
 
     def open(self, path: str) -> BinaryIO:
+        """Open component by component with O_NOFOLLOW, so a directory swapped for a symlink while
+        distill runs cannot lead the read outside the root."""
+        fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            fd = os.open(self._host(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            parts = path.strip("/").split("/")
+            for part in parts[:-1]:
+                step = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                os.close(fd)
+                fd = step
+            leaf = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
         except OSError as exc:
             raise SourceError(f"{self.name}: cannot open {path}: {exc.strerror}") from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        finally:
             os.close(fd)
+        if not stat.S_ISREG(os.fstat(leaf).st_mode):
+            os.close(leaf)
             raise SourceError(f"{self.name}: {path} is not a regular file")
-        return os.fdopen(fd, "rb")
+        return os.fdopen(leaf, "rb")

@@ -1,0 +1,35 @@
+"""Fuzz the layer indexer and the merged view: any bytes as an uncompressed layer give a view or a
+SourceError, nothing else."""
+
+import os
+import sys
+import tempfile
+
+import atheris
+from harness import run
+
+with atheris.instrument_imports(include=["distill"]):
+    from distill.errors import SourceError
+    from distill.oci.layers import _index
+    from distill.oci.merged import ImageView
+
+SPOOL = os.path.join(tempfile.mkdtemp(prefix="fuzz-layer-"), "layer.tar")
+
+
+def test_one_input(data: bytes) -> None:
+    with open(SPOOL, "wb") as out:
+        out.write(data)
+    try:
+        members = _index(__import__("pathlib").Path(SPOOL), "fuzz")
+        view = ImageView("fuzz")
+        view.apply(__import__("pathlib").Path(SPOOL), members, "fuzz")
+        for node in view.walk("/"):
+            if node.is_file:
+                with view.open(node.path) as stream:
+                    stream.read()
+    except SourceError:
+        pass
+
+
+if __name__ == "__main__":
+    run(test_one_input)
