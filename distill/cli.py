@@ -27,6 +27,7 @@ from distill.profile import Profile, adhoc_layer, builtin_profiles, load_profile
 from distill.refs import Ref, parse_destination, parse_source
 from distill.registry.auth import Credentials, CredentialsError, parse_creds_flag
 from distill.registry.options import RegistryOptions
+from distill.sbom import cyclonedx, write_sbom
 from distill.report import explain_path, explain_tree, json_report, size_rows, source_totals
 from distill.sources import SourceOptions
 
@@ -87,15 +88,18 @@ def cli(debug: bool) -> None:
 @click.option("--allow-missing", is_flag=True, help="report missing libraries and versions as warnings")
 @click.option("--replace-base-libs", is_flag=True, help="ship the source's libraries even where the base has its own")
 @click.option("--json", "as_json", is_flag=True, help="write a JSON report to stdout")
+@click.option("--sbom", "sbom", metavar="FILE", type=click.Path(dir_okay=False), help="write a CycloneDX SBOM here")
 @click.option("--explain", "explain", is_flag=True, help="print why each path ships (to stderr)")
 @click.option("-q", "--quiet", is_flag=True, help="no summary table")
 def build_command(outs: tuple[str, ...], force: bool, allow_missing: bool, replace_base_libs: bool, as_json: bool,
-                  explain: bool, quiet: bool, **flags: Any) -> None:
+                  sbom: str | None, explain: bool, quiet: bool, **flags: Any) -> None:
     """Distill APP (a profile name, a profile file, or a binary path in the source)."""
     request = _request(flags)
     request.outputs = [parse_destination(out) for out in outs] or [Ref("oci", f"./{request.profile.name}-distilled", "latest")]
     request.force, request.allow_missing, request.replace_base_libs = force, allow_missing, replace_base_libs
     prepared = pipeline.build(request)
+    if sbom:
+        write_sbom(cyclonedx(prepared, pipeline.created_time(prepared)), Path(sbom))
     for warning in prepared.warnings:
         _say(f"warning: {warning}")
     if not quiet:

@@ -7,6 +7,7 @@ symbol versions come from pyelftools. Any parse failure becomes an `ElfError` na
 
 from __future__ import annotations
 
+import json
 import struct
 from dataclasses import dataclass, replace
 from typing import BinaryIO
@@ -25,7 +26,9 @@ __all__ = [
     "EM_X86_64",
     "EM_AARCH64",
     "VersionNeed",
+    "DlopenNote",
     "ElfInfo",
+    "undefined_symbols",
     "is_elf",
     "read_elf",
 ]
@@ -47,6 +50,15 @@ class VersionNeed:
 
 
 @dataclass(frozen=True)
+class DlopenNote:
+    """One entry of a `.note.dlopen` ELF note (FDO spec): libraries the object may dlopen."""
+
+    feature: str
+    sonames: tuple[str, ...]
+    priority: str  # required | recommended | suggested
+
+
+@dataclass(frozen=True)
 class ElfInfo:
     """The loader-relevant facts of one ELF object."""
 
@@ -65,6 +77,7 @@ class ElfInfo:
     flags_1: int = 0
     verneed: tuple[VersionNeed, ...] = ()
     verdef: frozenset[str] = frozenset()
+    dlopen: tuple[DlopenNote, ...] = ()
 
     def compatible_with(self, other: ElfInfo) -> bool:
         """Whether the loader would accept this object as a dependency of `other`."""
@@ -125,6 +138,7 @@ def _read_dynamic(elf: ELFFile, base: ElfInfo, name: str) -> ElfInfo:
     interp = None
     dynamic = None
     loads: list[tuple[int, int, int]] = []
+    notes: list[DlopenNote] = []
     for segment in elf.iter_segments():
         kind = segment["p_type"]
         if kind == "PT_INTERP":
@@ -133,8 +147,10 @@ def _read_dynamic(elf: ELFFile, base: ElfInfo, name: str) -> ElfInfo:
             dynamic = segment
         elif kind == "PT_LOAD":
             loads.append((segment["p_vaddr"], segment["p_offset"], segment["p_filesz"]))
+        elif kind == "PT_NOTE":
+            notes.extend(_dlopen_notes(segment.data(), segment["p_align"], base.little_endian))
     if dynamic is None:
-        return replace(base, interp=interp)
+        return replace(base, interp=interp, dlopen=tuple(notes))
     needed: list[str] = []
     soname = rpath = runpath = None
     flags_1 = 0
@@ -169,7 +185,61 @@ def _read_dynamic(elf: ELFFile, base: ElfInfo, name: str) -> ElfInfo:
         flags_1=flags_1,
         verneed=reader.needs(),
         verdef=reader.defines(),
+        dlopen=tuple(notes),
     )
+
+
+_FDO_DLOPEN = 0x407C0C0A
+_MAX_NOTE = 1 << 16
+
+
+def _dlopen_notes(data: bytes, align: int, little: bool) -> list[DlopenNote]:
+    """`FDO` notes of type 0x407c0c0a: a JSON list of {feature, soname: [...], priority}."""
+    order = "<" if little else ">"
+    step = 8 if align == 8 else 4
+    out: list[DlopenNote] = []
+    at = 0
+    while at + 12 <= len(data):
+        namesz, descsz, kind = struct.unpack_from(order + "III", data, at)
+        name_at = at + 12
+        desc_at = name_at + -(-namesz // step) * step
+        end = desc_at + -(-descsz // step) * step
+        if descsz > _MAX_NOTE or end > len(data) or end <= at:
+            break
+        if kind == _FDO_DLOPEN and data[name_at : name_at + namesz].rstrip(b"\0") == b"FDO":
+            out.extend(_parse_dlopen(data[desc_at : desc_at + descsz]))
+        at = end
+    return out
+
+
+def _parse_dlopen(raw: bytes) -> list[DlopenNote]:
+    try:
+        entries = json.loads(raw.rstrip(b"\0").decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return []
+    out = []
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        sonames = entry.get("soname")
+        if isinstance(sonames, list) and all(isinstance(n, str) and n and "/" not in n for n in sonames):
+            priority = entry.get("priority", "recommended")
+            out.append(DlopenNote(str(entry.get("feature", "")), tuple(sonames),
+                                  priority if priority in ("required", "recommended", "suggested") else "recommended"))
+    return out
+
+
+def undefined_symbols(stream: BinaryIO, name: str) -> frozenset[str]:
+    """Names the object imports (undefined in .dynsym), e.g. to see who calls pthread_cancel."""
+    try:
+        stream.seek(0)
+        table = ELFFile(stream).get_section_by_name(".dynsym")
+        if table is None:
+            return frozenset()
+        return frozenset(symbol.name for symbol in table.iter_symbols()
+                         if symbol["st_shndx"] == "SHN_UNDEF" and symbol.name)
+    except Exception as exc:  # pyelftools raises many types on malformed input
+        raise ElfError(f"{name}: malformed symbol table ({type(exc).__name__})") from None
 
 
 _VERSION_TAGS = ("DT_STRTAB", "DT_STRSZ", "DT_VERNEED", "DT_VERNEEDNUM", "DT_VERDEF", "DT_VERDEFNUM")

@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from distill import paths
 from distill.accounts import parse_group, parse_passwd
+from distill.pkgmeta import STATUS_D
 from distill.plan import Entry, EntryKind, Plan, PlanView, Reason
 from distill.view import Node, View
 
@@ -118,8 +119,20 @@ def rebase_plan(plan: Plan, source: View, base: View, *, replace_libs: bool = Fa
             report.same_in_base.append(target)
             continue  # a link over the base's directory would hide what the base keeps there
         layer.entries[target] = entry
+    _drop_records_of_packages_left_to_the_base(plan, layer, moved)
     _ensure_parents(layer, base)
     return layer, report
+
+
+def _drop_records_of_packages_left_to_the_base(plan: Plan, layer: Plan, moved: dict[str, str]) -> None:
+    """A package whose files all come from the base is the base's to declare (its own status.d)."""
+    for name, owned in plan.packages.items():
+        kept = tuple(path for path in (moved.get(p, p) for p in owned) if path in layer.entries)
+        if kept:
+            layer.packages[name] = kept
+            continue
+        for record in (f"{STATUS_D}/{name}", f"{STATUS_D}/{name}.md5sums"):
+            layer.entries.pop(moved.get(record, record), None)
 
 
 def _entry_bytes(entry: Entry, source: View) -> bytes:

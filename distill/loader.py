@@ -171,6 +171,22 @@ class Loader:
         objects = [obj.path for obj in loaded if obj is main or obj.path in used]
         return Closure(path, config, tuple(objects), tuple(links))
 
+    def locate(self, name: str, requester: str) -> Link:
+        """Where `requester` would find `name` if it asked for it (as dlopen(name) does): its own search
+        paths, then the system's. Nothing is treated as loaded but the dynamic loader."""
+        found = self.view.resolve(requester)
+        if found.node is None or not found.node.is_file:
+            raise SourceError(f"{self.view.name}: {requester}: no such file")
+        info = self.elf(found.path)
+        config = self.config_for(info)
+        if config is None:
+            return Link(requester, name, None, "not found")
+        origin = paths.parent(found.path if info.interp else requester)
+        main = _Object(requester, found.path, info, origin, names={requester})
+        loaded = [main]
+        rtld = self._rtld(info, config, loaded, [], requester)
+        return self._map(name, main, main, loaded, config, rtld)[0]
+
     def _rtld(self, info: ElfInfo, config: LoaderConfig, loaded: list[_Object], links: list[Link], root: str) -> _Object | None:
         """The dynamic loader itself, which is always mapped (by PT_INTERP, or already present)."""
         interp = info.interp or config.interp

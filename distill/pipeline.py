@@ -29,7 +29,7 @@ from distill.sources import Source, SourceOptions, open_image, open_source
 from distill.target import arch_of
 from distill.view import View
 
-__all__ = ["Request", "Prepared", "prepare", "build"]
+__all__ = ["Request", "Prepared", "prepare", "build", "created_time"]
 
 
 @dataclass
@@ -112,7 +112,8 @@ def _check_entrypoint(profile: Profile, output: View, source: Image | None, chec
             checks.errors.append(f"image entrypoint {entrypoint[0]} is not in the output; add it to binaries or set image.entrypoint")
 
 
-def _created(prepared: Prepared) -> int:
+def created_time(prepared: Prepared) -> int:
+    """SOURCE_DATE_EPOCH, else the source image's `created`, else the newest shipped mtime; never the clock."""
     request = prepared.request
     if request.epoch is not None:
         return request.epoch
@@ -148,7 +149,7 @@ def build(request: Request) -> Prepared:
         if images:  # built before anything is written, so a failure here leaves every destination untouched
             prepared.built = build_image(prepared.plan, view, workdir=Path(work), profile=request.profile,
                                          source=prepared.source.image, base=prepared.base, base_name=prepared.base_name,
-                                         created=_created(prepared), architecture=_architecture(prepared),
+                                         created=created_time(prepared), architecture=_architecture(prepared),
                                          warnings=prepared.warnings)
         for ref in request.outputs:
             if ref.is_image:

@@ -16,14 +16,18 @@ from distill.accounts import AccountDb, parse_group, parse_passwd
 from distill.elf import is_elf
 from distill.errors import ElfError, PlanError, ProfileError, SourceError
 from distill.loader import Loader
+from distill.packages import PackageDb, open_package_db
 from distill.plan import Entry, EntryKind, Plan, Reason
 from distill.profile import Profile
 from distill.schema import PathSpec
 from distill.view import Node, NodeType, View
 
-__all__ = ["Planner", "make_plan", "DEFAULT_PATH"]
+__all__ = ["Planner", "make_plan", "DEFAULT_PATH", "PACKAGE_EXCLUDES"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# what `packages:` leaves out: documentation a running program does not read (copyright files ship with
+# the package records, see pkgmeta)
+PACKAGE_EXCLUDES = ("/usr/share/doc/**", "/usr/share/man/**", "/usr/share/info/**", "/usr/share/lintian/**")
 _SHEBANG_LIMIT = 256  # the kernel reads at most this much of a #! line
 _MAX_SHEBANG_DEPTH = 4
 _RUNTIME_PROVIDED = ("/dev/", "/proc/", "/sys/")
@@ -49,18 +53,23 @@ class Planner:
         self.groups: set[str] = {"root"}
         self._covered: set[str] = set()  # canonical paths loaded as part of some closure
         self._roots: list[tuple[str, str]] = []
+        self._package_db: PackageDb | None | bool = False  # False: not read yet
 
     def run(self) -> Plan:
-        from distill import system  # system files need the planner's helpers
+        from distill import pkgmeta, runtime, system  # these add entries through the planner's helpers
 
         self._profile_accounts()
         self._binaries()
+        self._packages()
         self._paths()
         self.raise_issues()
         for path, origin in self._roots:
             self._root(path, origin, explicit=True)
         self._shipped_elves()
+        runtime.add_runtime_files(self)
+        self._shipped_elves()
         system.add_system_files(self)
+        pkgmeta.add_package_metadata(self)
         self.raise_issues()
         self._parents()
         system.add_account_files(self)
@@ -81,6 +90,12 @@ class Planner:
     def raise_issues(self) -> None:
         if self.issues:
             raise ProfileError(self.issues[0], issues=self.issues)
+
+    def package_db(self) -> PackageDb | None:
+        """The source's dpkg or apk database (read once, on first use)."""
+        if self._package_db is False:
+            self._package_db = open_package_db(self.view)
+        return self._package_db  # type: ignore[return-value]
 
     def excluded(self, path: str) -> bool:
         return any(paths.glob_match(pattern, path) for pattern in self.profile.exclude)
@@ -201,6 +216,30 @@ class Planner:
                     continue
                 if self.ship(match, Reason("root", origin), explicit=True, mode=spec.mode):
                     self._roots.append((match, origin))
+
+    def _packages(self) -> None:
+        if not self.profile.packages:
+            return
+        db = self.package_db()
+        if db is None:
+            self.issues.append(f"packages: {self.view.name} has no dpkg or apk database to take packages from")
+            return
+        for spec, origin in self.profile.packages:
+            if db.get(spec.name) is None:
+                if not spec.optional:
+                    self.issues.append(f"{origin}: package {spec.name!r} is not installed in {self.view.name}; "
+                                       "check the name or mark it optional")
+                continue
+            reason = Reason("package", f"{origin}: {spec.name}")
+            for listed in db.files(spec.name):
+                if any(paths.glob_match(pattern, listed) for pattern in PACKAGE_EXCLUDES):
+                    continue
+                node = self.view.resolve(listed, follow=False).node
+                if node is None or node.is_dir:
+                    continue  # directories ship as parents of what they hold
+                entry = self.ship(listed, reason, follow=False)
+                if entry is not None and entry.kind is EntryKind.SYMLINK:
+                    self._link_target(listed)
 
     def _paths(self) -> None:
         for spec, origin in self.profile.paths:

@@ -20,6 +20,7 @@ from distill.schema import (
     SCHEMA,
     BinarySpec,
     GroupSpec,
+    PackageSpec,
     PathSpec,
     Settings,
     UserSpec,
@@ -27,7 +28,7 @@ from distill.schema import (
     validate_document,
 )
 
-__all__ = ["Profile", "SystemConfig", "ImageConfig", "builtin_dir", "builtin_profiles", "load_profile", "adhoc_layer"]
+__all__ = ["Profile", "SystemConfig", "RuntimeConfig", "ImageConfig", "builtin_dir", "builtin_profiles", "load_profile", "adhoc_layer"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,20 @@ class SystemConfig:
     timezone: str | None = "UTC"
     ca_certificates: str = "auto"  # auto | yes | no
     os_release: bool = True
+    package_metadata: str = "auto"  # auto | yes | no
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Files programs load at run time, which no ELF header names (see docs/profiles.md)."""
+
+    nss: str = "no"  # auto | yes | no
+    gconv: tuple[str, ...] = ()  # charsets, or ("*",) for all
+    openssl: bool = False
+    libgcc_s: str = "no"  # auto | yes | no
+    locales: tuple[str, ...] = ()
+    tzdata: tuple[str, ...] = ()  # zones, or ("*",) for all
+    dlopen_notes: str = "no"  # required | recommended | suggested | no
 
 
 @dataclass(frozen=True)
@@ -63,10 +78,12 @@ class Profile:
     files: tuple[str, ...]
     digest: str
     binaries: tuple[tuple[BinarySpec, str], ...] = ()
+    packages: tuple[tuple[PackageSpec, str], ...] = ()
     paths: tuple[tuple[PathSpec, str], ...] = ()
     exclude: tuple[str, ...] = ()
     users: tuple[tuple[UserSpec, str], ...] = ()
     groups: tuple[tuple[GroupSpec, str], ...] = ()
+    runtime: RuntimeConfig = RuntimeConfig()
     system: SystemConfig = SystemConfig()
     image: ImageConfig = ImageConfig()
     base: str = "scratch"
@@ -214,6 +231,10 @@ def _freeze(name: str, description: str, files: tuple[str, ...], settings: Setti
         return [key[2] for key in settings if key[:2] == (head, sub) and len(key) == 3]
 
     system = SystemConfig(**{key[1].replace("-", "_"): value for key, (value, _) in settings.items() if key[0] == "system"})
+    runtime = RuntimeConfig(
+        **{key[1].replace("-", "_"): value for key, (value, _) in settings.items() if key[0] == "runtime" and len(key) == 2},
+        **{name: tuple(sorted(keyed("runtime", name))) for name in ("gconv", "locales", "tzdata")},
+    )
     image = ImageConfig(
         entrypoint=scalar("image", "entrypoint"),
         cmd=scalar("image", "cmd"),
@@ -232,10 +253,12 @@ def _freeze(name: str, description: str, files: tuple[str, ...], settings: Setti
         files=files,
         digest="sha256:" + hashlib.sha256(canonical.encode()).hexdigest(),
         binaries=group("binaries"),
+        packages=group("packages"),
         paths=group("paths"),
         exclude=tuple(key[1] for key in settings if key[0] == "exclude"),
         users=group("users"),
         groups=group("groups"),
+        runtime=runtime,
         system=system,
         image=image,
         base=scalar("base", default="scratch"),

@@ -22,6 +22,7 @@ __all__ = [
     "PathSpec",
     "UserSpec",
     "GroupSpec",
+    "PackageSpec",
     "Settings",
     "parse_yaml",
     "validate_document",
@@ -31,10 +32,13 @@ __all__ = [
 SCHEMA = "distill/v1"
 MAX_PROFILE_BYTES = 1 << 20
 
-TOP_KEYS = ("schema", "name", "description", "extends", "binaries", "paths", "exclude", "accounts", "system", "image", "base")
+TOP_KEYS = ("schema", "name", "description", "extends", "binaries", "packages", "paths", "exclude", "accounts", "runtime",
+            "system", "image", "base")
 PATH_KINDS = ("make", "symlink", "text", "copy")
 PATH_MODIFIERS = ("mode", "owner", "optional")
-SYSTEM_KEYS = ("passwd", "nsswitch", "tmp", "run", "timezone", "ca-certificates", "os-release")
+SYSTEM_KEYS = ("passwd", "nsswitch", "tmp", "run", "timezone", "ca-certificates", "os-release", "package-metadata")
+RUNTIME_KEYS = ("nss", "gconv", "openssl", "libgcc-s", "locales", "tzdata", "dlopen-notes")
+DLOPEN_PRIORITIES = ("required", "recommended", "suggested")
 IMAGE_KEYS = ("entrypoint", "cmd", "env", "workdir", "user", "expose", "stop-signal", "volumes", "labels")
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}\Z")
 _ACCOUNT = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?\Z")
@@ -63,6 +67,14 @@ class PathSpec:
     owner: str | None = None
     optional: bool = False
     directory: bool = False  # written with a trailing slash
+
+
+@dataclass(frozen=True)
+class PackageSpec:
+    """A package whose every file ships (from the source's dpkg or apk database)."""
+
+    name: str
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -217,11 +229,13 @@ def validate_document(document: Any, where: str) -> tuple[Settings, list[str], l
                 v.error(key, f"{text!r} must be lowercase letters, digits, '.', '_' or '-'")
     extends = [e for i, e in enumerate(v.sequence(top.get("extends"), "extends")) if v.string(e, f"extends[{i}]")]
     _binaries(v, top.get("binaries"))
+    _packages(v, top.get("packages"))
     _paths(v, top.get("paths"))
     for i, pattern in enumerate(v.sequence(top.get("exclude"), "exclude")):
         if (text := v.image_path(pattern, f"exclude[{i}]", glob=True)) is not None:
             v.set(("exclude", text), True, f"exclude[{i}]")
     _accounts(v, top.get("accounts"))
+    _runtime(v, top.get("runtime"))
     _system(v, top.get("system"))
     _image(v, top.get("image"))
     if "base" in top and (base := v.string(top["base"], "base")) is not None:
@@ -244,6 +258,45 @@ def _binaries(v: _Validator, value: Any) -> None:
         mode = _mode(v, spec, key)
         if path is not None:
             v.set(("binaries", path.rstrip("/")), BinarySpec(path.rstrip("/"), bool(optional), mode), key)
+
+
+def _packages(v: _Validator, value: Any) -> None:
+    for i, item in enumerate(v.sequence(value, "packages")):
+        key = f"packages[{i}]"
+        if isinstance(item, str):
+            item = {"name": item}
+        spec = v.mapping(item, key, ("name", "optional"))
+        name = spec.get("name")
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9][a-z0-9+.-]*(:[a-z0-9]+)?", name):
+            v.error(f"{key}.name" if isinstance(item, dict) else key, f"{name!r} is not a package name such as libssl3")
+            continue
+        optional = v.boolean(spec["optional"], f"{key}.optional") if "optional" in spec else False
+        v.set(("packages", name), PackageSpec(name, bool(optional)), key)
+
+
+def _runtime(v: _Validator, value: Any) -> None:
+    spec = v.mapping(value, "runtime", RUNTIME_KEYS)
+    for key, item in spec.items():
+        where = f"runtime.{key}"
+        if key in ("gconv", "locales", "tzdata"):
+            names = ["*"] if item == "all" else (v.sequence(item, where) if not isinstance(item, str) else None)
+            if names is None or not all(isinstance(n, str) and re.fullmatch(r"[A-Za-z0-9_.+@/*-]+", n) for n in names):
+                v.error(where, f"must be `all` or a list of names, not {item!r}")
+                continue
+            for name in names:
+                v.set(("runtime", key, name), True, where)
+        elif key == "dlopen-notes":
+            if item in DLOPEN_PRIORITIES or item is False:
+                v.set(("runtime", key), item or "no", where)
+            else:
+                v.error(where, f"must be required, recommended, suggested or no, not {item!r}")
+        elif key in ("nss", "libgcc-s"):
+            if item == "auto" or isinstance(item, bool):
+                v.set(("runtime", key), "auto" if item == "auto" else ("yes" if item else "no"), where)
+            else:
+                v.error(where, f"must be auto, yes or no, not {item!r}")
+        elif (flag := v.boolean(item, where)) is not None:
+            v.set(("runtime", key), flag, where)
 
 
 def _mode(v: _Validator, spec: dict[str, Any], key: str) -> int | None:
@@ -367,7 +420,7 @@ def _system(v: _Validator, value: Any) -> None:
                 v.set(("system", key), item, where)
             else:
                 v.error(where, f"{item!r} is not a zone name such as UTC or Europe/Paris (or `none`)")
-        elif key == "ca-certificates":
+        elif key in ("ca-certificates", "package-metadata"):
             if item == "auto" or isinstance(item, bool):
                 v.set(("system", key), "auto" if item == "auto" else ("yes" if item else "no"), where)
             else:

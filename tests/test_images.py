@@ -91,6 +91,7 @@ def test_distroless_base_ships_neither_libc_nor_libssl_and_runs(registry: Regist
     names = layer_names(out, "nginx")
     assert not any(n.endswith(("/libc.so.6", "/libssl.so.3", "/libcrypto.so.3", "ld-linux-x86-64.so.2")) for n in names), names
     assert "usr/sbin/nginx" in names
+    assert "var/lib/dpkg/status.d/nginx" in names and "var/lib/dpkg/status.d/libc6" not in names  # the base's to declare
     base = result["base"]
     assert base["name"] == f"{registry.host}/distroless/base-debian12:latest"
     assert any(p.endswith("/libc.so.6") for p in base["provided_by_base"])

@@ -1,0 +1,148 @@
+"""The source's package database (dpkg or apk): which files a package installed, who owns a path,
+and the records scanners read. Read through the View, like everything else from the source."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from distill import paths
+from distill.view import View
+
+__all__ = ["Package", "PackageDb", "open_package_db"]
+
+_LIMIT = 64 << 20
+_DPKG = "/var/lib/dpkg"
+_APK = "/lib/apk/db/installed"
+
+
+@dataclass(frozen=True)
+class Package:
+    name: str
+    version: str
+    architecture: str
+    source: str | None  # dpkg Source: (the source package), apk o: (origin)
+    record: str  # the package's stanza, verbatim
+    info_name: str  # dpkg: the info file stem (`libc6:amd64` or `base-files`)
+
+
+@dataclass
+class PackageDb:
+    """Installed packages of one source."""
+
+    kind: str  # dpkg | apk
+    view: View
+    packages: dict[str, Package]
+    _files: dict[str, list[str]] = field(default_factory=dict)
+    _owners: dict[str, str] | None = None
+
+    def get(self, name: str) -> Package | None:
+        return self.packages.get(name) or self.packages.get(name.split(":", 1)[0])
+
+    def files(self, name: str) -> list[str]:
+        """Paths the package installed, as its list spells them (directories included)."""
+        package = self.get(name)
+        if package is None:
+            return []
+        if package.name not in self._files:
+            if self.kind == "dpkg":
+                text = _read(self.view, f"{_DPKG}/info/{package.info_name}.list")
+                self._files[package.name] = [line for line in text.splitlines() if line.startswith("/")]
+            else:
+                self._files[package.name] = _apk_files(package.record)
+        return self._files[package.name]
+
+    def md5sums(self, name: str) -> list[tuple[str, str]]:
+        """(md5, path) pairs dpkg recorded for the package's files."""
+        package = self.get(name)
+        if package is None or self.kind != "dpkg":
+            return []
+        out = []
+        for line in _read(self.view, f"{_DPKG}/info/{package.info_name}.md5sums").splitlines():
+            digest, _, relpath = line.partition("  ")
+            if re.fullmatch(r"[0-9a-f]{32}", digest) and relpath:
+                out.append((digest, "/" + relpath.lstrip("/")))
+        return out
+
+    def owners(self) -> dict[str, str]:
+        """Canonical path -> owning package, for every file and link every package lists (directories
+        are shared between packages, so they belong to none)."""
+        if self._owners is None:
+            parents: dict[str, str] = {}
+            owners: dict[str, str] = {}
+            for name in sorted(self.packages):
+                listed_files = self.files(name)
+                directories = {paths.parent(p) for p in listed_files}  # a directory in the package (even if a link here)
+                for listed in listed_files:
+                    if listed in directories:
+                        continue
+                    path = self.canonical(listed, parents)
+                    node = self.view.lstat(path)
+                    if node is not None and not node.is_dir:
+                        owners.setdefault(path, name)
+            self._owners = owners
+        return self._owners
+
+    def canonical(self, listed: str, memo: dict[str, str] | None = None) -> str:
+        """Where a listed path really is (its directories resolved through the source's symlinks)."""
+        parent = paths.parent(listed)
+        memo = memo if memo is not None else {}
+        if parent not in memo:
+            memo[parent] = self.view.resolve(parent).path
+        return paths.join(memo[parent], listed.rsplit("/", 1)[1]) if listed != "/" else "/"
+
+
+def _read(view: View, path: str) -> str:
+    try:
+        return view.read_bytes(path, _LIMIT).decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _stanzas(text: str) -> list[str]:
+    return [block.strip("\n") for block in re.split(r"\n\s*\n", text) if block.strip()]
+
+
+def _field(record: str, name: str, separator: str = ": ") -> str | None:
+    for line in record.splitlines():
+        if line.startswith(name + separator):
+            return line[len(name) + len(separator):].strip()
+    return None
+
+
+def _apk_files(record: str) -> list[str]:
+    out, directory = [], ""
+    for line in record.splitlines():
+        if line.startswith("F:"):
+            directory = line[2:].strip("/")
+            out.append("/" + directory)
+        elif line.startswith("R:"):
+            out.append("/" + "/".join(p for p in (directory, line[2:]) if p))
+    return out
+
+
+def open_package_db(view: View) -> PackageDb | None:
+    """The dpkg or apk database of the source, or None when it has neither."""
+    status = _read(view, f"{_DPKG}/status")
+    if status:
+        packages: dict[str, Package] = {}
+        for record in _stanzas(status):
+            name, state = _field(record, "Package"), _field(record, "Status") or ""
+            if not name or not state.endswith(" installed"):
+                continue
+            arch = _field(record, "Architecture") or ""
+            qualified = f"{name}:{arch}"
+            info = qualified if view.stat(f"{_DPKG}/info/{qualified}.list") else name
+            source = (_field(record, "Source") or "").split(" ")[0] or None
+            packages[name] = Package(name, _field(record, "Version") or "", arch, source, record, info)
+        return PackageDb("dpkg", view, packages)
+    installed = _read(view, _APK)
+    if installed:
+        packages = {}
+        for record in _stanzas(installed):
+            name = _field(record, "P", ":")
+            if name:
+                packages[name] = Package(name, _field(record, "V", ":") or "", _field(record, "A", ":") or "",
+                                         _field(record, "o", ":"), record, name)
+        return PackageDb("apk", view, packages)
+    return None

@@ -1,0 +1,363 @@
+"""Functional probes of distilled apps: what a user of each app would call proof that it works.
+
+Each probe runs inside private network and mount namespaces (`run_probe` re-executes this file under
+`unshare --net --mount`), gives the distilled root what a container runtime would (a /dev and a
+/proc, mounted only in that namespace), starts the app with `chroot` (as the app's own user where
+it has one), talks to it on 127.0.0.1, and prints a JSON result. Nothing listens anywhere else.
+"""
+
+from __future__ import annotations
+
+import datetime
+import http.server
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_probe(name: str, *args: str, timeout: float = 300) -> dict[str, Any]:
+    """Run probe `name` in a fresh network namespace and return its JSON result."""
+    result = subprocess.run(["unshare", "--net", "--mount", "--propagation", "private", "--", sys.executable,
+                             str(HERE / "probes.py"), name, *args],
+                            capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"probe {name} crashed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout)
+
+
+# -- helpers (inside the namespace) ------------------------------------------------------------------
+
+
+def runtime_mounts(root: str) -> None:
+    """/dev and /proc inside the root, as runc or Docker mount them (this namespace only)."""
+    for name, command in (("dev", ["mount", "--rbind", "/dev"]), ("proc", ["mount", "-t", "proc", "proc"])):
+        target = Path(root) / name
+        target.mkdir(exist_ok=True)
+        subprocess.run([*command, str(target)], check=True)
+
+
+def wait_port(port: int, process: subprocess.Popen[bytes] | None = None, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def ids(root: Path, user: str) -> str:
+    """`uid:gid` of `user` in the distilled root's /etc/passwd (chroot --userspec needs numbers)."""
+    for line in (root / "etc/passwd").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == user:
+            return f"{fields[2]}:{fields[3]}"
+    raise AssertionError(f"{user} is not in {root}/etc/passwd")
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> str:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    output = process.stderr.read() if process.stderr else b""
+    if process.stderr:
+        process.stderr.close()
+    return output.decode("utf-8", "replace")[-2000:]
+
+
+def make_tls(directory: Path) -> tuple[Path, Path, Path]:
+    """A test CA and a server certificate for localhost, app.test and 127.0.0.1 (cryptography)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "distill test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = [x509.DNSName("localhost"), x509.DNSName("app.test"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False).sign(ca_key, hashes.SHA256()))
+    paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+def tls_server(cert: Path, key: Path, port: int = 8443) -> http.server.HTTPServer:
+    """A small HTTPS server (host Python) answering `hello over TLS`."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = b"hello over TLS\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def fetch(url: str, context: ssl.SSLContext | None = None) -> tuple[int, str]:
+    import urllib.request
+
+    with urllib.request.urlopen(url, context=context, timeout=10) as response:  # noqa: S310 - 127.0.0.1 only
+        return response.status, response.read().decode("utf-8", "replace")
+
+
+# -- probes ------------------------------------------------------------------------------------------
+
+
+def probe_nginx(root: str, tls_dir: str) -> dict[str, Any]:
+    """HTTP and HTTPS, workers under the `user` account, and a reload."""
+    out = Path(root)
+    ca, cert, key = make_tls(Path(tls_dir))
+    (out / "etc/nginx/tls").mkdir(exist_ok=True)
+    for source in (cert, key):
+        (out / "etc/nginx/tls" / source.name).write_bytes(source.read_bytes())
+    (out / "etc/nginx/sites-enabled/tls").write_text(
+        "server { listen 443 ssl; server_name localhost; ssl_certificate /etc/nginx/tls/server.pem;\n"
+        "  ssl_certificate_key /etc/nginx/tls/server.key; root /var/www/html; index index.nginx-debian.html index.html; }\n")
+    server = subprocess.Popen(["chroot", root, "/usr/sbin/nginx", "-g", "daemon off;"], stderr=subprocess.PIPE)
+    result: dict[str, Any] = {"started": wait_port(80, server) and wait_port(443, server)}
+    if result["started"]:
+        context = ssl.create_default_context(cafile=str(ca))
+        result["http"] = fetch("http://127.0.0.1/")[0]
+        status, body = fetch("https://localhost/", context)
+        result["https"], result["https_welcome"] = status, "Welcome to nginx!" in body
+        workers = _children(server.pid)
+        result["worker_uids"] = sorted({_uid(pid) for pid in workers})
+        server.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and (set(_children(server.pid)) & set(workers) or not _children(server.pid)):
+            time.sleep(0.2)
+        result["reloaded"] = bool(_children(server.pid)) and not set(_children(server.pid)) & set(workers)
+        result["after_reload"] = fetch("http://127.0.0.1/")[0]
+    result["stderr"] = stop(server, signal.SIGQUIT)
+    return result
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                status = Path(f"/proc/{entry}/status").read_text()
+            except OSError:
+                continue
+            if f"\nPPid:\t{pid}\n" in status:
+                found.append(int(entry))
+    return found
+
+
+def _uid(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    return -1
+
+
+def _resp(sock: socket.socket, *words: str) -> bytes:
+    sock.sendall(f"*{len(words)}\r\n".encode() + b"".join(f"${len(w)}\r\n{w}\r\n".encode() for w in words))
+    time.sleep(0.05)
+    return sock.recv(65536)
+
+
+def probe_redis(root: str) -> dict[str, Any]:
+    """SET/GET, then a persistence file written, the server restarted, and the value read back."""
+    user = ids(Path(root), "redis")
+    command = ["chroot", f"--userspec={user}", root, "/usr/bin/redis-server", "/etc/redis/redis.conf",
+               "--daemonize", "no", "--supervised", "no", "--logfile", ""]
+    result: dict[str, Any] = {}
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    result["started"] = wait_port(6379, server)
+    if result["started"]:
+        with socket.create_connection(("127.0.0.1", 6379)) as sock:
+            result["set"] = _resp(sock, "SET", "distill", "works").decode()
+            result["get"] = _resp(sock, "GET", "distill").decode()
+            result["save"] = _resp(sock, "SAVE").decode()
+    result["dump_written"] = (Path(root) / "var/lib/redis/dump.rdb").is_file()
+    result["stderr"] = stop(server)
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if wait_port(6379, server):
+        with socket.create_connection(("127.0.0.1", 6379)) as sock:
+            result["get_after_restart"] = _resp(sock, "GET", "distill").decode()
+    result["stderr"] += stop(server)
+    return result
+
+
+def probe_postgresql(root: str) -> dict[str, Any]:
+    """initdb, the server as `postgres`, a table, time-zone and locale-dependent functions."""
+    out = Path(root)
+    user = ids(out, "postgres")
+    bindir = next(out.glob("usr/lib/postgresql/*/bin")).relative_to(out)
+    data = "/var/lib/postgresql/data"
+    result: dict[str, Any] = {}
+    initdb = subprocess.run(["chroot", f"--userspec={user}", root, f"/{bindir}/initdb", "-D", data, "--locale=C.UTF-8",
+                             "--encoding=UTF8", "--auth=trust", "--username=postgres"], capture_output=True, text=True,
+                            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
+    result["initdb"] = initdb.returncode
+    result["initdb_output"] = (initdb.stdout + initdb.stderr)[-2000:]
+    if initdb.returncode:
+        return result
+    server = subprocess.Popen(["chroot", f"--userspec={user}", root, f"/{bindir}/postgres", "-D", data, "-c",
+                               "listen_addresses=127.0.0.1", "-k", "/run/postgresql"], stderr=subprocess.PIPE,
+                              env={"LANG": "C.UTF-8", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    result["started"] = wait_port(5432, server)
+    if result["started"]:
+        time.sleep(0.5)
+        sql = ("CREATE TABLE t (id int, name text); INSERT INTO t VALUES (1, 'été'), (2, 'hiver');"
+               "SELECT string_agg(upper(name), ',' ORDER BY id) FROM t;"
+               "SELECT (timestamptz '2024-01-15 12:00:00+00' AT TIME ZONE 'Asia/Tokyo')::text;"
+               "SET TIME ZONE 'America/New_York'; SELECT to_char(timestamptz '2024-07-01 12:00:00+00', 'HH24:MI TZ');"
+               "SELECT to_char(date '2024-03-05', 'TMMonth');")
+        psql = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                              capture_output=True, text=True)
+        result["psql"] = psql.returncode
+        result["rows"] = psql.stdout.splitlines()
+        result["psql_error"] = psql.stderr[-1000:]
+    result["stderr"] = stop(server, signal.SIGINT)
+    return result
+
+
+PYTHON_PROBE = r'''
+import ctypes, hashlib, json, sqlite3, ssl, urllib.request, zoneinfo, datetime
+result = {}
+context = ssl.create_default_context()
+result["default_cas"] = context.cert_store_stats()["x509_ca"]
+context.load_verify_locations("/probe/ca.pem")
+with urllib.request.urlopen("https://localhost:8443/", context=context, timeout=10) as response:
+    result["https"] = [response.status, response.read().decode()]
+db = sqlite3.connect(":memory:")
+db.execute("create table t (x text)")
+db.execute("insert into t values ('distilled')")
+result["sqlite"] = db.execute("select x from t").fetchone()[0]
+libc = ctypes.CDLL("libc.so.6")
+libc.iconv_open.restype = ctypes.c_void_p
+result["iconv_utf16"] = libc.iconv_open(b"UTF-16LE", b"UTF-8") not in (None, ctypes.c_void_p(-1).value)
+result["json"] = json.loads(json.dumps({"a": [1, 2]}))
+tokyo = datetime.datetime(2024, 1, 15, 12, tzinfo=datetime.timezone.utc).astimezone(zoneinfo.ZoneInfo("Asia/Tokyo"))
+result["zoneinfo"] = tokyo.isoformat()
+result["sha256"] = hashlib.sha256(b"distill").hexdigest()
+print(json.dumps(result))
+'''
+
+
+def probe_python3(root: str, tls_dir: str) -> dict[str, Any]:
+    """ssl (default CA store plus the test's CA, an HTTPS call), sqlite3, ctypes and iconv, json, zoneinfo, hashlib."""
+    out = Path(root)
+    ca, cert, key = make_tls(Path(tls_dir))
+    (out / "probe").mkdir(exist_ok=True)
+    (out / "probe/ca.pem").write_bytes(ca.read_bytes())
+    (out / "probe/probe.py").write_text(PYTHON_PROBE)
+    (out / "etc/hosts").write_text("127.0.0.1 localhost\n")  # what a container runtime provides
+    server = tls_server(cert, key)
+    try:
+        run = subprocess.run(["chroot", root, "/usr/bin/python3", "/probe/probe.py"], capture_output=True, text=True,
+                             env={"LANG": "C.UTF-8", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    finally:
+        server.shutdown()
+    result = json.loads(run.stdout) if run.returncode == 0 and run.stdout.strip() else {}
+    result["exit"], result["stderr"] = run.returncode, run.stderr[-2000:]
+    return result
+
+
+def probe_curl(root: str, server_root: str, tls_dir: str) -> dict[str, Any]:
+    """HTTPS and HTTP/2 to a local nginx, `app.test` resolved through /etc/hosts."""
+    out, srv = Path(root), Path(server_root)
+    ca, cert, key = make_tls(Path(tls_dir))
+    (srv / "srv-tls").mkdir(exist_ok=True)
+    for source in (cert, key):
+        (srv / "srv-tls" / source.name).write_bytes(source.read_bytes())
+    (srv / "srv-tls/nginx.conf").write_text(
+        "events {} pid /srv-tls/nginx.pid; error_log /srv-tls/error.log;\n"
+        "http { access_log off; server { listen 127.0.0.1:8443 ssl http2; ssl_certificate /srv-tls/server.pem;\n"
+        "  ssl_certificate_key /srv-tls/server.key; location / { return 200 'hello over h2\\n'; } } }\n")
+    server = subprocess.Popen(["chroot", str(srv), "/usr/sbin/nginx", "-c", "/srv-tls/nginx.conf", "-g", "daemon off;"],
+                              stderr=subprocess.PIPE)
+    (out / "etc/hosts").write_text("127.0.0.1 app.test\n")  # what a container runtime provides
+    (out / "probe").mkdir(exist_ok=True)
+    (out / "probe/ca.pem").write_bytes(ca.read_bytes())
+    result: dict[str, Any] = {"started": wait_port(8443, server)}
+    if result["started"]:
+        run = subprocess.run(["chroot", root, "/usr/bin/curl", "-sS", "--http2", "--cacert", "/probe/ca.pem",
+                              "-o", "/probe/body", "-w", "%{http_version} %{http_code}", "https://app.test:8443/"],
+                             capture_output=True, text=True)
+        result["curl"] = [run.returncode, run.stdout, run.stderr[-500:]]
+        result["body"] = (out / "probe/body").read_text() if (out / "probe/body").exists() else None
+        default_store = subprocess.run(["chroot", root, "/usr/bin/curl", "-sS", "https://app.test:8443/", "-o", "/probe/body2"],
+                                       capture_output=True, text=True)
+        result["untrusted_refused"] = default_store.returncode == 60  # the test CA is not in the system bundle
+    result["stderr"] = stop(server, signal.SIGQUIT)
+    return result
+
+
+def probe_openssl(root: str, tls_dir: str) -> dict[str, Any]:
+    """The CLI: its providers (the legacy one included), a digest, and s_client to a local server."""
+    out = Path(root)
+    ca, cert, key = make_tls(Path(tls_dir))
+    (out / "probe").mkdir(exist_ok=True)
+    (out / "probe/ca.pem").write_bytes(ca.read_bytes())
+    (out / "probe/data").write_bytes(b"distill\n")
+
+    def openssl(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["chroot", root, "/usr/bin/openssl", *args], input=stdin, capture_output=True, text=True)
+
+    result: dict[str, Any] = {}
+    listed = openssl("list", "-providers", "-provider", "default", "-provider", "legacy")
+    result["providers"] = [listed.returncode, listed.stdout]
+    result["sha256"] = openssl("dgst", "-sha256", "/probe/data").stdout.strip()
+    md4 = openssl("dgst", "-md4", "-provider", "legacy", "-provider", "default", "/probe/data")
+    result["md4"] = [md4.returncode, md4.stdout.strip(), md4.stderr[-300:]]
+    server = tls_server(cert, key)
+    try:
+        client = openssl("s_client", "-connect", "127.0.0.1:8443", "-CAfile", "/probe/ca.pem", "-verify_return_error",
+                         "-brief", stdin="")
+    finally:
+        server.shutdown()
+    result["s_client"] = [client.returncode, client.stderr[-800:]]
+    return result
+
+
+if __name__ == "__main__":
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    runtime_mounts(sys.argv[2])
+    probe = globals()[f"probe_{sys.argv[1]}"]
+    print(json.dumps(probe(*sys.argv[2:])))

@@ -1,0 +1,170 @@
+"""The built-in app profiles on a fat Debian 12 rootfs (mmdebstrap), each distilled and exercised by its
+probe (tests/probes.py); the runtime fragments are shown to be load-bearing; the package records that
+scanners read are parsed back and checked against what ships."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_distill
+from fatroot import fat_rootfs
+from probes import run_probe
+
+pytestmark = [pytest.mark.rootfs, pytest.mark.slow]
+
+APP_PACKAGES = ("nginx", "redis-server", "postgresql", "python3", "curl", "openssl", "ca-certificates", "tzdata", "locales")
+SIZES: dict[str, tuple[int, int]] = {}
+
+
+@pytest.fixture(scope="module")
+def apps_root() -> Path:
+    return fat_rootfs(APP_PACKAGES)
+
+
+def distill_app(source: Path, profile: str, out: Path, *extra: str) -> dict:  # type: ignore[type-arg]
+    result = run_distill(profile, "--from", str(source), "--out", f"rootfs:{out}", "--json", "-q", *extra)
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    SIZES[Path(profile).stem] = (report["summary"]["source_bytes"], report["summary"]["output_bytes"])
+    return report
+
+
+def variant(tmp_path: Path, profile: str, drop: str) -> str:
+    """The built-in `profile` without the fragment `drop` in its extends."""
+    text = (REPO / "profiles" / f"{profile}.yaml").read_text()
+    line = next(line for line in text.splitlines() if line.startswith("extends:"))
+    kept = [e.strip() for e in line.split("[", 1)[1].rstrip("]").split(",") if e.strip() != drop]
+    path = tmp_path / f"{profile}-without-{drop}.yaml"
+    path.write_text(text.replace(line, f"extends: [{', '.join(kept)}]"))
+    return str(path)
+
+
+def test_nginx_https_worker_account_and_reload(apps_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "nginx"
+    distill_app(apps_root, "nginx", out)
+    result = run_probe("nginx", str(out), str(tmp_path / "tls"))
+    assert result["started"], result["stderr"]
+    assert (result["http"], result["https"], result["https_welcome"]) == (200, 200, True)
+    www_data = next(line for line in (out / "etc/passwd").read_text().splitlines() if line.startswith("www-data:"))
+    assert result["worker_uids"] == [int(www_data.split(":")[2])]
+    assert result["reloaded"] and result["after_reload"] == 200
+
+
+def test_redis_set_get_and_persistence(apps_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "redis"
+    distill_app(apps_root, "redis", out)
+    result = run_probe("redis", str(out))
+    assert result["started"], result["stderr"]
+    assert (result["set"], result["get"], result["save"]) == ("+OK\r\n", "$5\r\nworks\r\n", "+OK\r\n")
+    assert result["dump_written"]
+    assert result["get_after_restart"] == "$5\r\nworks\r\n"
+    assert (out / "usr/lib/x86_64-linux-gnu/libgcc_s.so.1").exists()  # redis calls pthread_cancel
+
+
+def test_postgresql_initdb_sql_time_zones_and_locale(apps_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "postgresql"
+    distill_app(apps_root, "postgresql", out)
+    result = run_probe("postgresql", str(out))
+    assert result["initdb"] == 0, result["initdb_output"]
+    assert "no usable system locales" not in result["initdb_output"]
+    assert result["started"] and result["psql"] == 0, result.get("psql_error", result.get("stderr"))
+    assert result["rows"] == ["CREATE TABLE", "INSERT 0 2", "ÉTÉ,HIVER", "2024-01-15 21:00:00", "SET", "08:00 EDT", "March"]
+    assert not list(out.glob("usr/lib/x86_64-linux-gnu/libLLVM*"))
+
+
+def test_python3_stdlib_tls_sqlite_ctypes_zoneinfo(apps_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "python3"
+    distill_app(apps_root, "python3", out)
+    result = run_probe("python3", str(out), str(tmp_path / "tls"))
+    assert result["exit"] == 0, result["stderr"]
+    assert result["default_cas"] > 100 and result["https"] == [200, "hello over TLS\n"]
+    assert result["sqlite"] == "distilled" and result["iconv_utf16"] is True
+    assert result["zoneinfo"] == "2024-01-15T21:00:00+09:00"
+    assert result["sha256"] == hashlib.sha256(b"distill").hexdigest()
+
+
+def test_curl_https_http2_and_etc_hosts(apps_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "curl"
+    distill_app(apps_root, "curl", out)
+    server = tmp_path / "server"
+    subprocess.run(["cp", "-al", str(apps_root), str(server)], check=True)  # new files only: the cache stays as it is
+    result = run_probe("curl", str(out), str(server), str(tmp_path / "tls"))
+    assert result["started"], result["stderr"]
+    assert result["curl"][:2] == [0, "2 200"], result["curl"]
+    assert result["body"] == "hello over h2\n"
+    assert result["untrusted_refused"]
+
+
+def test_openssl_providers_digest_and_s_client(apps_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "openssl"
+    distill_app(apps_root, "openssl", out)
+    result = run_probe("openssl", str(out), str(tmp_path / "tls"))
+    assert result["providers"][0] == 0 and "OpenSSL Legacy Provider" in result["providers"][1]
+    assert result["sha256"].endswith("= " + hashlib.sha256(b"distill\n").hexdigest())
+    assert result["md4"][0] == 0
+    assert result["s_client"][0] == 0 and "Verification: OK" in result["s_client"][1]
+
+
+# -- the fragments are load-bearing --------------------------------------------------------------------
+
+
+def test_without_gconv_python_cannot_convert_to_utf16(apps_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "python3"
+    distill_app(apps_root, variant(tmp_path, "python3", "gconv"), out)
+    result = run_probe("python3", str(out), str(tmp_path / "tls"))
+    assert result["exit"] == 0 and result["iconv_utf16"] is False
+
+
+def test_without_ca_certificates_python_has_no_trust_store(apps_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "python3"
+    distill_app(apps_root, variant(tmp_path, "python3", "ca-certificates"), out)
+    result = run_probe("python3", str(out), str(tmp_path / "tls"))
+    assert result["exit"] == 0 and result["default_cas"] == 0
+
+
+def test_without_openssl_modules_the_legacy_provider_is_missing(apps_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "openssl"
+    distill_app(apps_root, variant(tmp_path, "openssl", "openssl-modules"), out)
+    result = run_probe("openssl", str(out), str(tmp_path / "tls"))
+    assert result["md4"][0] != 0 and result["providers"][0] != 0
+
+
+# -- what scanners see ------------------------------------------------------------------------------------
+
+
+def test_package_records_match_what_ships(apps_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "python3"
+    sbom = tmp_path / "python3.cdx.json"
+    distill_app(apps_root, "python3", out, "--sbom", str(sbom))
+    records = out / "var/lib/dpkg/status.d"
+    names = sorted(p.name for p in records.iterdir() if not p.name.endswith(".md5sums"))
+    assert {"python3.11-minimal", "libpython3.11-stdlib", "libc6", "libssl3", "tzdata"} <= set(names)
+    assert "ca-certificates" not in names  # the bundle is generated by update-ca-certificates, owned by no package
+    for name in names:
+        stanza = (records / name).read_text()
+        assert stanza.startswith(f"Package: {name}\n") and "\nVersion: " in stanza and "\nStatus: install ok installed" in stanza
+        assert (out / f"usr/share/doc/{name}/copyright").exists() or (out / f"usr/share/doc/{name}").is_symlink()
+        sums = records / f"{name}.md5sums"
+        for line in sums.read_text().splitlines() if sums.exists() else []:
+            digest, relpath = line.split("  ", 1)
+            assert hashlib.md5((out / relpath).read_bytes()).hexdigest() == digest, relpath  # noqa: S324 - dpkg's format
+    shipped_by_stdlib = (records / "libpython3.11-stdlib.md5sums").read_text().splitlines()
+    assert any(line.endswith("usr/lib/python3.11/json/__init__.py") for line in shipped_by_stdlib)
+    assert not list(out.glob("usr/share/doc/*/changelog*")) and not (out / "usr/share/man").exists()
+    document = json.loads(sbom.read_text())
+    assert document["bomFormat"] == "CycloneDX" and document["specVersion"] == "1.6"
+    purls = {c["name"]: c["purl"] for c in document["components"] if c["type"] == "library"}
+    assert set(purls) == set(names)
+    assert purls["libc6"].startswith("pkg:deb/debian/libc6@2.36-") and purls["libc6"].endswith("?arch=amd64&distro=debian-12")
+    assert not (out / sbom.name).exists()
+
+
+def test_sizes_are_recorded(apps_root: Path) -> None:
+    """Runs last in this module: prints the size table docs/profiles.md records."""
+    assert len(SIZES) >= 6
+    for name, (fat, distilled) in sorted(SIZES.items()):
+        print(f"{name}: fat {fat / 1e6:.1f} MB, distilled {distilled / 1e6:.1f} MB, {fat / distilled:.1f}x")

@@ -1,0 +1,166 @@
+"""Runtime collectors, whole packages and package records, on trees of real compiled files.
+
+The package databases here are written by the tests in dpkg's and apk's own formats (the fat Debian
+rootfs of tests/test_apps.py covers a real dpkg database end to end)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import HOST_LIBC, TRIPLET, Tree
+
+from distill.errors import ProfileError
+from distill.plan import Plan
+from distill.planner import make_plan
+from distill.profile import load_profile
+from distill.sources.rootfs import DirView
+
+LIBDIR = f"/usr/lib/{TRIPLET}"
+HOST_LIBGCC = Path(os.path.realpath(f"/lib/{TRIPLET}/libgcc_s.so.1"))
+
+
+def plan_for(tree: Tree, tmp_path: Path, text: str) -> Plan:
+    profile = tmp_path / "p.yaml"
+    profile.write_text("schema: distill/v1\n" + text)
+    return make_plan(DirView(tree.root), load_profile(str(profile)))
+
+
+@pytest.fixture
+def base(tree: Tree) -> Tree:
+    tree.glibc()
+    tree.prog("/usr/bin/app")
+    tree.write("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n")
+    tree.write("/etc/group", "root:x:0:\n")
+    return tree
+
+
+def test_nss_modules_come_from_the_outputs_nsswitch(base: Tree, tmp_path: Path) -> None:
+    base.lib(f"{LIBDIR}/libnss_compat.so.2", soname="libnss_compat.so.2")
+    base.lib(f"{LIBDIR}/libnss_files.so.2", soname="libnss_files.so.2")
+    base.write("/etc/nsswitch.conf", "passwd: compat\ngroup: files [NOTFOUND=return] compat\nhosts: files dns myhostname\n")
+    source = plan_for(base, tmp_path, "binaries: [/usr/bin/app]\npaths:\n  /etc/nsswitch.conf: {}\n"
+                                      "runtime: {nss: auto}\nsystem: {nsswitch: no}\n")
+    assert f"{LIBDIR}/libnss_compat.so.2" in source.entries
+    assert f"{LIBDIR}/libnss_files.so.2" not in source.entries  # built into glibc 2.36's libc
+    assert any("libnss_myhostname.so.2 is not in" in w for w in source.warnings)
+    ours = plan_for(base, tmp_path, "binaries: [/usr/bin/app]\nruntime: {nss: auto}\n")  # distill's nsswitch: files, dns
+    assert not [p for p in ours.entries if "libnss_" in p]
+
+
+def test_libgcc_s_ships_when_a_program_cancels_threads(base: Tree, tmp_path: Path) -> None:
+    base.copy(HOST_LIBGCC, f"{LIBDIR}/libgcc_s.so.1")
+    base.prog("/usr/bin/threads", source="#include <pthread.h>\nint main(void) { return pthread_cancel(pthread_self()); }\n")
+    with_cancel = plan_for(base, tmp_path, "binaries: [/usr/bin/threads]\nruntime: {libgcc-s: auto}\n")
+    entry = with_cancel.entries[f"{LIBDIR}/libgcc_s.so.1"]
+    assert entry.reasons[0].detail.startswith("runtime.libgcc-s: /usr/bin/threads cancels or exits threads")
+    without = plan_for(base, tmp_path, "binaries: [/usr/bin/app]\nruntime: {libgcc-s: auto}\n")
+    assert f"{LIBDIR}/libgcc_s.so.1" not in without.entries
+
+
+NOTE = r'''
+#define JSON "[{\"feature\":\"compression\",\"soname\":[\"libextra.so.1\"],\"priority\":\"recommended\"}," \
+             "{\"feature\":\"fancy\",\"soname\":[\"libfancy.so.1\"],\"priority\":\"suggested\"}]"
+__attribute__((section(".note.dlopen"), used, aligned(4)))
+static const struct { unsigned namesz, descsz, type; char name[4]; char desc[(sizeof(JSON) + 3) & ~3]; } note =
+    { 4, sizeof(JSON), 0x407c0c0a, "FDO", JSON };
+int main(void) { return 0; }
+'''
+
+
+def test_dlopen_notes_ship_what_they_name(base: Tree, tmp_path: Path) -> None:
+    base.lib(f"{LIBDIR}/libextra.so.1", soname="libextra.so.1")
+    base.prog("/usr/bin/noted", source=NOTE)
+    from distill.loader import Loader
+
+    notes = Loader(DirView(base.root)).elf("/usr/bin/noted").dlopen
+    assert [(n.feature, n.sonames, n.priority) for n in notes] == [("compression", ("libextra.so.1",), "recommended"),
+                                                                 ("fancy", ("libfancy.so.1",), "suggested")]
+    plan = plan_for(base, tmp_path, "binaries: [/usr/bin/noted]\nruntime: {dlopen-notes: recommended}\n")
+    assert f"{LIBDIR}/libextra.so.1" in plan.entries
+    off = plan_for(base, tmp_path, "binaries: [/usr/bin/noted]\n")
+    assert f"{LIBDIR}/libextra.so.1" not in off.entries
+    suggested = plan_for(base, tmp_path, "binaries: [/usr/bin/noted]\nruntime: {dlopen-notes: suggested}\n")
+    assert any("libfancy.so.1 is not in" in w for w in suggested.warnings)  # only a missing `required` one fails
+
+
+def test_gconv_modules_by_charset(base: Tree, tmp_path: Path) -> None:
+    gconv = f"{LIBDIR}/gconv"
+    base.write(f"{gconv}/gconv-modules", "alias UTF16// UTF-16//\nmodule UTF-16// INTERNAL UTF-16 1\n"
+                                        "module INTERNAL UTF-16// UTF-16 1\nmodule ISO-8859-1// INTERNAL ISO8859-1 1\n")
+    base.lib(f"{gconv}/UTF-16.so")
+    base.lib(f"{gconv}/ISO8859-1.so")
+    plan = plan_for(base, tmp_path, "binaries: [/usr/bin/app]\nruntime: {gconv: [utf16]}\n")
+    assert f"{gconv}/UTF-16.so" in plan.entries and f"{gconv}/gconv-modules" in plan.entries
+    assert f"{gconv}/ISO8859-1.so" not in plan.entries
+    with pytest.raises(ProfileError) as caught:
+        plan_for(base, tmp_path, "binaries: [/usr/bin/app]\nruntime: {gconv: [EBCDIC-XX]}\n")
+    assert "no gconv module converts EBCDIC-XX" in caught.value.message
+
+
+def test_locales_and_zones_on_request(base: Tree, tmp_path: Path) -> None:
+    base.write("/usr/lib/locale/C.utf8/LC_CTYPE", "ctype")
+    base.write("/usr/share/zoneinfo/Asia/Tokyo", "TZif")
+    plan = plan_for(base, tmp_path, "binaries: [/usr/bin/app]\nruntime: {locales: [C.UTF-8], tzdata: [Asia/Tokyo]}\n")
+    assert "/usr/lib/locale/C.utf8/LC_CTYPE" in plan.entries and "/usr/share/zoneinfo/Asia/Tokyo" in plan.entries
+    with pytest.raises(ProfileError) as caught:
+        plan_for(base, tmp_path, "binaries: [/usr/bin/app]\nruntime: {locales: [fr_FR.UTF-8]}\n")
+    assert "locale 'fr_FR.UTF-8' is not compiled in the source" in caught.value.message
+
+
+def dpkg_database(tree: Tree) -> None:
+    tree.write("/var/lib/dpkg/status",
+               "Package: tool\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.2-3\nSource: tools\n\n"
+               "Package: other\nStatus: install ok installed\nArchitecture: all\nVersion: 9\n\n"
+               "Package: gone\nStatus: deinstall ok config-files\nVersion: 1\n")
+    tree.write("/var/lib/dpkg/info/tool:amd64.list", "/.\n/usr\n/usr/bin\n/usr/bin/tool\n/usr/share/tool\n/usr/share/tool/data\n"
+                                                     "/usr/share/doc/tool\n/usr/share/doc/tool/copyright\n/usr/share/man/man1/tool.1\n")
+    tree.write("/var/lib/dpkg/info/tool:amd64.md5sums", "00000000000000000000000000000000  usr/bin/tool\n"
+                                                        "11111111111111111111111111111111  usr/share/tool/data\n"
+                                                        "22222222222222222222222222222222  usr/share/man/man1/tool.1\n")
+    tree.write("/var/lib/dpkg/info/other.list", "/usr/share/other/file\n")
+    tree.copy(tree.host("/usr/bin/app"), "/usr/bin/tool")
+    tree.write("/usr/share/tool/data", "data")
+    tree.write("/usr/share/doc/tool/copyright", "MIT")
+    tree.write("/usr/share/man/man1/tool.1", ".TH tool")
+    tree.write("/usr/share/other/file", "x")
+
+
+def test_packages_ship_whole_packages_and_their_records(base: Tree, tmp_path: Path) -> None:
+    dpkg_database(base)
+    plan = plan_for(base, tmp_path, "packages: [tool]\n")
+    assert {"/usr/bin/tool", "/usr/share/tool/data", "/usr/share/doc/tool/copyright"} <= set(plan.entries)
+    assert "/usr/share/man/man1/tool.1" not in plan.entries  # documentation stays behind
+    assert "/usr/bin/tool" in plan.roots  # an ELF of a package gets its closure
+    status = plan.entries["/var/lib/dpkg/status.d/tool"].data
+    assert status == b"Package: tool\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.2-3\nSource: tools\n"
+    assert plan.entries["/var/lib/dpkg/status.d/tool.md5sums"].data == (
+        b"00000000000000000000000000000000  usr/bin/tool\n11111111111111111111111111111111  usr/share/tool/data\n")
+    assert "/var/lib/dpkg/status.d/other" not in plan.entries  # it contributed nothing
+    with pytest.raises(ProfileError) as caught:
+        plan_for(base, tmp_path, "packages: [gone, {name: maybe, optional: true}]\n")
+    assert caught.value.issues == [f"{tmp_path}/p.yaml: packages[0]: package 'gone' is not installed in rootfs:{base.root}; "
+                                   "check the name or mark it optional"]
+
+
+def test_apk_packages(base: Tree, tmp_path: Path) -> None:
+    # written through the tree's /lib -> usr/lib link
+    base.write("/lib/apk/db/installed", "C:Q1abc=\nP:tool\nV:1.0-r0\nA:x86_64\no:tools\nF:usr/bin\nR:tool\n\n"
+                                        "P:other\nV:2\nA:x86_64\nF:usr/share/other\nR:file\n\n")
+    base.copy(base.host("/usr/bin/app"), "/usr/bin/tool")
+    base.write("/usr/share/other/file", "x")
+    plan = plan_for(base, tmp_path, "packages: [tool]\n")
+    assert "/usr/bin/tool" in plan.entries and "/usr/share/other/file" not in plan.entries
+    assert plan.entries["/usr/lib/apk/db/installed"].data == b"C:Q1abc=\nP:tool\nV:1.0-r0\nA:x86_64\no:tools\nF:usr/bin\nR:tool\n\n"
+
+
+def test_package_metadata_can_be_switched_off(base: Tree, tmp_path: Path) -> None:
+    dpkg_database(base)
+    plan = plan_for(base, tmp_path, "packages: [tool]\nsystem: {package-metadata: no}\n")
+    assert not [p for p in plan.entries if p.startswith("/var/lib/dpkg")]
+
+
+def test_host_libc_is_the_fixture_glibc() -> None:
+    assert HOST_LIBC.exists() and shutil.which("gcc")
