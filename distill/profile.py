@@ -98,7 +98,7 @@ def builtin_dir() -> Path:
 def builtin_profiles() -> list[tuple[str, str]]:
     """(name, description) of every built-in profile and fragment."""
     out = []
-    for path in sorted(builtin_dir().glob("*.yaml")):
+    for path in sorted(builtin_dir().glob("*.yaml"), key=lambda p: p.stem):
         document, _ = parse_yaml(path.read_text(), str(path))
         description = document.get("description", "") if isinstance(document, dict) else ""
         out.append((path.stem, str(description)))
