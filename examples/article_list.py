@@ -16,6 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from distill.sources.rootfs import DirView  # noqa: E402
+
 TRIPLET = "x86_64-linux-gnu"
 # (pattern, dereference) in the article's order; `cp -aL` for /var/run
 ARTICLE_LIST = [
@@ -29,9 +32,15 @@ ARTICLE_LIST = [
 
 
 def copy_article_list(fat: Path, out: Path, time_zone: str = "UTC") -> list[str]:
-    """Replay the list into `out`; return the patterns that matched nothing in `fat`."""
+    """Replay the list into `out`; return the patterns that matched nothing in `fat`.
+
+    In its Docker build stage the list runs inside the image; replayed on a host, an absolute link
+    such as `/var/run -> /run` would lead `cp -L` to the *host's* /run, so dereferenced entries are
+    resolved inside the rootfs (with distill's root-confined view) first.
+    """
     out.mkdir(parents=True, exist_ok=True)
     (out / "var/cache/nginx").mkdir(parents=True, exist_ok=True)
+    view = DirView(fat)
     skipped = []
     for pattern, dereference in ARTICLE_LIST:
         matches = sorted(glob.glob(str(fat) + pattern))
@@ -39,7 +48,13 @@ def copy_article_list(fat: Path, out: Path, time_zone: str = "UTC") -> list[str]
             skipped.append(pattern)
             continue
         relative = [os.path.relpath(m, fat) for m in matches]
-        subprocess.run(["cp", "-aL" if dereference else "-a", "--parents", *relative, str(out)], cwd=fat, check=True)
+        if dereference:
+            for name in relative:
+                target = out / name
+                target.mkdir(parents=True, exist_ok=True)
+                subprocess.run(["cp", "-a", f"{fat}{view.resolve('/' + name).path}/.", str(target)], check=True)
+            continue
+        subprocess.run(["cp", "-a", "--parents", *relative, str(out)], cwd=fat, check=True)
     zone = fat / "usr/share/zoneinfo" / time_zone
     (out / "etc").mkdir(exist_ok=True)
     subprocess.run(["cp", "-L", str(zone), str(out / "etc/localtime")], check=True)

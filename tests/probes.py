@@ -302,6 +302,8 @@ def probe_python3(root: str, tls_dir: str) -> dict[str, Any]:
 def probe_curl(root: str, server_root: str, tls_dir: str) -> dict[str, Any]:
     """HTTPS and HTTP/2 to a local nginx, `app.test` resolved through /etc/hosts."""
     out, srv = Path(root), Path(server_root)
+    for log in (srv / "var/log/nginx").iterdir():  # hard-linked to the cached rootfs: nginx must not append to them
+        log.unlink()
     ca, cert, key = make_tls(Path(tls_dir))
     (srv / "srv-tls").mkdir(exist_ok=True)
     for source in (cert, key):
