@@ -247,6 +247,7 @@ class Loader:
     def _search_lists(self, requester: _Object, main: _Object, config: LoaderConfig) -> list[tuple[list[str], str, str]]:
         """(directories, rule, detail) groups in the order the target loader tries them."""
         lists: list[tuple[list[str], str, str]] = []
+        chain: _Object | None
         if config.flavor == "musl":
             chain = requester
             while chain is not None:
@@ -258,7 +259,7 @@ class Loader:
                 lists.append(([entry.path], "musl path", entry.origin))
             return lists
         if requester.info.runpath is None:
-            chain: _Object | None = requester
+            chain = requester
             did_main = False
             while chain is not None:
                 if chain.info.rpath:

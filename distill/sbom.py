@@ -8,8 +8,6 @@ derived from the inputs: the timestamp is the image's, the serial number a UUID 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +17,7 @@ from distill import __version__
 from distill.errors import DestinationError
 from distill.oci.compose import canonical_json, rfc3339
 from distill.packages import open_package_db
+from distill.sinks import staged
 
 if TYPE_CHECKING:
     from distill.pipeline import Prepared
@@ -83,12 +82,9 @@ def cyclonedx(prepared: Prepared, created: int) -> dict[str, Any]:
 
 def write_sbom(document: dict[str, Any], path: Path) -> None:
     """Write the SBOM atomically."""
-    path = path.absolute()
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.distill-", dir=path.parent)
-        with os.fdopen(fd, "wb") as out:
-            out.write(canonical_json(document) + b"\n")
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
+        with staged(path.absolute(), directory=False) as temp:
+            temp.write_bytes(canonical_json(document) + b"\n")
+            temp.chmod(0o644)
     except OSError as exc:
         raise DestinationError(f"--sbom {path}: cannot write ({exc.strerror})") from None

@@ -57,7 +57,7 @@ def main() -> None:
     outcomes = ["-", serve(article), serve(distilled)]
     print()
     print(f"{'':36} {'files':>7} {'MB':>8}  result in a private network namespace")
-    for (label, _), (files, size), outcome in zip(rows, sizes, outcomes):
+    for (label, _), (files, size), outcome in zip(rows, sizes, outcomes, strict=True):
         print(f"{label:36} {files:>7} {size / 1e6:>8.1f}  {outcome}")
     print(f"\nthe distilled rootfs is in {distilled}; try: distill explain nginx --from {fat}")
 

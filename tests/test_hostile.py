@@ -249,7 +249,7 @@ def test_links_to_host_files_resolve_inside_the_root(glibc_tree: Tree, tmp_path:
     refused = hostile("/usr/bin/self", "--from", str(glibc_tree.root), "--out", f"rootfs:{tmp_path / 'o2'}")
     assert refused.code == 2 and "/usr/bin/self is not a regular file" in error(refused)
     copy = tmp_path / "copy.yaml"
-    copy.write_text(f"schema: distill/v1\nbinaries: [/usr/bin/app]\npaths:\n  /etc/stolen: {{copy: /etc/canary-link}}\n")
+    copy.write_text("schema: distill/v1\nbinaries: [/usr/bin/app]\npaths:\n  /etc/stolen: {copy: /etc/canary-link}\n")
     stolen = hostile(str(copy), "--from", str(glibc_tree.root), "--out", f"rootfs:{tmp_path / 'o3'}")
     assert stolen.code == 2 and "/etc/canary-link is not a file in rootfs:" in error(stolen)
 

@@ -95,22 +95,18 @@ def _locked(directory: Path) -> Iterator[None]:
 def _put_blobs(built: BuiltImage, root: Path) -> None:
     blobs = root / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
-    for blob in [*built.blobs]:
+    for blob in built.blobs:
         target = blobs / hex_of(blob.descriptor.digest)
         if target.is_file() and target.stat().st_size == blob.descriptor.size:
             continue
-        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=blobs)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                _copy_blob(blob.open, blob.descriptor, out)
-            os.chmod(temp, 0o644)
-            os.replace(temp, target)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        with staged(target, directory=False) as temp, open(temp, "wb") as out:
+            _copy_blob(blob.open, blob.descriptor, out)
+        target.chmod(0o644)
     manifest = blobs / hex_of(built.manifest_digest)
     if not manifest.exists():
-        manifest.write_bytes(built.manifest_bytes)
+        with staged(manifest, directory=False) as temp:
+            temp.write_bytes(built.manifest_bytes)
+        manifest.chmod(0o644)
 
 
 def _write_layout_dir(built: BuiltImage, dest: Path, name: str | None) -> None:
@@ -122,19 +118,17 @@ def _write_layout_dir(built: BuiltImage, dest: Path, name: str | None) -> None:
             kept = [m for m in index.get("manifests", [])
                     if not (name and isinstance(m, dict) and (m.get("annotations") or {}).get(REF_NAME) == name)]
             document = {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": [*kept, _index_entry(built, name)]}
-            fd, temp = tempfile.mkstemp(prefix=".index.json.", dir=dest)
-            with os.fdopen(fd, "wb") as out:
-                out.write(canonical_json(document))
-            os.chmod(temp, 0o644)
-            os.replace(temp, index_path)
+            with staged(index_path, directory=False) as temp:
+                temp.write_bytes(canonical_json(document))
+                temp.chmod(0o644)
         return
-    with staged(dest, directory=True) as temp:
-        os.chmod(temp, 0o755)
-        _put_blobs(built, temp)
-        (temp / "oci-layout").write_bytes(_LAYOUT)
+    with staged(dest, directory=True) as fresh:
+        fresh.chmod(0o755)
+        _put_blobs(built, fresh)
+        (fresh / "oci-layout").write_bytes(_LAYOUT)
         index = {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": [_index_entry(built, name)]}
-        (temp / "index.json").write_bytes(canonical_json(index))
-        for path in (temp / "oci-layout", temp / "index.json"):
+        (fresh / "index.json").write_bytes(canonical_json(index))
+        for path in (fresh / "oci-layout", fresh / "index.json"):
             path.chmod(0o644)
 
 

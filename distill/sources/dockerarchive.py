@@ -79,7 +79,7 @@ def archive_image(store: TarStore, ref: str | None, index: int | None, platform:
         config_bytes = stream.read(MAX_MANIFEST_BYTES + 1)
     config = parse_json(config_bytes, f"{store.name}: {config_path}")
     layers = [_describe(store, path) for path in layer_paths]
-    paths_by_digest = {layer.digest: path for layer, path in zip(layers, layer_paths)}
+    paths_by_digest = {layer.digest: path for layer, path in zip(layers, layer_paths, strict=True)}
     config_descriptor = Descriptor(media.OCI_CONFIG, sha256_of(config_bytes), len(config_bytes))
     manifest = {
         "schemaVersion": 2,

@@ -86,7 +86,7 @@ def layout_image(store: DirStore | TarStore, ref: str | None, platform: Platform
         # an unnamed multi-platform layout: index.json is itself the index to pick a platform from
         return resolve_image(store.name, raw_index, None, read, read, open_blob, platform)
     if ref is not None:
-        chosen = [e for e, n in zip(entries, names) if n == ref or (e.get("annotations") or {}).get(CONTAINERD_NAME) == ref]
+        chosen = [e for e, n in zip(entries, names, strict=True) if n == ref or (e.get("annotations") or {}).get(CONTAINERD_NAME) == ref]
         if not chosen:
             known = ", ".join(sorted(n for n in names if n)) or "none"
             raise SourceError(f"{store.name}: no image named {ref!r} in the layout (names: {known})")

@@ -2,8 +2,8 @@
 SourceError, nothing else."""
 
 import os
-import sys
 import tempfile
+from pathlib import Path
 
 import atheris
 from harness import run
@@ -20,9 +20,9 @@ def test_one_input(data: bytes) -> None:
     with open(SPOOL, "wb") as out:
         out.write(data)
     try:
-        members = _index(__import__("pathlib").Path(SPOOL), "fuzz")
+        members = _index(Path(SPOOL), "fuzz")
         view = ImageView("fuzz")
-        view.apply(__import__("pathlib").Path(SPOOL), members, "fuzz")
+        view.apply(Path(SPOOL), members, "fuzz")
         for node in view.walk("/"):
             if node.is_file:
                 with view.open(node.path) as stream:
