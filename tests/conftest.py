@@ -71,6 +71,14 @@ class Tree:
         else:
             self.symlink("/lib64/ld-linux-x86-64.so.2", f"/lib/{TRIPLET}/ld-linux-x86-64.so.2")
 
+    def app(self) -> Tree:
+        """The smallest useful source: glibc, one program (/usr/bin/app) and a root account."""
+        self.glibc()
+        self.prog("/usr/bin/app")
+        self.write("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n")
+        self.write("/etc/group", "root:x:0:\n")
+        return self
+
     def _compile(self, path: str, source: str, flags: Iterable[str], compiler: str) -> Path:
         out = self.host(path)
         out.parent.mkdir(parents=True, exist_ok=True)

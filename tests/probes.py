@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "examples"))
+
+from netns_http import wait_for_port as wait_port  # noqa: E402
 
 
 def run_probe(name: str, *args: str, timeout: float = 300) -> dict[str, Any]:
@@ -44,19 +47,6 @@ def runtime_mounts(root: str) -> None:
         target = Path(root) / name
         target.mkdir(exist_ok=True)
         subprocess.run([*command, str(target)], check=True)
-
-
-def wait_port(port: int, process: subprocess.Popen[bytes] | None = None, timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            return False
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.1)
-    return False
 
 
 def ids(root: Path, user: str) -> str:

@@ -24,10 +24,7 @@ BIG = 64 << 20  # incompressible, so every sink spends a visible moment writing 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tree = Tree(tmp_path_factory.mktemp("atomic") / "root")
-    tree.glibc()
-    tree.prog("/usr/bin/app")
-    tree.write("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n")
-    tree.write("/etc/group", "root:x:0:\n")
+    tree.app()
     tree.write("/srv/big", os.urandom(BIG))
     return tree.root
 

@@ -25,10 +25,7 @@ SOURCE_CONFIG = {
 @pytest.fixture
 def source(tmp_path: Path) -> Path:
     tree = Tree(tmp_path / "tree")
-    tree.glibc()
-    tree.prog("/usr/bin/app")
-    tree.write("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n")
-    tree.write("/etc/group", "root:x:0:\n")
+    tree.app()
     return write_layout(tmp_path / "layout", [tree_members(tree.root)], SOURCE_CONFIG)
 
 

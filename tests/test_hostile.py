@@ -74,10 +74,7 @@ def outputs_of(path: Path) -> None:
 @pytest.fixture
 def glibc_tree(tmp_path: Path) -> Tree:
     tree = Tree(tmp_path / "root")
-    tree.glibc()
-    tree.prog("/usr/bin/app")
-    tree.write("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n")
-    tree.write("/etc/group", "root:x:0:\n")
+    tree.app()
     return tree
 
 

@@ -30,10 +30,7 @@ def tiny_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small real image: host glibc and one compiled program, packed by umoci."""
     base = tmp_path_factory.mktemp("tiny")
     tree = Tree(base / "root")
-    tree.glibc()
-    tree.prog("/usr/bin/app")
-    tree.write("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n")
-    tree.write("/etc/group", "root:x:0:\n")
+    tree.app()
     build_image_layout(tree.root, base / "layout", "latest")
     return base / "layout"
 

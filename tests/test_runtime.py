@@ -30,10 +30,7 @@ def plan_for(tree: Tree, tmp_path: Path, text: str) -> Plan:
 
 @pytest.fixture
 def base(tree: Tree) -> Tree:
-    tree.glibc()
-    tree.prog("/usr/bin/app")
-    tree.write("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n")
-    tree.write("/etc/group", "root:x:0:\n")
+    tree.app()
     return tree
 
 
