@@ -103,6 +103,11 @@ def build_command(outs: tuple[str, ...], force: bool, allow_missing: bool, repla
     for warning in prepared.warnings:
         _say(f"warning: {warning}")
     if not quiet:
+        if prepared.layering is not None:
+            layering = prepared.layering
+            _say(f"base {prepared.base_name}: {len(layering.from_base)} libraries come from the base, "
+                 f"{len(layering.same_in_base)} entries it already has were left out, "
+                 f"{len(layering.merged)} files merged with its own")
         for line in prepared.written:
             _say(f"wrote {line}")
         if not outs:

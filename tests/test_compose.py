@@ -77,6 +77,9 @@ def test_base_history_is_kept_and_annotations_name_the_base(source: Path, tmp_pa
     assert manifest["annotations"]["org.opencontainers.image.base.name"] == f"oci:{source}:latest"
     assert manifest["annotations"]["org.opencontainers.image.base.digest"] == report["base"]["digest"]
     assert f"/lib/{TRIPLET}/libc.so.6" in report["base"]["provided_by_base"]
+    shown = run_distill("/usr/bin/app", "--from", f"oci:{source}:latest", "--base", f"oci:{source}:latest",
+                        "--out", f"oci:{tmp_path / 'again'}:app")
+    assert f"distill: base oci:{source}:latest: 2 libraries come from the base" in shown.stderr
 
 
 def test_without_out_an_oci_layout_is_written_here(source: Path, tmp_path: Path) -> None:

@@ -117,6 +117,17 @@ def test_a_file_written_through_a_symlink_stays_inside_the_image(glibc_tree: Tre
     outputs_of(out)
 
 
+def test_absolute_member_names_stay_inside_the_image(glibc_tree: Tree, tmp_path: Path, canaries: dict[str, str]) -> None:
+    layout = layout_with(tmp_path, glibc_tree, [[member(f"/etc/{CANARY}", data=b"layer copy\n"), member("//srv//x", data=b"x")]])
+    out = tmp_path / "out"
+    result = hostile("/usr/bin/app", "--from", f"oci:{layout}:latest", "--path", f"/etc/{CANARY}", "--path", "/srv/x",
+                     "--out", f"rootfs:{out}")
+    assert result.code == 0, result.stderr
+    assert (out / "etc" / CANARY).read_text() == "layer copy\n" and (out / "srv/x").read_text() == "x"
+    assert Path(canaries["host_file"]).read_text() == CANARY + "\n"
+    outputs_of(out)
+
+
 def test_device_nodes_fifos_and_duplicates_are_handled(glibc_tree: Tree, tmp_path: Path) -> None:
     layout = layout_with(tmp_path, glibc_tree, [[
         member("dev/evil", tarfile.CHRTYPE), member("run/fifo", tarfile.FIFOTYPE),
