@@ -19,7 +19,7 @@ from distill.loader import Loader
 from distill.packages import PackageDb, open_package_db
 from distill.plan import Entry, EntryKind, Plan, Reason
 from distill.profile import Profile
-from distill.schema import PathSpec
+from distill.specs import PathSpec
 from distill.view import Node, NodeType, View
 
 __all__ = ["Planner", "make_plan", "DEFAULT_PATH", "PACKAGE_EXCLUDES"]

@@ -15,18 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import ProfileError
-from distill.schema import (
-    MAX_PROFILE_BYTES,
-    SCHEMA,
-    BinarySpec,
-    GroupSpec,
-    PackageSpec,
-    PathSpec,
-    Settings,
-    UserSpec,
-    parse_yaml,
-    validate_document,
-)
+from distill.schema import MAX_PROFILE_BYTES, SCHEMA, Settings, validate_document
+from distill.specs import BinarySpec, GroupSpec, PackageSpec, PathSpec, UserSpec
+from distill.yamlsafe import parse_yaml
 
 __all__ = ["Profile", "SystemConfig", "RuntimeConfig", "ImageConfig", "builtin_dir", "builtin_profiles", "load_profile", "adhoc_layer"]
 

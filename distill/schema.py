@@ -9,25 +9,12 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from distill import paths
+from distill.specs import BinarySpec, GroupSpec, PackageSpec, PathSpec, UserSpec
 
-__all__ = [
-    "SCHEMA",
-    "BinarySpec",
-    "PathSpec",
-    "UserSpec",
-    "GroupSpec",
-    "PackageSpec",
-    "Settings",
-    "parse_yaml",
-    "validate_document",
-    "parse_mode",
-]
+__all__ = ["SCHEMA", "MAX_PROFILE_BYTES", "Settings", "validate_document", "parse_mode"]
 
 SCHEMA = "distill/v1"
 MAX_PROFILE_BYTES = 1 << 20
@@ -47,92 +34,6 @@ _SIGNAL = re.compile(r"SIG[A-Z0-9+-]+\Z")
 
 Key = tuple[str, ...]
 Settings = dict[Key, tuple[Any, str]]  # key -> (value, origin "file: key.path")
-
-
-@dataclass(frozen=True)
-class BinarySpec:
-    path: str
-    optional: bool = False
-    mode: int | None = None
-
-
-@dataclass(frozen=True)
-class PathSpec:
-    """One `paths:` entry. kind: source (copy from the source), make, symlink, text or copy."""
-
-    path: str
-    kind: str
-    value: str | None = None
-    mode: int | None = None
-    owner: str | None = None
-    optional: bool = False
-    directory: bool = False  # written with a trailing slash
-
-
-@dataclass(frozen=True)
-class PackageSpec:
-    """A package whose every file ships (from the source's dpkg or apk database)."""
-
-    name: str
-    optional: bool = False
-
-
-@dataclass(frozen=True)
-class UserSpec:
-    """A user taken from the source (uid None) or created from a full entry."""
-
-    name: str
-    uid: int | None = None
-    gid: int | None = None
-    home: str = "/nonexistent"
-    shell: str = "/usr/sbin/nologin"
-    optional: bool = False
-
-
-@dataclass(frozen=True)
-class GroupSpec:
-    name: str
-    gid: int | None = None
-    members: tuple[str, ...] = ()
-    optional: bool = False
-
-
-class _Int(int):
-    """A YAML integer that remembers how it was written (so `mode: 755` can be refused)."""
-
-    text: str
-
-
-class _Loader(yaml.SafeLoader):
-    """Safe YAML without aliases (no billion-laughs expansion)."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: ANN401 - PyYAML's signature
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.MarkedYAMLError("", None, "aliases are not allowed in profiles; write the value out", event.start_mark)
-        return super().compose_node(parent, index)
-
-    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
-        value = _Int(super().construct_yaml_int(node))
-        value.text = node.value
-        return value
-
-
-_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
-
-
-def parse_yaml(text: str, where: str) -> tuple[Any, str | None]:
-    """(document, error); the error is one line naming the file and position."""
-    try:
-        return yaml.load(text, Loader=_Loader), None  # noqa: S506 - _Loader is a SafeLoader
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        position = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        return None, f"{where}{position}: {exc.problem or exc.context}"
-    except yaml.YAMLError as exc:
-        return None, f"{where}: not valid YAML ({str(exc).splitlines()[0]})"
-    except RecursionError:
-        return None, f"{where}: nested too deeply to be a profile"
 
 
 def parse_mode(value: Any) -> int | None:

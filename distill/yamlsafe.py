@@ -1,0 +1,48 @@
+"""YAML for profiles: safe, without aliases (no billion-laughs expansion), remembering how integers
+were written (so `mode: 755` can be refused as a likely typo), and with one-line errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+__all__ = ["parse_yaml"]
+
+
+class _Int(int):
+    """A YAML integer that remembers how it was written (so `mode: 755` can be refused)."""
+
+    text: str
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML without aliases (no billion-laughs expansion)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: ANN401 - PyYAML's signature
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.MarkedYAMLError("", None, "aliases are not allowed in profiles; write the value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        value = _Int(super().construct_yaml_int(node))
+        value.text = node.value
+        return value
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+
+
+def parse_yaml(text: str, where: str) -> tuple[Any, str | None]:
+    """(document, error); the error is one line naming the file and position."""
+    try:
+        return yaml.load(text, Loader=_Loader), None  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        position = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        return None, f"{where}{position}: {exc.problem or exc.context}"
+    except yaml.YAMLError as exc:
+        return None, f"{where}: not valid YAML ({str(exc).splitlines()[0]})"
+    except RecursionError:
+        return None, f"{where}: nested too deeply to be a profile"
