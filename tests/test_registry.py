@@ -231,3 +231,62 @@ def test_tls_verify_false_falls_back_to_plain_http(anonymous: Registry, monkeypa
     relaxed = RegistryClient(parse_reference(f"{anonymous.host}/library/app:1"), RegistryOptions(tls_verify=False))
     data, _ = relaxed.get_manifest("library/app", "1")
     assert json.loads(data)["schemaVersion"] == 2 and relaxed.base.startswith("http://")
+
+
+class _ChunkOnly(http.server.BaseHTTPRequestHandler):
+    """A fake registry that refuses monolithic uploads (413), as some proxies do; real docker-registry accepts them."""
+
+    received = bytearray()
+    log: list[str] = []
+
+    def _reply(self, status: int, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_POST(self) -> None:  # noqa: N802
+        _ChunkOnly.log.append("POST")
+        self._reply(202, {"Location": "/v2/x/y/blobs/uploads/session-1"})
+
+    def do_PUT(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        _ChunkOnly.log.append(f"PUT {len(body)}")
+        if body:
+            self._reply(413)
+        else:
+            digest = self.path.split("digest=")[1].replace("%3A", ":")
+            ok = digest == sha256_of(bytes(_ChunkOnly.received))
+            self._reply(201 if ok else 400)
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        start, end = (int(n) for n in self.headers["Content-Range"].split("-"))
+        _ChunkOnly.log.append(f"PATCH {start}-{end}")
+        assert start == len(_ChunkOnly.received) and end == start + len(body) - 1
+        _ChunkOnly.received.extend(body)
+        self._reply(202, {"Location": "/v2/x/y/blobs/uploads/session-1"})
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_uploads_fall_back_to_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    import distill.registry.client as client_module
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ChunkOnly)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(client_module, "_CHUNK", 1000)
+    try:
+        _ChunkOnly.received, _ChunkOnly.log = bytearray(), []
+        blob = bytes(range(256)) * 10
+        client = RegistryClient(parse_reference(f"127.0.0.1:{server.server_address[1]}/x/y:1"), RegistryOptions())
+        client.upload_blob("x/y", sha256_of(blob), len(blob), lambda: io.BytesIO(blob))
+        assert bytes(_ChunkOnly.received) == blob
+        assert _ChunkOnly.log == ["POST", f"PUT {len(blob)}", "POST", "PATCH 0-999", "PATCH 1000-1999", "PATCH 2000-2559", "PUT 0"]
+    finally:
+        server.shutdown()
+        server.server_close()
