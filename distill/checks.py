@@ -34,7 +34,7 @@ def check_plan(plan: Plan, source: View, *, cwd: str = "/", output: View | None 
     # a file shipped unchanged at its source path need not be parsed again
     reused = {path: info for path, info in plan.parsed.items()
               if (entry := plan.entries.get(path)) is not None and entry.source == path and entry.data is None}
-    loader = Loader(output, cwd=cwd, parsed=reused)
+    loader = Loader(output, cwd=cwd, parsed=reused, library_path=plan.library_path)
     for root in plan.roots:
         try:
             closure = loader.closure(root)

@@ -83,7 +83,7 @@ def _merge_accounts(path: str, ours: bytes, base_text: str) -> bytes:
 def rebase_plan(plan: Plan, source: View, base: View, *, replace_libs: bool = False) -> tuple[Plan, LayeringReport]:
     """The layer that, over `base`, gives what `plan` describes."""
     layer = Plan(plan.source, plan.profile, roots=plan.roots, closures=plan.closures, excluded=plan.excluded,
-                 warnings=plan.warnings, aliases=plan.aliases, parsed={})
+                 warnings=plan.warnings, aliases=plan.aliases, parsed={}, library_path=plan.library_path)
     report = LayeringReport([], [], [])
     spellings: dict[str, set[str]] = {}
     for spelled, canonical in plan.aliases.items():

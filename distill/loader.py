@@ -8,9 +8,10 @@ name it was requested by, is reused) and `_dl_map_object` (search order below), 
 glibc, for a DT_NEEDED name without a slash, requested by object L:
   1. DT_RPATH of L, then of L's loader, and so on up to the executable, but only when L has no
      DT_RUNPATH (an object with DT_RUNPATH has no DT_RPATH at all);
-  2. DT_RUNPATH of L (L's own dependencies only);
-  3. the ld.so.cache, modelled by the ld.so.conf directories (skipped under DF_1_NODEFLIB of L);
-  4. the default directories (also skipped under DF_1_NODEFLIB).
+  2. LD_LIBRARY_PATH, when the image's environment sets it;
+  3. DT_RUNPATH of L (L's own dependencies only);
+  4. the ld.so.cache, modelled by the ld.so.conf directories (skipped under DF_1_NODEFLIB of L);
+  5. the default directories (also skipped under DF_1_NODEFLIB).
 A candidate whose ELF class, data encoding, machine or OS ABI differs from L is skipped.
 `$ORIGIN` is the directory the object was found in (symlinks not followed), except for the
 executable, whose origin the kernel reports as its resolved path (/proc/self/exe).
@@ -98,9 +99,12 @@ class _Search:
 class Loader:
     """Resolves closures in one view, caching parsed ELF files and loader configurations."""
 
-    def __init__(self, view: View, *, cwd: str = "/", parsed: dict[str, ElfInfo] | None = None) -> None:
+    def __init__(self, view: View, *, cwd: str = "/", parsed: dict[str, ElfInfo] | None = None,
+                 library_path: tuple[str, ...] = ()) -> None:
         self.view = view
         self.cwd = cwd  # relative DT_NEEDED paths and RPATH entries are relative to the process's cwd
+        # LD_LIBRARY_PATH of the image's environment; an empty element means the working directory
+        self.library_path = [entry.rstrip("/") or "/" if entry else cwd for entry in library_path]
         self._elf: dict[str, ElfInfo | ElfError] = dict(parsed or {})
         self._configs: dict[tuple[str, object, str | None], LoaderConfig] = {}
 
@@ -247,8 +251,10 @@ class Loader:
     def _search_lists(self, requester: _Object, main: _Object, config: LoaderConfig) -> list[tuple[list[str], str, str]]:
         """(directories, rule, detail) groups in the order the target loader tries them."""
         lists: list[tuple[list[str], str, str]] = []
+        environment = [(self.library_path, "LD_LIBRARY_PATH", "")] if self.library_path else []
         chain: _Object | None
         if config.flavor == "musl":
+            lists.extend(environment)
             chain = requester
             while chain is not None:
                 value = chain.info.runpath if chain.info.runpath is not None else chain.info.rpath
@@ -268,6 +274,7 @@ class Loader:
                 chain = chain.loader
             if not did_main and main.info.rpath:
                 lists.append((self._expand(main.info.rpath, main, config), "DT_RPATH", main.path))
+        lists.extend(environment)
         if requester.info.runpath:
             lists.append((self._expand(requester.info.runpath, requester, config), "DT_RUNPATH", requester.path))
         if not requester.info.nodeflib:

@@ -80,7 +80,7 @@ def prepare(request: Request) -> Prepared:
             check_destination(ref, source_root=request.source.path if request.source.transport == "rootfs" else None,
                               force=request.force, layout_ok=ref.transport == "oci")
     source = open_source(request.source, request.options)
-    full = make_plan(source.view, request.profile, epoch=request.epoch)
+    full = make_plan(source.view, request.profile, epoch=request.epoch, library_path=_library_path(request.profile, source))
     base, base_name = _base(request)
     layering = None
     output: View | None = None
@@ -99,6 +99,15 @@ def prepare(request: Request) -> Prepared:
             raise ClosureError(checks.errors[0] + hint, issues=[e + hint for e in checks.errors])
         prepared.warnings.extend(checks.errors)
     return prepared
+
+
+def _library_path(profile: Profile, source: Source) -> tuple[str, ...]:
+    """LD_LIBRARY_PATH as the container will see it: the profile's, else the source image's."""
+    value = profile.image.env.get("LD_LIBRARY_PATH")
+    if value is None and source.image is not None:
+        inherited = (source.image.config.get("config") or {}).get("Env") or []
+        value = next((str(e).split("=", 1)[1] for e in inherited if str(e).startswith("LD_LIBRARY_PATH=")), None)
+    return tuple(value.split(":")) if value else ()
 
 
 def _check_entrypoint(profile: Profile, output: View, source: Image | None, checks: CheckResult) -> None:

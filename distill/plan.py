@@ -83,6 +83,7 @@ class Plan:
     aliases: dict[str, str] = field(default_factory=dict)  # a path as rules and loaders spell it -> canonical path
     parsed: dict[str, ElfInfo] = field(default_factory=dict)  # source ELF files already parsed, by canonical path
     packages: dict[str, tuple[str, ...]] = field(default_factory=dict)  # package -> shipped paths it owns
+    library_path: tuple[str, ...] = ()  # the image's LD_LIBRARY_PATH, which the checks must use too
 
     def entry_for(self, path: str) -> Entry | None:
         """The entry a path names, by its canonical path or by a spelling through symlinks."""

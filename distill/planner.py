@@ -33,19 +33,20 @@ _MAX_SHEBANG_DEPTH = 4
 _RUNTIME_PROVIDED = ("/dev/", "/proc/", "/sys/")
 
 
-def make_plan(view: View, profile: Profile, *, epoch: int | None = None) -> Plan:
-    """The plan for `profile` on `view`; `epoch` is SOURCE_DATE_EPOCH when set."""
-    return Planner(view, profile, epoch).run()
+def make_plan(view: View, profile: Profile, *, epoch: int | None = None, library_path: tuple[str, ...] = ()) -> Plan:
+    """The plan for `profile` on `view`; `epoch` is SOURCE_DATE_EPOCH when set; `library_path` the image's LD_LIBRARY_PATH."""
+    return Planner(view, profile, epoch, library_path).run()
 
 
 class Planner:
     """One planning run. System files are added by `distill.system` through `ship`/`add`."""
 
-    def __init__(self, view: View, profile: Profile, epoch: int | None = None) -> None:
+    def __init__(self, view: View, profile: Profile, epoch: int | None = None, library_path: tuple[str, ...] = ()) -> None:
         self.view = view
         self.profile = profile
         self.epoch = epoch
-        self.loader = Loader(view, cwd=profile.image.workdir or "/")
+        self.library_path = library_path
+        self.loader = Loader(view, cwd=profile.image.workdir or "/", library_path=library_path)
         self.plan = Plan(source=view.name, profile=profile.name)
         self.issues: list[str] = []
         self.accounts = AccountDb(parse_passwd(self._text("/etc/passwd")), parse_group(self._text("/etc/group")))
@@ -77,6 +78,7 @@ class Planner:
         self._hardlinks()
         self._times()
         self.plan.parsed = self.loader.parsed()
+        self.plan.library_path = self.library_path
         return self.plan
 
     # -- helpers ---------------------------------------------------------------------------

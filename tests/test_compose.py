@@ -123,3 +123,17 @@ def test_platform_selection_skips_attestations(source: Path, tmp_path: Path) -> 
                           "--out", f"rootfs:{tmp_path / 'r2'}", "-q")
     assert missing.code == 3
     assert "no image for platform linux/arm64; the index offers linux/amd64 (use --platform)" in missing.stderr
+
+
+def test_the_images_ld_library_path_is_part_of_the_loader_model(tmp_path: Path) -> None:
+    tree = Tree(tmp_path / "tree").app()
+    tree.lib("/opt/app/lib/libpriv.so.1", soname="libpriv.so.1")
+    tree.prog("/opt/app/bin/tool", needs=["/opt/app/lib/libpriv.so.1"])
+    layout = write_layout(tmp_path / "layout", [tree_members(tree.root)], {"config": {"Env": ["LD_LIBRARY_PATH=/opt/app/lib"]}})
+    result = run_distill("/opt/app/bin/tool", "--from", f"oci:{layout}:latest", "--out", f"rootfs:{tmp_path / 'out'}", "--json", "-q")
+    assert result.code == 0, result.stderr
+    entries = {e["path"]: e for e in json.loads(result.stdout)["entries"]}
+    assert entries["/opt/app/lib/libpriv.so.1"]["reasons"][0]["rule"] == "LD_LIBRARY_PATH: /opt/app/lib"
+    unset = run_distill("/opt/app/bin/tool", "--from", f"oci:{layout}:latest", "--env", "LD_LIBRARY_PATH=",
+                        "--out", f"rootfs:{tmp_path / 'out2'}", "-q")
+    assert unset.code == 4 and "libpriv.so.1 (needed by /opt/app/bin/tool) is not in the output" in unset.stderr

@@ -300,3 +300,18 @@ def test_foreign_architecture_uses_the_targets_layout_and_tokens(tree: Tree) -> 
     assert link(found, "libl64.so.1").path == "/opt/lib/aarch64-linux-gnu/libl64.so.1"
     assert link(found, "libc.so.6").path == "/lib/aarch64-linux-gnu/libc.so.6"
     assert link(found, "ld-linux-aarch64.so.1").detail == "the dynamic loader"
+
+
+def test_ld_library_path_comes_after_rpath_and_before_runpath(tree: Tree) -> None:
+    tree.glibc()
+    tree.lib("/opt/env/libenv.so.1", soname="libenv.so.1")
+    tree.lib("/opt/runpath/libenv.so.1", soname="libenv.so.1")
+    tree.prog("/usr/bin/app", needs=["/opt/env/libenv.so.1"], flags=["-Wl,--enable-new-dtags,-rpath,/opt/runpath"])
+    found = Loader(DirView(tree.root), library_path=("/opt/env",)).closure("/usr/bin/app")
+    hit = link(found, "libenv.so.1")
+    assert (hit.path, hit.rule) == ("/opt/env/libenv.so.1", "LD_LIBRARY_PATH")
+    real = subprocess.run(["chroot", str(tree.root), "/lib64/ld-linux-x86-64.so.2", "--library-path", "/opt/env", "--list",
+                           "/usr/bin/app"], capture_output=True, text=True)
+    from conftest import parse_ld_list
+
+    assert same_answer(model_list(found), parse_ld_list(real.stdout, real.stderr))
