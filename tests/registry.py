@@ -177,6 +177,7 @@ class TokenServer:
         service: str = TOKEN_SERVICE,
         issuer: str = TOKEN_ISSUER,
         expires_in: int = 300,
+        refresh_tokens: Mapping[str, str] | None = None,
     ) -> None:
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
@@ -186,6 +187,7 @@ class TokenServer:
         self.users = dict(DEFAULT_TOKEN_USERS if users is None else users)
         self.public_prefixes = tuple(public_prefixes)
         self.pull_only_users = frozenset(pull_only_users)
+        self.refresh_tokens = dict(refresh_tokens or {})  # OAuth2 refresh token -> user (POST /token)
         self.service = service
         self.issuer = issuer
         self.expires_in = expires_in
@@ -336,8 +338,7 @@ class TokenServer:
         with self._lock:
             self.requests.append(record)
         length = int(handler.headers.get("Content-Length") or 0)
-        if length:
-            handler.rfile.read(length)
+        form = urllib.parse.parse_qs(handler.rfile.read(length).decode()) if length else {}
 
         def reply(status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> None:
             record.status = status
@@ -345,10 +346,14 @@ class TokenServer:
 
         if url.path != "/token":
             return reply(404, {"errors": [{"code": "NOT_FOUND", "message": url.path}]})
-        if handler.command != "GET":
-            # No OAuth2 (POST) flow: clients fall back to GET when it is unsupported.
-            return reply(405, {"errors": [{"code": "UNSUPPORTED", "message": "use GET"}]},
-                         {"Allow": "GET"})
+        if handler.command == "POST":  # OAuth2: an identity (refresh) token from `docker login` stands for a user
+            refresh = form.get("refresh_token", [""])[0]
+            if form.get("grant_type", [""])[0] != "refresh_token" or refresh not in self.refresh_tokens:
+                return reply(401, {"error": "invalid_grant"})
+            record.user, record.authenticated = self.refresh_tokens[refresh], True
+            query = {"service": form.get("service", [self.service]), "scope": " ".join(form.get("scope", [])).split()}
+        elif handler.command != "GET":
+            return reply(405, {"errors": [{"code": "UNSUPPORTED", "message": "use GET or POST"}]}, {"Allow": "GET, POST"})
         if offered and not valid:
             return reply(401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]},
                          {"WWW-Authenticate": 'Basic realm="distill-test-token"'})

@@ -141,6 +141,20 @@ def test_bearer_tokens_anonymous_pull_and_refused_push(tmp_path: Path, tiny_layo
         assert "reader-password" not in refused.stderr
 
 
+def test_an_identity_token_is_exchanged_for_access_tokens(tmp_path: Path, tiny_layout: Path) -> None:
+    with TokenServer(tmp_path / "tokens", refresh_tokens={"refresh-abc": "alice"}) as tokens, \
+            Registry(tmp_path / "reg", auth="token", token_server=tokens) as reg:
+        skopeo_copy(f"oci:{tiny_layout}:latest", reg.ref("team/app:1"), dest_creds=USER_CREDS)
+        authfile = tmp_path / "config.json"
+        authfile.write_text(json.dumps({"auths": {reg.host: {"identitytoken": "refresh-abc"}}}))
+        result = distill_app("--from", f"{reg.host}/team/app:1", "--authfile", str(authfile),
+                             "--out", f"docker://{reg.host}/team/app:distilled")
+        assert result.code == 0, result.stderr
+        assert "refresh-abc" not in result.stderr
+        posts = [r for r in tokens.requests if r.method == "POST"]
+        assert posts and all(r.user == "alice" for r in posts)
+
+
 def test_push_mounts_base_layers_from_the_same_registry(anonymous: Registry, tmp_path: Path, tiny_layout: Path) -> None:
     skopeo_copy(f"oci:{tiny_layout}:latest", anonymous.ref("base/tiny:1"))
     result = distill_app("--from", f"{anonymous.host}/library/app:1", "--base", f"{anonymous.host}/base/tiny:1",

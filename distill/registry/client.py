@@ -25,7 +25,14 @@ from distill.oci import media
 from distill.oci.digest import sha256_of
 from distill.oci.image import MAX_MANIFEST_BYTES
 from distill.reference import ImageReference
-from distill.registry.auth import Challenge, Credentials, CredentialsError, find_credentials, parse_www_authenticate
+from distill.registry.auth import (
+    IDENTITY_TOKEN_USER,
+    Challenge,
+    Credentials,
+    CredentialsError,
+    find_credentials,
+    parse_www_authenticate,
+)
 from distill.registry.options import RegistryOptions
 
 __all__ = ["RegistryClient"]
@@ -108,19 +115,22 @@ class RegistryClient:
         return {"Authorization": f"Bearer {cached.value}"}
 
     def _fetch_token(self, challenge: Challenge, scopes: frozenset[str], creds: Credentials | None) -> _Token:
-        query: list[tuple[str, str]] = []
-        if "service" in challenge.params:
-            query.append(("service", challenge.params["service"]))
-        query.extend(("scope", scope) for scope in sorted(scopes))
-        auth = None
-        if creds is not None and creds.username != "<token>":
-            auth = (creds.username, creds.password)
         realm = challenge.params["realm"]
+        service = challenge.params.get("service")
         try:
-            response = self.session.get(f"{realm}?{urlencode(query)}", auth=auth, timeout=self.options.timeout)
+            if creds is not None and creds.username == IDENTITY_TOKEN_USER:
+                # an identity token (from `docker login`) is an OAuth2 refresh token: exchange it with a POST
+                form = {"grant_type": "refresh_token", "refresh_token": creds.password, "client_id": "distill",
+                        "scope": " ".join(sorted(scopes)), **({"service": service} if service else {})}
+                response = self.session.post(realm, data=form, timeout=self.options.timeout)
+            else:
+                query = [("service", service)] if service else []
+                query.extend(("scope", scope) for scope in sorted(scopes))
+                auth = (creds.username, creds.password) if creds is not None else None
+                response = self.session.get(f"{realm}?{urlencode(query)}", auth=auth, timeout=self.options.timeout)
         except requests.RequestException as exc:
             raise self._error(f"{self.registry}: cannot reach its token service ({type(exc).__name__})") from None
-        if response.status_code in (401, 403):
+        if response.status_code in (400, 401, 403):
             if creds is None:
                 raise self._error(f"{self.registry} requires authentication; give --creds USER:PASSWORD or an auth file")
             raise self._error(f"{self.registry}: the token service refused these credentials (HTTP {response.status_code}); "
