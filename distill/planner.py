@@ -1,9 +1,10 @@
 """Apply a profile and the loader model to a source view; produce the plan. Writes nothing.
 
-Order: accounts the profile names, binaries (roots), `paths` rules, the closures of the
-roots and of every other shipped ELF, system files, parent directories, passwd/group (which
-depend on the owners of everything else), hard links, and times. Problems with what the
-profile asks of this source are collected and raised together as one ProfileError.
+Order: accounts the profile names, binaries (roots), whole packages, `paths` rules, the closures
+of the roots and of every other shipped ELF, runtime-loaded files (and their closures), system
+files, package records, parent directories, passwd/group (which depend on the owners of
+everything else), hard links, and times. Problems with what the profile asks of this source are
+collected and raised together as one ProfileError.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Planner:
         self.users: set[str] = {"root"}
         self.groups: set[str] = {"root"}
         self._covered: set[str] = set()  # canonical paths loaded as part of some closure
+        self._not_elf: set[str] = set()  # shipped files already found not to be ELF
         self._roots: list[tuple[str, str]] = []
         self._package_db: PackageDb | None | bool = False  # False: not read yet
 
@@ -357,9 +359,11 @@ class Planner:
     def _shipped_elves(self) -> None:
         """Every shipped ELF that no closure covers (modules, plugins, extra tools) is a root too."""
         for entry in list(self.plan.entries.values()):
-            if entry.kind is EntryKind.FILE and entry.source and entry.source not in self._covered:
+            if (entry.kind is EntryKind.FILE and entry.source and entry.source not in self._covered
+                    and entry.source not in self._not_elf):
                 with self.view.open(entry.source) as stream:
                     if not is_elf(stream.read(4)):
+                        self._not_elf.add(entry.source)
                         continue
                 reason = entry.reasons[0].describe() if entry.reasons else entry.path
                 self._elf_root(entry.path, entry.source, reason, explicit=False)

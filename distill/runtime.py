@@ -21,7 +21,7 @@ import re
 from typing import TYPE_CHECKING
 
 from distill import paths
-from distill.elf import undefined_symbols
+from distill.elf import ElfInfo, undefined_symbols
 from distill.errors import ElfError
 from distill.plan import EntryKind, Reason
 from distill.system import NSSWITCH
@@ -75,6 +75,13 @@ def _ship_library(planner: Planner, name: str, detail: str, *, required: bool) -
         return False
     planner.ship(link.path, _reason(f"{detail}: {name} ({link.describe()})"))
     return True
+
+
+def _shipped_elves(planner: Planner) -> list[tuple[str, ElfInfo]]:
+    """Shipped ELF files, with what the loader model already parsed of them (every one is a closure member)."""
+    parsed = planner.loader.parsed()
+    return [(path, parsed[path]) for path, entry in sorted(planner.plan.entries.items())
+            if entry.kind is EntryKind.FILE and entry.source == path and path in parsed]
 
 
 def _shipped(planner: Planner, basename: re.Pattern[str]) -> list[str]:
@@ -222,11 +229,10 @@ def _nss(planner: Planner) -> None:
 def _libgcc(planner: Planner, *, forced: bool) -> None:
     callers = []
     if not forced:
-        for path in _shipped(planner, re.compile(r".*")):
-            entry = planner.plan.entries[path]
-            with planner.view.open(entry.source or path) as stream:
-                if stream.read(4) != b"\x7fELF":
-                    continue
+        for path, info in _shipped_elves(planner):
+            if not info.dynamic:
+                continue
+            with planner.view.open(path) as stream:
                 try:
                     if {"pthread_cancel", "pthread_exit"} & undefined_symbols(stream, path):
                         callers.append(path)
@@ -239,9 +245,8 @@ def _libgcc(planner: Planner, *, forced: bool) -> None:
 
 def _dlopen(planner: Planner, threshold: str) -> None:
     accepted = _PRIORITIES[: _PRIORITIES.index(threshold) + 1]
-    for path in _shipped(planner, re.compile(r".*")):
-        info = planner.plan.parsed.get(path) or planner.loader.parsed().get(path)
-        for note in info.dlopen if info else ():
+    for path, info in _shipped_elves(planner):
+        for note in info.dlopen:
             if note.priority in accepted:
                 for soname in note.sonames:
                     _ship_library(planner, soname, f"runtime.dlopen-notes: {path} ({note.feature or 'feature'}, {note.priority})",
