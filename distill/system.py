@@ -12,6 +12,9 @@ import re
 from typing import TYPE_CHECKING
 
 from distill import paths
+from distill.elf import ElfInfo
+from distill.errors import ElfError
+from distill.ldcache import build_ld_cache, cache_flags
 from distill.plan import Entry, EntryKind, Reason
 
 if TYPE_CHECKING:
@@ -70,28 +73,60 @@ def add_system_files(planner: Planner) -> None:
 
 
 def _loader_cache(planner: Planner) -> None:
-    """Keep the source's ld.so.cache when a library was found only through an ld.so.conf directory.
+    """Write an /etc/ld.so.cache when a library was found only through an ld.so.conf directory.
 
-    glibc consults ld.so.conf directories only through /etc/ld.so.cache, so without it such a
-    library would not load. The source's cache names the same paths; its entries for files
-    not shipped make ld.so fall back to the default directories, as it does for any miss.
+    glibc consults ld.so.conf directories only through the cache, so without one such a library
+    would not load. The cache distill writes lists only the shipped libraries of the conf and
+    default directories (no stale entries, no hwcaps variants); the conf files ship too, so the
+    checks model the output's loader from the same files. Where distill has no cache flags for the
+    architecture, the source's own cache ships instead.
     """
     view = planner.view
     needing: set[str] = set()
-    conf_files: set[str] = set()
-    for closure in planner.plan.closures:
-        if closure.config is None:
+    closure = None
+    for candidate in planner.plan.closures:
+        if candidate.config is None or candidate.flavor != "glibc":
             continue
-        defaults = {view.resolve(d.path).path for d in closure.config.default_dirs}
-        for link in closure.links:
+        defaults = {view.resolve(d.path).path for d in candidate.config.default_dirs}
+        for link in candidate.links:
             if link.rule == "ld.so.conf" and link.path and view.resolve(paths.parent(link.path)).path not in defaults:
                 needing.add(f"{link.name} ({link.detail})")
-                conf_files.update(d.origin for d in closure.config.system_dirs)
-    if not needing:
+                closure = closure or candidate
+    if closure is None or closure.config is None:
         return
+    config = closure.config
     reason = _system(f"ld.so.cache: {', '.join(sorted(needing))} found only through ld.so.conf")
-    for path in ("/etc/ld.so.cache", "/etc/ld.so.conf", *sorted(conf_files)):
+    for path in ("/etc/ld.so.conf", *sorted({d.origin for d in config.system_dirs})):
         planner.ship(path, reason)
+    root = planner.loader.elf(view.resolve(closure.root).path)
+    flags = cache_flags(root.machine, root.elf_class)
+    if flags is None:
+        planner.ship("/etc/ld.so.cache", reason)
+        return
+    entries = []
+    for directory in [d.path for d in (*config.system_dirs, *config.default_dirs)]:
+        canonical = view.resolve(directory).path
+        for path in sorted(planner.plan.entries):
+            name = path.rsplit("/", 1)[-1]
+            if paths.parent(path) == canonical and _CACHED_NAME.match(name) and _loadable(planner, path, root):
+                entries.append((name, paths.join(directory, name)))
+    data = build_ld_cache(entries, flags)
+    target = planner.rebase("/etc/ld.so.cache", follow=False)
+    planner.add(Entry(target, EntryKind.FILE, 0o644, size=len(data), data=data), reason)
+
+
+_CACHED_NAME = re.compile(r"(lib|ld-).*\.so")
+
+
+def _loadable(planner: Planner, path: str, like: ElfInfo) -> bool:
+    """Whether `path` (shipped) is an ELF shared object the loader would accept for `like`."""
+    found = planner.view.resolve(path)
+    if found.node is None or not found.node.is_file:
+        return False
+    try:
+        return planner.loader.elf(found.path).compatible_with(like)
+    except ElfError:
+        return False
 
 
 def _run_dirs(planner: Planner) -> None:

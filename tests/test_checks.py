@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from conftest import TRIPLET, Tree, model_list, run_distill, same_answer
@@ -57,7 +58,7 @@ def test_glibc_versions_of_the_real_libc_are_satisfied(tree: Tree, tmp_path: Pat
     assert any(need.file == "libc.so.6" and need.versions for need in needs)
 
 
-def test_a_library_found_only_through_ld_so_conf_keeps_the_cache(tree: Tree, tmp_path: Path) -> None:
+def test_a_library_found_only_through_ld_so_conf_gets_a_cache(tree: Tree, tmp_path: Path) -> None:
     tree.glibc()
     tree.write("/etc/ld.so.conf", "include /etc/ld.so.conf.d/*.conf\n")
     tree.write("/etc/ld.so.conf.d/local.conf", "/usr/local/lib\n")
@@ -72,3 +73,7 @@ def test_a_library_found_only_through_ld_so_conf_keeps_the_cache(tree: Tree, tmp
     closure = Loader(DirView(out)).closure("/usr/local/bin/app")
     assert same_answer(model_list(closure), output.real_list("/usr/local/bin/app"))
     assert output.real_list("/usr/local/bin/app")["liblocal.so.1"] == "/usr/local/lib/liblocal.so.1"
+    listed = subprocess.run(["ldconfig", "-p", "-C", str(out / "etc/ld.so.cache")], capture_output=True, text=True, check=True)
+    names = [line.split()[0] for line in listed.stdout.splitlines()[1:]]
+    assert "liblocal.so.1" in names and "libc.so.6" in names
+    assert len(names) == len(set(names)) and len(names) < 10  # only what ships, not the source's whole cache
