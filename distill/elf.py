@@ -229,15 +229,31 @@ def _parse_dlopen(raw: bytes) -> list[DlopenNote]:
     return out
 
 
-def undefined_symbols(stream: BinaryIO, name: str) -> frozenset[str]:
-    """Names the object imports (undefined in .dynsym), e.g. to see who calls pthread_cancel."""
+def undefined_symbols(stream: BinaryIO, name: str, wanted: frozenset[str]) -> frozenset[str]:
+    """Which of `wanted` the object imports (undefined in .dynsym), e.g. to see who calls pthread_cancel.
+
+    Reads the raw symbol table: the string table is checked for the names first, so most objects
+    cost one read of .dynstr.
+    """
     try:
         stream.seek(0)
-        table = ELFFile(stream).get_section_by_name(".dynsym")
-        if table is None:
+        elf = ELFFile(stream)
+        table = elf.get_section_by_name(".dynsym")
+        if table is None or table["sh_link"] >= elf.num_sections():
             return frozenset()
-        return frozenset(symbol.name for symbol in table.iter_symbols()
-                         if symbol["st_shndx"] == "SHN_UNDEF" and symbol.name)
+        strings = elf.get_section(table["sh_link"]).data()
+        if not any(w.encode() + b"\0" in strings for w in wanted):
+            return frozenset()
+        order = "<" if elf.little_endian else ">"
+        layout, size = (order + "IBBHQQ", 24) if elf.elfclass == 64 else (order + "IIIBBH", 16)
+        found = set()
+        for fields in struct.iter_unpack(layout, table.data()[: len(table.data()) // size * size]):
+            offset, shndx = (fields[0], fields[3]) if elf.elfclass == 64 else (fields[0], fields[5])
+            if shndx == 0 and offset < len(strings):
+                symbol = strings[offset : strings.find(b"\0", offset)].decode("utf-8", "replace")
+                if symbol in wanted:
+                    found.add(symbol)
+        return frozenset(found)
     except Exception as exc:  # pyelftools raises many types on malformed input
         raise ElfError(f"{name}: malformed symbol table ({type(exc).__name__})") from None
 

@@ -34,7 +34,6 @@ class PackageDb:
     view: View
     packages: dict[str, Package]
     _files: dict[str, list[str]] = field(default_factory=dict)
-    _owners: dict[str, str] | None = None
 
     def get(self, name: str) -> Package | None:
         return self.packages.get(name) or self.packages.get(name.split(":", 1)[0])
@@ -64,24 +63,22 @@ class PackageDb:
                 out.append((digest, "/" + relpath.lstrip("/")))
         return out
 
-    def owners(self) -> dict[str, str]:
-        """Canonical path -> owning package, for every file and link every package lists (directories
-        are shared between packages, so they belong to none)."""
-        if self._owners is None:
-            parents: dict[str, str] = {}
-            owners: dict[str, str] = {}
-            for name in sorted(self.packages):
-                listed_files = self.files(name)
-                directories = {paths.parent(p) for p in listed_files}  # a directory in the package (even if a link here)
-                for listed in listed_files:
-                    if listed in directories:
-                        continue
-                    path = self.canonical(listed, parents)
-                    node = self.view.lstat(path)
-                    if node is not None and not node.is_dir:
-                        owners.setdefault(path, name)
-            self._owners = owners
-        return self._owners
+    def owners(self, paths_wanted: set[str]) -> dict[str, str]:
+        """Canonical path -> owning package, for the paths asked about (directories, shared between
+        packages, belong to none). Only listed paths whose base name matches one asked about are resolved."""
+        names = {p.rsplit("/", 1)[-1] for p in paths_wanted}
+        parents: dict[str, str] = {}
+        owners: dict[str, str] = {}
+        for name in sorted(self.packages):
+            listed_files = self.files(name)
+            directories = {paths.parent(p) for p in listed_files}  # a directory in the package (even if a link here)
+            for listed in listed_files:
+                if listed in directories or listed.rsplit("/", 1)[-1] not in names:
+                    continue
+                path = self.canonical(listed, parents)
+                if path in paths_wanted:
+                    owners.setdefault(path, name)
+        return owners
 
     def canonical(self, listed: str, memo: dict[str, str] | None = None) -> str:
         """Where a listed path really is (its directories resolved through the source's symlinks)."""

@@ -24,13 +24,11 @@ STATUS_D = "/var/lib/dpkg/status.d"
 
 def contributions(db: PackageDb, entries: dict[str, Entry]) -> dict[str, list[str]]:
     """Package -> shipped paths it owns (files and links that come from the source)."""
-    owners = db.owners()
+    candidates = {entry.path for entry in entries.values()
+                  if entry.kind in (EntryKind.FILE, EntryKind.HARDLINK, EntryKind.SYMLINK) and entry.data is None}
     out: dict[str, list[str]] = {}
-    for entry in entries.values():
-        if entry.kind in (EntryKind.FILE, EntryKind.HARDLINK, EntryKind.SYMLINK) and entry.data is None:
-            owner = owners.get(entry.path)
-            if owner is not None:
-                out.setdefault(owner, []).append(entry.path)
+    for path, owner in db.owners(candidates).items():
+        out.setdefault(owner, []).append(path)
     return {name: sorted(found) for name, found in sorted(out.items())}
 
 

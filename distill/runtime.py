@@ -35,6 +35,7 @@ _BUILTIN_NSS = ("files", "dns")  # inside libc.so.6 since glibc 2.34
 _NSS_DATABASES = ("passwd", "group", "shadow", "gshadow", "hosts", "networks", "protocols", "services", "ethers", "rpc",
                   "netgroup", "aliases", "publickey")
 _PRIORITIES = ("required", "recommended", "suggested")
+_THREAD_EXITS = frozenset({"pthread_cancel", "pthread_exit"})
 _OPENSSL_DIRS = re.compile(rb'(OPENSSLDIR|MODULESDIR|ENGINESDIR): "([^"\0]{1,200})"')
 
 
@@ -234,7 +235,7 @@ def _libgcc(planner: Planner, *, forced: bool) -> None:
                 continue
             with planner.view.open(path) as stream:
                 try:
-                    if {"pthread_cancel", "pthread_exit"} & undefined_symbols(stream, path):
+                    if undefined_symbols(stream, path, _THREAD_EXITS):
                         callers.append(path)
                 except ElfError:
                     continue

@@ -1,4 +1,4 @@
-"""Fuzz the ELF reader: any bytes give an ElfInfo or an ElfError, nothing else."""
+"""Fuzz the ELF reader and the symbol-table reader: any bytes give an answer or an ElfError, nothing else."""
 
 import io
 import sys
@@ -7,15 +7,19 @@ import atheris
 from harness import run
 
 with atheris.instrument_imports(include=["distill", "elftools"]):
-    from distill.elf import read_elf
+    from distill.elf import read_elf, undefined_symbols
     from distill.errors import ElfError
 
 
+WANTED = frozenset({"pthread_cancel", "pthread_exit"})
+
+
 def test_one_input(data: bytes) -> None:
-    try:
-        read_elf(io.BytesIO(data), "fuzz")
-    except ElfError:
-        pass
+    for read in (lambda: read_elf(io.BytesIO(data), "fuzz"), lambda: undefined_symbols(io.BytesIO(data), "fuzz", WANTED)):
+        try:
+            read()
+        except ElfError:
+            pass
 
 
 if __name__ == "__main__":
