@@ -96,7 +96,8 @@ def prepare(request: Request) -> Prepared:
     if checks.errors:
         if not request.allow_missing:
             hint = "; or pass --replace-base-libs to ship the source's libraries over the base's" if base else ""
-            raise ClosureError(checks.errors[0] + hint, issues=[e + hint for e in checks.errors])
+            issues = [e + hint if " needs version " in e else e for e in checks.errors]  # the base's libraries are too old
+            raise ClosureError(issues[0], issues=issues)
         prepared.warnings.extend(checks.errors)
     return prepared
 
