@@ -106,16 +106,16 @@ def _library_path(profile: Profile, source: Source) -> tuple[str, ...]:
     """LD_LIBRARY_PATH as the container will see it: the profile's, else the source image's."""
     value = profile.image.env.get("LD_LIBRARY_PATH")
     if value is None and source.image is not None:
-        inherited = (source.image.config.get("config") or {}).get("Env") or []
-        value = next((str(e).split("=", 1)[1] for e in inherited if str(e).startswith("LD_LIBRARY_PATH=")), None)
+        inherited = source.image.runtime_config.get("Env") or []
+        value = next((e.split("=", 1)[1] for e in inherited if e.startswith("LD_LIBRARY_PATH=")), None)
     return tuple(value.split(":")) if value else ()
 
 
 def _check_entrypoint(profile: Profile, output: View, source: Image | None, checks: CheckResult) -> None:
     entrypoint = profile.image.entrypoint
     if entrypoint is None and source is not None:
-        inherited = (source.config.get("config") or {}).get("Entrypoint") or (source.config.get("config") or {}).get("Cmd")
-        entrypoint = tuple(inherited) if isinstance(inherited, list) else None
+        inherited = source.runtime_config.get("Entrypoint") or source.runtime_config.get("Cmd")
+        entrypoint = tuple(inherited) if inherited else None
     if entrypoint and entrypoint[0].startswith("/"):
         node = output.stat(entrypoint[0])
         if node is None or not node.is_file:

@@ -148,6 +148,22 @@ def test_an_opaque_root_hides_every_lower_layer(glibc_tree: Tree, tmp_path: Path
     assert "/usr/bin/app not found in" in error(result)
 
 
+@pytest.mark.parametrize(("section", "message"), [
+    (["x"], "config `config` is not an object"),
+    ({"Env": "LD_LIBRARY_PATH=/x"}, "config `config.Env` is not a list of strings"),
+    ({"Entrypoint": [1]}, "config `config.Entrypoint` is not a list of strings"),
+    ({"Labels": ["a"]}, "config `config.Labels` is not an object of strings"),
+], ids=["not-object", "env-string", "entrypoint-number", "labels-list"])
+def test_a_malformed_config_section_is_refused_before_any_layer_is_read(glibc_tree: Tree, tmp_path: Path, section: object,
+                                                                        message: str) -> None:
+    layout = write_layout(tmp_path / "layout", [tree_members(glibc_tree.root)], config={"config": section})
+    out = tmp_path / "out"
+    result = hostile("/usr/bin/app", "--from", f"oci:{layout}:latest", "--out", f"oci:{out}:x")
+    assert result.code == 3
+    assert message in error(result) and "fix or rebuild the image" in error(result)
+    assert not out.exists()
+
+
 def test_a_member_claiming_a_huge_size_is_refused(glibc_tree: Tree, tmp_path: Path) -> None:
     info = tarfile.TarInfo("big")
     info.size = 4

@@ -105,8 +105,8 @@ def _runtime(profile: Profile, source: Image | None, base: Image | None, warning
     """The `config` section: the profile's settings, falling back to the source image's, then the base's."""
     inherited: dict[str, Any] = {}
     for image in (base, source):
-        section = image.config.get("config") if image else None
-        if isinstance(section, dict):
+        section = image.runtime_config if image else None
+        if section:
             inherited = {**inherited, **section, "Env": [*inherited.get("Env", []), *(section.get("Env") or [])],
                          "Labels": {**inherited.get("Labels", {}), **(section.get("Labels") or {})}}
     for key in _DROPPED:

@@ -93,6 +93,11 @@ class Image:
     layers: list[Descriptor]
     open_blob: Callable[[Descriptor], BinaryIO]
 
+    def __post_init__(self) -> None:
+        """Check the config against the manifest and the shapes distill reads, before any layer is read."""
+        self.diff_ids  # noqa: B018
+        self.runtime_config  # noqa: B018
+
     @property
     def diff_ids(self) -> list[str]:
         rootfs = self.config.get("rootfs") if isinstance(self.config.get("rootfs"), dict) else {}
@@ -100,6 +105,23 @@ class Image:
         if not isinstance(ids, list) or len(ids) != len(self.layers) or not all(valid_digest(d) for d in ids):
             raise SourceError(f"{self.name}: config rootfs.diff_ids does not match the {len(self.layers)} layers of the manifest")
         return list(ids)
+
+    @property
+    def runtime_config(self) -> dict[str, Any]:
+        """The config's `config` section (Env, Entrypoint, Cmd, Labels, ...); {} when there is none."""
+        section = self.config.get("config")
+        if section is None:
+            return {}
+        if not isinstance(section, dict):
+            raise SourceError(f"{self.name}: config `config` is not an object; fix or rebuild the image")
+        for key in ("Env", "Entrypoint", "Cmd"):
+            value = section.get(key)
+            if value is not None and not (isinstance(value, list) and all(isinstance(item, str) for item in value)):
+                raise SourceError(f"{self.name}: config `config.{key}` is not a list of strings; fix or rebuild the image")
+        labels = section.get("Labels")
+        if labels is not None and not (isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values())):
+            raise SourceError(f"{self.name}: config `config.Labels` is not an object of strings; fix or rebuild the image")
+        return section
 
     @property
     def platform(self) -> Platform:

@@ -47,7 +47,6 @@ def resolve_image(
     layers = [Descriptor.from_json(layer, f"{name}: layers[{i}]") for i, layer in enumerate(document["layers"])]
     image = Image(name, document, manifest_bytes, sha256_of(manifest_bytes), config, config_bytes, config_descriptor,
                   layers, open_blob)
-    image.diff_ids  # noqa: B018 - validates the config against the manifest now, before any layer is read
     if kind == "manifest" and top is manifest_bytes and platform.architecture and image.platform.architecture \
             and not platform.matches(image.platform.os, image.platform.architecture, image.platform.variant):
         raise SourceError(f"{name}: the image is for {image.platform}, not {platform} (use --platform {image.platform})")

@@ -95,7 +95,6 @@ def archive_image(store: TarStore, ref: str | None, index: int | None, platform:
 
     image = Image(store.name, manifest, manifest_bytes, sha256_of(manifest_bytes), config, config_bytes, config_descriptor,
                   layers, open_blob)
-    image.diff_ids  # noqa: B018 - validate now
     if image.platform.architecture and not platform.matches(image.platform.os, image.platform.architecture, image.platform.variant):
         raise SourceError(f"{store.name}: the image is for {image.platform}, not {platform} (use --platform {image.platform})")
     return image
