@@ -47,9 +47,9 @@ class OverlayView(View):
         return self.upper.lstat(path) or self.lower.lstat(path)
 
     def listdir(self, path: str) -> list[str]:
-        names = set(self.upper.listdir(path)) if self.upper.lstat(path) else set()
-        below = self.lower.lstat(path)
-        if below is not None and below.is_dir and (self.upper.lstat(path) is None or self.upper.lstat(path).is_dir):  # type: ignore[union-attr]
+        above, below = self.upper.lstat(path), self.lower.lstat(path)
+        names = set(self.upper.listdir(path)) if above else set()
+        if below is not None and below.is_dir and (above is None or above.is_dir):
             names.update(self.lower.listdir(path))
         return sorted(names)
 

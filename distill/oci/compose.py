@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 from distill import __version__
 from distill.oci import media
+from distill.oci.digest import sha256_of
 from distill.oci.image import Descriptor, Image
 from distill.plan import Plan
 from distill.profile import Profile
@@ -164,7 +165,7 @@ def build_image(layer_plan: Plan, source_view: View, *, workdir: Path, profile: 
     if variant:
         config["variant"] = variant
     config_bytes = canonical_json(config)
-    config_descriptor = Descriptor(media.OCI_CONFIG, "sha256:" + hashlib.sha256(config_bytes).hexdigest(), len(config_bytes))
+    config_descriptor = Descriptor(media.OCI_CONFIG, sha256_of(config_bytes), len(config_bytes))
     layers: list[Blob] = []
     for descriptor in base.layers if base else []:
         kind = _DOCKER_TO_OCI.get(descriptor.media_type, descriptor.media_type)
@@ -180,5 +181,5 @@ def build_image(layer_plan: Plan, source_view: View, *, workdir: Path, profile: 
     if base is not None and base_name:
         manifest["annotations"] = {BASE_NAME: base_name, BASE_DIGEST: base.manifest_digest}
     manifest_bytes = canonical_json(manifest)
-    return BuiltImage(manifest, manifest_bytes, "sha256:" + hashlib.sha256(manifest_bytes).hexdigest(), config,
+    return BuiltImage(manifest, manifest_bytes, sha256_of(manifest_bytes), config,
                       Blob(config_descriptor, lambda: io.BytesIO(config_bytes)), layers, base, base_name, created)
