@@ -9,7 +9,7 @@ DEB_PACKAGES := mmdebstrap pax-utils strace gcc libc6-dev gcc-aarch64-linux-gnu 
 	musl-tools iproute2 util-linux curl ca-certificates openssl zstd python3-venv \
 	skopeo umoci runc podman buildah docker-registry docker.io postgresql-client
 
-.PHONY: demo test bench fuzz deb-deps venv clean-cache
+.PHONY: demo test lint bench fuzz deb-deps venv clean-cache
 
 deb-deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do \
@@ -30,7 +30,12 @@ venv: $(STAMP)
 demo: deb-deps venv
 	$(BIN)/python examples/demo.py
 
-test: deb-deps venv
+# the type checker and the linter are part of the suite: a finding fails `make test`
+lint: venv
+	$(BIN)/ruff check distill tests bench examples
+	$(BIN)/mypy
+
+test: deb-deps venv lint
 	$(BIN)/python -m pytest
 
 bench: deb-deps venv

@@ -3,50 +3,87 @@
 The loader model runs again on the output as planned (a `PlanView`): every root's closure
 must resolve there, and every DT_VERNEED version (such as GLIBC_2.34) must be defined by the
 library the name resolves to. A library without version definitions satisfies any version,
-and a weak version need is only a warning, as with glibc.
+and a weak version need is only a warning, as with glibc. An image's entrypoint must be a file
+of the output. Each problem is a typed `Finding`, so callers act on its fields, not its text.
 """
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from distill.elf import ElfInfo
 from distill.errors import ElfError
-from distill.loader import Closure, Loader
+from distill.loader import Closure, Loader, LoaderEnv
 from distill.plan import Plan, PlanView
 from distill.view import View
 
-__all__ = ["CheckResult", "check_plan"]
+__all__ = ["FindingKind", "Finding", "CheckResult", "check_plan"]
+
+
+class FindingKind(enum.StrEnum):
+    MISSING_LIBRARY = "missing-library"  # a DT_NEEDED (or PT_INTERP) name the output does not have
+    MISSING_VERSION = "missing-version"  # a symbol version the resolved library does not define
+    BAD_ELF = "bad-elf"  # a shipped root that cannot be parsed
+    MISSING_ENTRYPOINT = "missing-entrypoint"  # the image's entrypoint is not a file of the output
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem with the planned output; `str()` is the one-line message."""
+
+    kind: FindingKind
+    path: str  # the object with the problem (requester, root or entrypoint)
+    message: str
+    library: str | None = None  # the DT_NEEDED name involved
+    version: str | None = None  # the symbol version involved
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass
 class CheckResult:
     """Problems that fail the run (`errors`) and those that only inform (`warnings`)."""
 
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    errors: list[Finding] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
     closures: list[Closure] = field(default_factory=list)
 
 
-def check_plan(plan: Plan, source: View, *, cwd: str = "/", output: View | None = None) -> CheckResult:
-    """Run the closure and symbol-version checks on the planned output (`output`: the plan over a base)."""
+def check_plan(plan: Plan, source: View, env: LoaderEnv | None = None, *, output: View | None = None,
+               known: Mapping[str, ElfInfo] | None = None, entrypoint: str | None = None) -> CheckResult:
+    """Run the closure and symbol-version checks on the planned output (`output`: the plan over a base).
+
+    `known`: ELF files of the source already parsed (by canonical path); `entrypoint`: the image's
+    absolute entrypoint, which must be a file of the output.
+    """
     result = CheckResult()
     output = output or PlanView(plan, source)
     # a file shipped unchanged at its source path need not be parsed again
-    reused = {path: info for path, info in plan.parsed.items()
+    reused = {path: info for path, info in (known or {}).items()
               if (entry := plan.entries.get(path)) is not None and entry.source == path and entry.data is None}
-    loader = Loader(output, cwd=cwd, parsed=reused, library_path=plan.library_path)
+    loader = Loader(output, env, parsed=reused)
     for root in plan.roots:
         try:
             closure = loader.closure(root)
         except ElfError as exc:
-            result.errors.append(exc.message)
+            result.errors.append(Finding(FindingKind.BAD_ELF, root, exc.message))
             continue
         result.closures.append(closure)
         for link in closure.missing:
             searched = f"; searched {', '.join(link.searched[:6])}{' ...' if len(link.searched) > 6 else ''}" if link.searched else ""
             skipped = f"; {link.notes[0]}" if link.notes else ""
-            result.errors.append(f"{link.name} (needed by {link.requester}) is not in the output{searched}{skipped}")
+            result.errors.append(Finding(FindingKind.MISSING_LIBRARY, link.requester,
+                                         f"{link.name} (needed by {link.requester}) is not in the output{searched}{skipped}",
+                                         library=link.name))
         _check_versions(loader, closure, result)
+    if entrypoint:
+        node = output.stat(entrypoint)
+        if node is None or not node.is_file:
+            result.errors.append(Finding(FindingKind.MISSING_ENTRYPOINT, entrypoint,
+                                         f"image entrypoint {entrypoint} is not in the output; add it to binaries or set image.entrypoint"))
     return _dedupe(result)
 
 
@@ -66,7 +103,8 @@ def _check_versions(loader: Loader, closure: Closure, result: CheckResult) -> No
                     continue
                 message = (f"{requester} needs version {version} of {need.file}, but {provider} defines "
                            f"{_newest(defined, version)}; ship a {need.file} at least as new as the one it was built against")
-                (result.warnings if weak else result.errors).append(message)
+                finding = Finding(FindingKind.MISSING_VERSION, requester, message, library=need.file, version=version)
+                (result.warnings if weak else result.errors).append(finding)
 
 
 def _newest(defined: frozenset[str], wanted: str) -> str:

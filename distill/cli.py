@@ -19,17 +19,16 @@ from typing import Any
 
 import click
 
-from distill import __version__
-from distill import pipeline
+from distill import __version__, pipeline
 from distill.errors import EXIT_INTERNAL, DistillError, UsageError
-from distill.oci.image import Platform
 from distill.profile import Profile, adhoc_layer, builtin_profiles, load_profile
 from distill.refs import Ref, parse_destination, parse_source
 from distill.registry.auth import Credentials, CredentialsError, parse_creds_flag
 from distill.registry.options import RegistryOptions
-from distill.sbom import cyclonedx, write_sbom
 from distill.report import explain_path, explain_tree, json_report, size_rows, source_totals
+from distill.sbom import cyclonedx, write_sbom
 from distill.sources import SourceOptions
+from distill.target import Platform
 
 __all__ = ["main", "cli"]
 
@@ -173,7 +172,7 @@ def _profile(flags: dict[str, Any]) -> Profile:
     document: dict[str, Any] = {}
     binaries = list(flags["binary"])
     name = None
-    if app is None or app.startswith("/") and not app.endswith((".yaml", ".yml")):
+    if app is None or (app.startswith("/") and not app.endswith((".yaml", ".yml"))):
         if app is not None:
             binaries.insert(0, app)
             document.setdefault("image", {})["entrypoint"] = [app]

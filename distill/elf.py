@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass, replace
-from typing import BinaryIO
+from typing import IO, BinaryIO, cast
 
+from elftools.elf.dynamic import DynamicSegment
 from elftools.elf.elffile import ELFFile
+from elftools.elf.segments import InterpSegment
 
 from distill.errors import ElfError
 
@@ -142,9 +144,9 @@ def _read_dynamic(elf: ELFFile, base: ElfInfo, name: str) -> ElfInfo:
     for segment in elf.iter_segments():
         kind = segment["p_type"]
         if kind == "PT_INTERP":
-            interp = segment.get_interp_name()
+            interp = cast(InterpSegment, segment).get_interp_name()
         elif kind == "PT_DYNAMIC":
-            dynamic = segment
+            dynamic = cast(DynamicSegment, segment)
         elif kind == "PT_LOAD":
             loads.append((segment["p_vaddr"], segment["p_offset"], segment["p_filesz"]))
         elif kind == "PT_NOTE":
@@ -158,13 +160,13 @@ def _read_dynamic(elf: ELFFile, base: ElfInfo, name: str) -> ElfInfo:
     for tag in dynamic.iter_tags():
         kind = tag.entry.d_tag
         if kind == "DT_NEEDED":
-            needed.append(tag.needed)
+            needed.append(vars(tag)["needed"])  # pyelftools sets the decoded string as an attribute
         elif kind == "DT_SONAME":
-            soname = tag.soname
+            soname = vars(tag)["soname"]
         elif kind == "DT_RPATH":
-            rpath = tag.rpath
+            rpath = vars(tag)["rpath"]
         elif kind == "DT_RUNPATH":
-            runpath = tag.runpath
+            runpath = vars(tag)["runpath"]
         elif kind == "DT_FLAGS_1":
             flags_1 = tag.entry.d_val
         elif kind in _VERSION_TAGS:
@@ -269,7 +271,7 @@ class _Versions:
     every offset is bounds-checked and every chain is capped, so a hostile file cannot loop.
     """
 
-    def __init__(self, stream: BinaryIO, loads: list[tuple[int, int, int]], tags: dict[str, int], *, little: bool) -> None:
+    def __init__(self, stream: IO[bytes], loads: list[tuple[int, int, int]], tags: dict[str, int], *, little: bool) -> None:
         self.stream = stream
         self.loads = loads
         self.tags = tags

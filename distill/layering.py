@@ -12,19 +12,20 @@ The result is a new plan; the checks run on it laid over the base (`OverlayView`
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from distill import paths
-from distill.accounts import parse_group, parse_passwd
+from distill.accounts import Account, Group, parse_group, parse_passwd
 from distill.pkgmeta import STATUS_D
-from distill.plan import Entry, EntryKind, Plan, PlanView, Reason
+from distill.plan import Entry, EntryKind, Plan, PlanView, Reason, ReasonKind
 from distill.view import Node, View
 
 __all__ = ["LayeringReport", "rebase_plan", "OverlayView"]
 
-_CLOSURE_REASONS = ("needed",)
-_ACCOUNT_FILES = {"/etc/passwd": parse_passwd, "/etc/group": parse_group}
+_CLOSURE_REASONS = (ReasonKind.NEEDED,)
+_ACCOUNT_FILES: dict[str, Callable[[str], Sequence[Account | Group]]] = {"/etc/passwd": parse_passwd, "/etc/group": parse_group}
 
 
 @dataclass
@@ -83,7 +84,7 @@ def _merge_accounts(path: str, ours: bytes, base_text: str) -> bytes:
 def rebase_plan(plan: Plan, source: View, base: View, *, replace_libs: bool = False) -> tuple[Plan, LayeringReport]:
     """The layer that, over `base`, gives what `plan` describes."""
     layer = Plan(plan.source, plan.profile, roots=plan.roots, closures=plan.closures, excluded=plan.excluded,
-                 warnings=plan.warnings, aliases=plan.aliases, parsed={}, library_path=plan.library_path)
+                 warnings=plan.warnings, aliases=plan.aliases)
     report = LayeringReport([], [], [])
     spellings: dict[str, set[str]] = {}
     for spelled, canonical in plan.aliases.items():
@@ -99,7 +100,7 @@ def rebase_plan(plan: Plan, source: View, base: View, *, replace_libs: bool = Fa
     moved: dict[str, str] = {}
     for entry in plan.ordered():
         if entry.path in provided or (entry.kind is EntryKind.SYMLINK and entry.reasons
-                                      and all(r.kind == "link" and r.via in provided for r in entry.reasons)):
+                                      and all(r.kind is ReasonKind.LINK and r.via in provided for r in entry.reasons)):
             continue  # the base has this library (or the link leading to it) where the loader looks
         target = _rebased(entry.path, base, moved)
         present = base.lstat(target)
@@ -174,7 +175,7 @@ def _ensure_parents(layer: Plan, base: View) -> None:
             if below is not None and below.is_dir:
                 continue
             layer.entries[ancestor] = Entry(ancestor, EntryKind.DIR, 0o755, mtime=layer.entries[path].mtime,
-                                            reasons=[Reason("parent", "parent directory", via=path)])
+                                            reasons=[Reason(ReasonKind.PARENT, "parent directory", via=path)])
 
 
 def overlay(layer: Plan, source: View, base: View) -> OverlayView:

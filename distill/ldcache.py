@@ -57,12 +57,16 @@ def _libcmp(left: str, right: str) -> int:
     return 0 - (ord(right[j]) if j < len(right) else 0)
 
 
+def _newest_name_first(left: tuple[str, str], right: tuple[str, str]) -> int:
+    return _libcmp(right[0], left[0])
+
+
 def build_ld_cache(entries: list[tuple[str, str]], flags: int) -> bytes:
     """A cache mapping each name to its path; `entries` in search-path order (the first of a name wins)."""
     unique: dict[str, str] = {}
     for name, path in entries:
         unique.setdefault(name, path)
-    ordered = sorted(unique.items(), key=functools.cmp_to_key(lambda x, y: _libcmp(y[0], x[0])))
+    ordered = sorted(unique.items(), key=functools.cmp_to_key(_newest_name_first))
     header_size, entry_size = 48, 24
     strings = bytearray()
     offsets: dict[str, int] = {}

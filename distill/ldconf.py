@@ -11,16 +11,24 @@ relative to musl's own directory) replaces the default
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from distill import paths
 from distill.target import Arch
 from distill.view import View
 
-__all__ = ["SearchDir", "LoaderConfig", "glibc_config", "musl_config", "read_ld_so_conf"]
+__all__ = ["Flavor", "SearchDir", "LoaderConfig", "glibc_config", "musl_config", "read_ld_so_conf"]
 
 _MAX_INCLUDE_DEPTH = 16
 _CONF_LIMIT = 1 << 20
+
+
+class Flavor(enum.StrEnum):
+    """Which dynamic loader's rules apply: glibc's ld.so or musl's."""
+
+    GLIBC = "glibc"
+    MUSL = "musl"
 
 
 @dataclass(frozen=True)
@@ -35,7 +43,7 @@ class SearchDir:
 class LoaderConfig:
     """How one target loader searches, beyond per-object paths."""
 
-    flavor: str  # "glibc" or "musl"
+    flavor: Flavor
     arch: Arch
     interp: str  # the loader's own path, as programs name it in PT_INTERP
     lib: str  # what `$LIB` expands to
@@ -100,7 +108,7 @@ def glibc_config(view: View, arch: Arch) -> LoaderConfig:
     has_cache = view.stat("/etc/ld.so.cache") is not None
     system = read_ld_so_conf(view) if has_cache else []
     return LoaderConfig(
-        flavor="glibc",
+        flavor=Flavor.GLIBC,
         arch=arch,
         interp=arch.glibc_interp,
         lib=lib,
@@ -130,7 +138,7 @@ def musl_config(view: View, arch: Arch, interp: str | None = None) -> LoaderConf
         entries = text.replace("\n", ":").split(":")
         system = [SearchDir(e.rstrip("/") or "/", path_file) for e in entries if e.startswith("/")]
     return LoaderConfig(
-        flavor="musl",
+        flavor=Flavor.MUSL,
         arch=arch,
         interp=interp,
         lib="lib",

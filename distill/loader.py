@@ -21,19 +21,36 @@ library, so the output does not depend on the CPU of the machine it was built on
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from distill import paths
 from distill.elf import ElfInfo, is_elf, read_elf
 from distill.errors import ElfError, SourceError
-from distill.ldconf import LoaderConfig, SearchDir, glibc_config, musl_config
-from distill.target import arch_of
+from distill.ldconf import Flavor, LoaderConfig, SearchDir, glibc_config, musl_config
+from distill.target import Platform, arch_of
 from distill.view import View
 
-__all__ = ["Link", "Closure", "Loader"]
+__all__ = ["Rule", "Link", "Closure", "LoaderEnv", "Loader"]
 
 # musl answers these names with itself (ldso/dynlink.c, "reserved")
 _MUSL_SELF = ("c.", "pthread.", "rt.", "m.", "dl.", "util.", "xnet.")
+
+
+class Rule(enum.StrEnum):
+    """The loader rule that found (or failed to find) one dependency."""
+
+    PT_INTERP = "PT_INTERP"
+    NEEDED_PATH = "DT_NEEDED path"
+    RPATH = "DT_RPATH"
+    RUNPATH = "DT_RUNPATH"
+    LD_LIBRARY_PATH = "LD_LIBRARY_PATH"
+    LD_SO_CONF = "ld.so.conf"
+    DEFAULT_PATH = "default path"
+    MUSL_PATH = "musl path"
+    ALREADY_LOADED = "already loaded"
+    NOT_FOUND = "not found"
 
 
 @dataclass(frozen=True)
@@ -43,7 +60,7 @@ class Link:
     requester: str
     name: str
     path: str | None  # None: not found
-    rule: str  # PT_INTERP | DT_NEEDED path | DT_RPATH | DT_RUNPATH | ld.so.conf | default path | musl path | already loaded
+    rule: Rule
     detail: str = ""  # the file or value behind the rule, e.g. /etc/ld.so.conf.d/x86_64-linux-gnu.conf
     searched: tuple[str, ...] = ()  # candidates tried when not found
     notes: tuple[str, ...] = ()  # candidates skipped, and why
@@ -63,7 +80,7 @@ class Closure:
     links: tuple[Link, ...]
 
     @property
-    def flavor(self) -> str | None:
+    def flavor(self) -> Flavor | None:
         """glibc, musl, or None for a static root."""
         return self.config.flavor if self.config else None
 
@@ -74,6 +91,15 @@ class Closure:
     def resolved(self, requester: str) -> dict[str, str]:
         """DT_NEEDED name -> path for one requester (used by the symbol-version check)."""
         return {ln.name: ln.path for ln in self.links if ln.requester == requester and ln.path is not None}
+
+
+@dataclass(frozen=True)
+class LoaderEnv:
+    """The process the loader runs in, as the image config sets it up: the same for planning and checks."""
+
+    cwd: str = "/"  # relative DT_NEEDED paths and RPATH entries are relative to the working directory
+    library_path: tuple[str, ...] = ()  # LD_LIBRARY_PATH; an empty element means the working directory
+    platform: Platform | None = None  # the platform asked for, when no ELF file or image says it
 
 
 @dataclass(eq=False)
@@ -99,12 +125,11 @@ class _Search:
 class Loader:
     """Resolves closures in one view, caching parsed ELF files and loader configurations."""
 
-    def __init__(self, view: View, *, cwd: str = "/", parsed: dict[str, ElfInfo] | None = None,
-                 library_path: tuple[str, ...] = ()) -> None:
+    def __init__(self, view: View, env: LoaderEnv | None = None, *, parsed: Mapping[str, ElfInfo] | None = None) -> None:
         self.view = view
-        self.cwd = cwd  # relative DT_NEEDED paths and RPATH entries are relative to the process's cwd
-        # LD_LIBRARY_PATH of the image's environment; an empty element means the working directory
-        self.library_path = [entry.rstrip("/") or "/" if entry else cwd for entry in library_path]
+        self.env = env or LoaderEnv()
+        self.cwd = self.env.cwd
+        self.library_path = [entry.rstrip("/") or "/" if entry else self.cwd for entry in self.env.library_path]
         self._elf: dict[str, ElfInfo | ElfError] = dict(parsed or {})
         self._configs: dict[tuple[str, object, str | None], LoaderConfig] = {}
 
@@ -136,15 +161,15 @@ class Loader:
         if arch is None:
             return None
         if info.interp:
-            flavor = "musl" if paths.split(info.interp)[-1].startswith("ld-musl-") else "glibc"
+            flavor = Flavor.MUSL if paths.split(info.interp)[-1].startswith("ld-musl-") else Flavor.GLIBC
         elif self.view.stat(arch.glibc_interp) is None and self.view.stat(f"/lib/ld-musl-{arch.musl_arch}.so.1"):
-            flavor = "musl"
+            flavor = Flavor.MUSL
         else:
-            flavor = "glibc"
-        interp = info.interp if info.interp and flavor == "musl" else None
+            flavor = Flavor.GLIBC
+        interp = info.interp if info.interp and flavor is Flavor.MUSL else None
         key = (flavor, arch, interp)
         if key not in self._configs:
-            self._configs[key] = musl_config(self.view, arch, interp) if flavor == "musl" else glibc_config(self.view, arch)
+            self._configs[key] = musl_config(self.view, arch, interp) if flavor is Flavor.MUSL else glibc_config(self.view, arch)
         return self._configs[key]
 
     def closure(self, path: str) -> Closure:
@@ -184,7 +209,7 @@ class Loader:
         info = self.elf(found.path)
         config = self.config_for(info)
         if config is None:
-            return Link(requester, name, None, "not found")
+            return Link(requester, name, None, Rule.NOT_FOUND)
         origin = paths.parent(found.path if info.interp else requester)
         main = _Object(requester, found.path, info, origin, names={requester})
         loaded = [main]
@@ -197,7 +222,7 @@ class Loader:
         found = self.view.resolve(interp)
         if info.interp:
             ok = found.node is not None and found.node.is_file
-            links.append(Link(root, interp, interp if ok else None, "PT_INTERP", searched=(interp,)))
+            links.append(Link(root, interp, interp if ok else None, Rule.PT_INTERP, searched=(interp,)))
             if not ok:
                 return None
         elif found.node is None or not found.node.is_file:
@@ -221,22 +246,22 @@ class Loader:
         rtld: _Object | None,
     ) -> tuple[Link, _Object | None]:
         """`_dl_map_object` (glibc) or `load_library` (musl) for one DT_NEEDED name."""
-        musl = config.flavor == "musl"
+        musl = config.flavor is Flavor.MUSL
         if "/" in name:
             path = name if name.startswith("/") else paths.join(self.cwd, name)
             for obj in loaded:
                 if name in obj.names or obj.path == path:
-                    return Link(requester.path, name, obj.path, "already loaded"), None
+                    return Link(requester.path, name, obj.path, Rule.ALREADY_LOADED), None
             search = _Search(name)
             hit = self._candidate(path, requester, search, stop_at_first=musl)
             if hit is None:
                 return self._missing(requester, name, search), None
-            return self._found(name, requester, hit, path, "DT_NEEDED path", name, loaded)
+            return self._found(name, requester, hit, path, Rule.NEEDED_PATH, name, loaded)
         if musl and rtld is not None and name.startswith("lib") and name[3:].startswith(_MUSL_SELF):
-            return Link(requester.path, name, rtld.path, "already loaded", "musl libc itself"), None
+            return Link(requester.path, name, rtld.path, Rule.ALREADY_LOADED, "musl libc itself"), None
         for obj in loaded:
             if name in obj.names:
-                return Link(requester.path, name, obj.path, "already loaded", "the dynamic loader" if obj is rtld else ""), None
+                return Link(requester.path, name, obj.path, Rule.ALREADY_LOADED, "the dynamic loader" if obj is rtld else ""), None
         search = _Search(name)
         for dirs, rule, detail in self._search_lists(requester, main, config):
             for directory in dirs:
@@ -248,44 +273,44 @@ class Loader:
                     return self._missing(requester, name, search), None
         return self._missing(requester, name, search), None
 
-    def _search_lists(self, requester: _Object, main: _Object, config: LoaderConfig) -> list[tuple[list[str], str, str]]:
+    def _search_lists(self, requester: _Object, main: _Object, config: LoaderConfig) -> list[tuple[list[str], Rule, str]]:
         """(directories, rule, detail) groups in the order the target loader tries them."""
-        lists: list[tuple[list[str], str, str]] = []
-        environment = [(self.library_path, "LD_LIBRARY_PATH", "")] if self.library_path else []
+        lists: list[tuple[list[str], Rule, str]] = []
+        environment = [(self.library_path, Rule.LD_LIBRARY_PATH, "")] if self.library_path else []
         chain: _Object | None
-        if config.flavor == "musl":
+        if config.flavor is Flavor.MUSL:
             lists.extend(environment)
             chain = requester
             while chain is not None:
                 value = chain.info.runpath if chain.info.runpath is not None else chain.info.rpath
                 if value:
-                    lists.append((self._expand(value, chain, config), "DT_RUNPATH" if chain.info.runpath else "DT_RPATH", chain.path))
+                    lists.append((self._expand(value, chain, config), Rule.RUNPATH if chain.info.runpath else Rule.RPATH, chain.path))
                 chain = chain.loader
             for entry in config.system_dirs:
-                lists.append(([entry.path], "musl path", entry.origin))
+                lists.append(([entry.path], Rule.MUSL_PATH, entry.origin))
             return lists
         if requester.info.runpath is None:
             chain = requester
             did_main = False
             while chain is not None:
                 if chain.info.rpath:
-                    lists.append((self._expand(chain.info.rpath, chain, config), "DT_RPATH", chain.path))
+                    lists.append((self._expand(chain.info.rpath, chain, config), Rule.RPATH, chain.path))
                 did_main |= chain is main
                 chain = chain.loader
             if not did_main and main.info.rpath:
-                lists.append((self._expand(main.info.rpath, main, config), "DT_RPATH", main.path))
+                lists.append((self._expand(main.info.rpath, main, config), Rule.RPATH, main.path))
         lists.extend(environment)
         if requester.info.runpath:
-            lists.append((self._expand(requester.info.runpath, requester, config), "DT_RUNPATH", requester.path))
+            lists.append((self._expand(requester.info.runpath, requester, config), Rule.RUNPATH, requester.path))
         if not requester.info.nodeflib:
-            lists.extend(_by_origin(config.system_dirs, "ld.so.conf"))
-            lists.extend(_by_origin(config.default_dirs, "default path"))
+            lists.extend(_by_origin(config.system_dirs, Rule.LD_SO_CONF))
+            lists.extend(_by_origin(config.default_dirs, Rule.DEFAULT_PATH))
         return lists
 
     def _expand(self, value: str, obj: _Object, config: LoaderConfig) -> list[str]:
         """Split an RPATH/RUNPATH and expand $ORIGIN, $LIB and $PLATFORM for the target."""
         tokens = {"ORIGIN": obj.origin}
-        if config.flavor == "glibc":
+        if config.flavor is Flavor.GLIBC:
             tokens["LIB"] = config.lib
             if config.arch.platform:
                 tokens["PLATFORM"] = config.arch.platform
@@ -319,23 +344,23 @@ class Loader:
         return found.path, info
 
     def _found(
-        self, name: str, requester: _Object, hit: tuple[str, ElfInfo], path: str, rule: str, detail: str, loaded: list[_Object]
+        self, name: str, requester: _Object, hit: tuple[str, ElfInfo], path: str, rule: Rule, detail: str, loaded: list[_Object]
     ) -> tuple[Link, _Object | None]:
         canonical, info = hit
         for obj in loaded:  # the same file under another name is not loaded twice
             if obj.canonical == canonical:
                 obj.names.add(name)
-                return Link(requester.path, name, obj.path, "already loaded", "same file"), None
+                return Link(requester.path, name, obj.path, Rule.ALREADY_LOADED, "same file"), None
         names = {name, *([info.soname] if info.soname else [])}
         new = _Object(path, canonical, info, paths.parent(path), requester, names)
         return Link(requester.path, name, path, rule, detail), new
 
     @staticmethod
     def _missing(requester: _Object, name: str, search: _Search) -> Link:
-        return Link(requester.path, name, None, "not found", searched=tuple(search.searched), notes=tuple(search.notes))
+        return Link(requester.path, name, None, Rule.NOT_FOUND, searched=tuple(search.searched), notes=tuple(search.notes))
 
 
-def _by_origin(dirs: tuple[SearchDir, ...], rule: str) -> list[tuple[list[str], str, str]]:
+def _by_origin(dirs: tuple[SearchDir, ...], rule: Rule) -> list[tuple[list[str], Rule, str]]:
     return [([entry.path], rule, entry.origin if entry.origin != "default" else "") for entry in dirs]
 
 

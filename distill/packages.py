@@ -3,17 +3,25 @@ and the records scanners read. Read through the View, like everything else from 
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass, field
 
 from distill import paths
 from distill.view import View
 
-__all__ = ["Package", "PackageDb", "open_package_db"]
+__all__ = ["DbKind", "Package", "PackageDb", "open_package_db"]
 
 _LIMIT = 64 << 20
 _DPKG = "/var/lib/dpkg"
 _APK = "/lib/apk/db/installed"
+
+
+class DbKind(enum.StrEnum):
+    """The package manager whose database a source holds."""
+
+    DPKG = "dpkg"
+    APK = "apk"
 
 
 @dataclass(frozen=True)
@@ -30,7 +38,7 @@ class Package:
 class PackageDb:
     """Installed packages of one source."""
 
-    kind: str  # dpkg | apk
+    kind: DbKind
     view: View
     packages: dict[str, Package]
     _files: dict[str, list[str]] = field(default_factory=dict)
@@ -44,7 +52,7 @@ class PackageDb:
         if package is None:
             return []
         if package.name not in self._files:
-            if self.kind == "dpkg":
+            if self.kind is DbKind.DPKG:
                 text = _read(self.view, f"{_DPKG}/info/{package.info_name}.list")
                 self._files[package.name] = [line for line in text.splitlines() if line.startswith("/")]
             else:
@@ -54,7 +62,7 @@ class PackageDb:
     def md5sums(self, name: str) -> list[tuple[str, str]]:
         """(md5, path) pairs dpkg recorded for the package's files."""
         package = self.get(name)
-        if package is None or self.kind != "dpkg":
+        if package is None or self.kind is not DbKind.DPKG:
             return []
         out = []
         for line in _read(self.view, f"{_DPKG}/info/{package.info_name}.md5sums").splitlines():
@@ -132,7 +140,7 @@ def open_package_db(view: View) -> PackageDb | None:
             info = qualified if view.stat(f"{_DPKG}/info/{qualified}.list") else name
             source = (_field(record, "Source") or "").split(" ")[0] or None
             packages[name] = Package(name, _field(record, "Version") or "", arch, source, record, info)
-        return PackageDb("dpkg", view, packages)
+        return PackageDb(DbKind.DPKG, view, packages)
     installed = _read(view, _APK)
     if installed:
         packages = {}
@@ -141,5 +149,5 @@ def open_package_db(view: View) -> PackageDb | None:
             if name:
                 packages[name] = Package(name, _field(record, "V", ":") or "", _field(record, "A", ":") or "",
                                          _field(record, "o", ":"), record, name)
-        return PackageDb("apk", view, packages)
+        return PackageDb(DbKind.APK, view, packages)
     return None

@@ -9,24 +9,29 @@ has passed its checks; every sink writes from the same plan (and the same built 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from distill.checks import CheckResult, check_plan
+from distill.checks import CheckResult, Finding, FindingKind, check_plan
+from distill.elf import ElfInfo
 from distill.errors import ClosureError, UsageError
 from distill.layering import LayeringReport, overlay, rebase_plan
+from distill.loader import LoaderEnv
 from distill.oci.compose import BuiltImage, build_image
 from distill.oci.image import Image
 from distill.oci.merged import open_image_view
-from distill.plan import Plan, PlanView
-from distill.planner import make_plan
+from distill.plan import Plan
+from distill.planner import Planner
 from distill.profile import Profile
 from distill.refs import Ref, parse_source
-from distill.sinks import check_destination, open_sink
+from distill.sinks import open_sink
 from distill.sinks.image import write_image
+from distill.sinks.staging import check_destination
 from distill.sources import Source, SourceOptions, open_image, open_source
 from distill.target import arch_of
+from distill.transports import transport
 from distill.view import View
 
 __all__ = ["Request", "Prepared", "prepare", "build", "created_time"]
@@ -54,6 +59,7 @@ class Prepared:
     plan: Plan  # what the output holds (over the base, when there is one)
     full_plan: Plan  # what the app needs, before the base took its share
     checks: CheckResult
+    parsed: Mapping[str, ElfInfo]  # the source's ELF files the planner parsed, by canonical path
     base: Image | None = None
     base_name: str | None = None
     layering: LayeringReport | None = None
@@ -62,26 +68,29 @@ class Prepared:
     built: BuiltImage | None = None
 
 
-def _base(request: Request) -> tuple[Image | None, str | None]:
+def _base_ref(request: Request) -> Ref | None:
+    """The base image reference (`--base`, else the profile's `base`), validated before anything is opened."""
     text = request.base or request.profile.base
     if text in ("", "scratch"):
-        return None, None
+        return None
     ref = parse_source(text, "--base")
     if not ref.is_image:
         raise UsageError(f"--base {text}: a base must be an image (docker://, oci:, oci-archive:, docker-archive:, docker-daemon:)")
-    image = open_image(ref, request.options)
-    return image, (str(ref.image) if ref.image is not None else str(ref))
+    return ref
 
 
 def prepare(request: Request) -> Prepared:
-    """Validate destinations, open the source (and base), plan, fit onto the base, check."""
+    """Validate destinations and the base reference, open the source (and base), plan, fit onto the base, check."""
     for ref in request.outputs:
-        if ref.transport in ("rootfs", "layer", "oci", "oci-archive", "docker-archive"):
+        if transport(ref.transport).local:
             check_destination(ref, source_root=request.source.path if request.source.transport == "rootfs" else None,
                               force=request.force, layout_ok=ref.transport == "oci")
+    base_ref = _base_ref(request)
     source = open_source(request.source, request.options)
-    full = make_plan(source.view, request.profile, epoch=request.epoch, library_path=_library_path(request.profile, source))
-    base, base_name = _base(request)
+    planner = Planner(source.view, request.profile, _loader_env(request, source), request.epoch)
+    full = planner.run()
+    base = open_image(base_ref, request.options) if base_ref is not None else None
+    base_name = (str(base_ref.image) if base_ref.image is not None else str(base_ref)) if base_ref is not None else None
     layering = None
     output: View | None = None
     plan = full
@@ -89,37 +98,43 @@ def prepare(request: Request) -> Prepared:
         base_view = open_image_view(base, request.options.cache)
         plan, layering = rebase_plan(full, source.view, base_view, replace_libs=request.replace_base_libs)
         output = overlay(plan, source.view, base_view)
-    checks = check_plan(plan, source.view, cwd=request.profile.image.workdir or "/", output=output)
-    if any(ref.is_image for ref in request.outputs):
-        _check_entrypoint(request.profile, output or PlanView(plan, source.view), source.image, checks)
-    prepared = Prepared(request, source, plan, full, checks, base, base_name, layering, [*full.warnings, *checks.warnings])
+    entrypoint = _entrypoint(request.profile, source.image) if any(ref.is_image for ref in request.outputs) else None
+    checks = check_plan(plan, source.view, planner.loader.env, output=output, known=planner.loader.parsed(), entrypoint=entrypoint)
+    prepared = Prepared(request, source, plan, full, checks, planner.loader.parsed(), base, base_name, layering,
+                        [*full.warnings, *map(str, checks.warnings)])
     if checks.errors:
+        problems = [_with_hint(finding, base is not None) for finding in checks.errors]
         if not request.allow_missing:
-            hint = "; or pass --replace-base-libs to ship the source's libraries over the base's" if base else ""
-            issues = [e + hint if " needs version " in e else e for e in checks.errors]  # the base's libraries are too old
-            raise ClosureError(issues[0], issues=issues)
-        prepared.warnings.extend(checks.errors)
+            raise ClosureError(problems[0], issues=problems)
+        prepared.warnings.extend(problems)
     return prepared
 
 
-def _library_path(profile: Profile, source: Source) -> tuple[str, ...]:
-    """LD_LIBRARY_PATH as the container will see it: the profile's, else the source image's."""
+def _with_hint(finding: Finding, on_base: bool) -> str:
+    """The finding's message, with the flag that fixes it when the base's libraries are too old."""
+    if on_base and finding.kind is FindingKind.MISSING_VERSION:
+        return f"{finding}; or pass --replace-base-libs to ship the source's libraries over the base's"
+    return str(finding)
+
+
+def _loader_env(request: Request, source: Source) -> LoaderEnv:
+    """The process the output's loader runs in: the profile's workdir and LD_LIBRARY_PATH, else the source image's."""
+    profile = request.profile
     value = profile.image.env.get("LD_LIBRARY_PATH")
     if value is None and source.image is not None:
         inherited = source.image.runtime_config.get("Env") or []
         value = next((e.split("=", 1)[1] for e in inherited if e.startswith("LD_LIBRARY_PATH=")), None)
-    return tuple(value.split(":")) if value else ()
+    return LoaderEnv(cwd=profile.image.workdir or "/", library_path=tuple(value.split(":")) if value else (),
+                     platform=request.options.platform)
 
 
-def _check_entrypoint(profile: Profile, output: View, source: Image | None, checks: CheckResult) -> None:
+def _entrypoint(profile: Profile, source: Image | None) -> str | None:
+    """The image's absolute entrypoint (the profile's, else the source image's), which must ship."""
     entrypoint = profile.image.entrypoint
     if entrypoint is None and source is not None:
         inherited = source.runtime_config.get("Entrypoint") or source.runtime_config.get("Cmd")
         entrypoint = tuple(inherited) if inherited else None
-    if entrypoint and entrypoint[0].startswith("/"):
-        node = output.stat(entrypoint[0])
-        if node is None or not node.is_file:
-            checks.errors.append(f"image entrypoint {entrypoint[0]} is not in the output; add it to binaries or set image.entrypoint")
+    return entrypoint[0] if entrypoint and entrypoint[0].startswith("/") else None
 
 
 def created_time(prepared: Prepared) -> int:
@@ -142,7 +157,7 @@ def _architecture(prepared: Prepared) -> tuple[str, str, str | None]:
             return image.platform.os, image.platform.architecture, image.platform.variant
     plan = prepared.full_plan
     for root in plan.roots:
-        info = plan.parsed.get(plan.aliases.get(root, root))
+        info = prepared.parsed.get(plan.aliases.get(root, root))
         arch = arch_of(info) if info else None
         if arch is not None:
             return "linux", arch.name, "v7" if arch.name == "arm" else None

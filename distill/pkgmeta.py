@@ -9,13 +9,10 @@ packages' records. Trivy, Grype and Syft read both. `/etc/os-release` comes from
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from distill.packages import PackageDb
-from distill.plan import Entry, EntryKind, Reason
-
-if TYPE_CHECKING:
-    from distill.planner import Planner
+from distill.builder import PlanBuilder, PlanContext
+from distill.packages import DbKind, PackageDb
+from distill.plan import Entry, EntryKind, Reason, ReasonKind
+from distill.specs import Switch
 
 __all__ = ["add_package_metadata", "contributions"]
 
@@ -32,37 +29,33 @@ def contributions(db: PackageDb, entries: dict[str, Entry]) -> dict[str, list[st
     return {name: sorted(found) for name, found in sorted(out.items())}
 
 
-def add_package_metadata(planner: Planner) -> None:
+def add_package_metadata(builder: PlanBuilder, context: PlanContext) -> None:
     """Write the records of every contributing package (`system.package-metadata`)."""
-    mode = planner.profile.system.package_metadata
-    if mode == "no":
+    mode = context.profile.system.package_metadata
+    if mode is Switch.NO:
         return
-    db = planner.package_db()
+    db = context.package_db()
     if db is None:
-        if mode == "yes":
-            planner.issues.append("system.package-metadata: the source has no dpkg or apk database")
+        if mode is Switch.YES:
+            builder.issue("system.package-metadata: the source has no dpkg or apk database")
         return
-    shipped = contributions(db, planner.plan.entries)
-    planner.plan.packages = {name: tuple(found) for name, found in shipped.items()}
+    shipped = contributions(db, builder.plan.entries)
+    builder.plan.packages = {name: tuple(found) for name, found in shipped.items()}
     if not shipped:
         return
-    reason = Reason("system", "system.package-metadata: scanners read it")
-    if db.kind == "apk":
+    reason = Reason(ReasonKind.SYSTEM, "system.package-metadata: scanners read it")
+    if db.kind is DbKind.APK:
         records = "\n\n".join(db.packages[name].record for name in shipped) + "\n\n"
-        _generated(planner, "/lib/apk/db/installed", records.encode(), reason)
+        builder.generate("/lib/apk/db/installed", records.encode(), reason)
         return
     for name, found in shipped.items():
         package = db.packages[name]
-        _generated(planner, f"{STATUS_D}/{name}", (package.record + "\n").encode(), reason)
+        builder.generate(f"{STATUS_D}/{name}", (package.record + "\n").encode(), reason)
         kept = set(found)
         lines = [f"{digest}  {path.lstrip('/')}\n" for digest, path in db.md5sums(name) if db.canonical(path) in kept]
         if lines:
-            _generated(planner, f"{STATUS_D}/{name}.md5sums", "".join(lines).encode(), reason)
+            builder.generate(f"{STATUS_D}/{name}.md5sums", "".join(lines).encode(), reason)
         copyright_file = f"/usr/share/doc/{name}/copyright"
-        if planner.view.stat(copyright_file) is not None:
-            planner.ship(copyright_file, Reason("system", f"system.package-metadata: licence of {name}"))
+        if context.view.stat(copyright_file) is not None:
+            builder.ship(copyright_file, Reason(ReasonKind.SYSTEM, f"system.package-metadata: licence of {name}"))
 
-
-def _generated(planner: Planner, path: str, data: bytes, reason: Reason) -> None:
-    target = planner.rebase(path, follow=False)
-    planner.add(Entry(target, EntryKind.FILE, 0o644, size=len(data), data=data), reason)

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from distill import paths
-from distill.elf import ElfInfo
 from distill.loader import Closure
 from distill.view import Node, NodeType, View
 
-__all__ = ["EntryKind", "Reason", "Entry", "Plan", "PlanView"]
+__all__ = ["EntryKind", "ReasonKind", "Reason", "Entry", "Plan", "PlanView"]
 
 
 class EntryKind(enum.Enum):
@@ -27,16 +26,26 @@ class EntryKind(enum.Enum):
     HARDLINK = "hardlink"
 
 
+class ReasonKind(enum.StrEnum):
+    """Why an entry is in the plan (the `kind` of its reasons in `explain` and `--json`)."""
+
+    ROOT = "root"  # a profile binary
+    NEEDED = "needed"  # DT_NEEDED or PT_INTERP of `via`
+    SHEBANG = "shebang"  # the #! interpreter of `via`, or what its `env` finds on PATH
+    PROFILE = "profile"  # a `paths:` rule
+    PACKAGE = "package"  # a file of a `packages:` package
+    RUNTIME = "runtime"  # loaded at run time, collected by a `runtime:` setting
+    SYSTEM = "system"  # a system file (`system:` settings, package records)
+    LINK = "link"  # a symlink on the way to `via`
+    TARGET = "target"  # what the shipped symlink `via` points to
+    PARENT = "parent"  # a directory holding `via`
+
+
 @dataclass(frozen=True)
 class Reason:
-    """Why an entry is in the plan.
+    """Why an entry is in the plan: its kind, a detail, and the path it came by."""
 
-    kind: root (a profile binary), needed (DT_NEEDED or PT_INTERP of `via`), shebang, profile
-    (a paths rule), link (a symlink on the way to `via`), target (what symlink `via` points
-    to), system (a system file), parent (holds `via`), elf (a shipped ELF's own closure root).
-    """
-
-    kind: str
+    kind: ReasonKind
     detail: str
     via: str | None = None
     rule: str | None = None  # for `needed`: the loader rule, e.g. "ld.so.conf: /etc/ld.so.conf.d/x86_64-linux-gnu.conf"
@@ -81,9 +90,7 @@ class Plan:
     excluded: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)  # a path as rules and loaders spell it -> canonical path
-    parsed: dict[str, ElfInfo] = field(default_factory=dict)  # source ELF files already parsed, by canonical path
     packages: dict[str, tuple[str, ...]] = field(default_factory=dict)  # package -> shipped paths it owns
-    library_path: tuple[str, ...] = ()  # the image's LD_LIBRARY_PATH, which the checks must use too
 
     def entry_for(self, path: str) -> Entry | None:
         """The entry a path names, by its canonical path or by a spelling through symlinks."""

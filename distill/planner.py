@@ -1,27 +1,29 @@
 """Apply a profile and the loader model to a source view; produce the plan. Writes nothing.
 
-Order: accounts the profile names, binaries (roots), whole packages, `paths` rules, the closures
-of the roots and of every other shipped ELF, runtime-loaded files (and their closures), system
-files, package records, parent directories, passwd/group (which depend on the owners of
-everything else), hard links, and times. Problems with what the profile asks of this source are
-collected and raised together as one ProfileError.
+The steps run in the order `Planner.steps` lists them: accounts the profile names, binaries
+(roots), whole packages, `paths` rules, the closures of the roots and of every other shipped
+ELF, runtime-loaded files (and their closures), system files, package records, parent
+directories, passwd/group (which depend on the owners of everything else), hard links, and
+times. Every entry goes in through a `PlanBuilder`; problems with what the profile asks of this
+source are collected and raised together as one ProfileError.
 """
 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from dataclasses import replace
 
-from distill import paths
+from distill import paths, pkgmeta, runtime, system
 from distill.accounts import AccountDb, parse_group, parse_passwd
+from distill.builder import PlanBuilder, PlanContext, entry_from_node
 from distill.elf import is_elf
-from distill.errors import ElfError, PlanError, ProfileError, SourceError
-from distill.loader import Loader
-from distill.packages import PackageDb, open_package_db
-from distill.plan import Entry, EntryKind, Plan, Reason
+from distill.errors import ElfError, SourceError
+from distill.loader import Loader, LoaderEnv, Rule
+from distill.plan import Entry, EntryKind, Plan, Reason, ReasonKind
 from distill.profile import Profile
-from distill.specs import PathSpec
-from distill.view import Node, NodeType, View
+from distill.specs import PathKind, PathSpec
+from distill.view import View
 
 __all__ = ["Planner", "make_plan", "DEFAULT_PATH", "PACKAGE_EXCLUDES"]
 
@@ -31,184 +33,97 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PACKAGE_EXCLUDES = ("/usr/share/doc/**", "/usr/share/man/**", "/usr/share/info/**", "/usr/share/lintian/**")
 _SHEBANG_LIMIT = 256  # the kernel reads at most this much of a #! line
 _MAX_SHEBANG_DEPTH = 4
-_RUNTIME_PROVIDED = ("/dev/", "/proc/", "/sys/")
 
 
-def make_plan(view: View, profile: Profile, *, epoch: int | None = None, library_path: tuple[str, ...] = ()) -> Plan:
-    """The plan for `profile` on `view`; `epoch` is SOURCE_DATE_EPOCH when set; `library_path` the image's LD_LIBRARY_PATH."""
-    return Planner(view, profile, epoch, library_path).run()
+def make_plan(view: View, profile: Profile, env: LoaderEnv | None = None, *, epoch: int | None = None) -> Plan:
+    """The plan for `profile` on `view`; `env` the process environment the loader sees; `epoch` SOURCE_DATE_EPOCH."""
+    return Planner(view, profile, env, epoch).run()
 
 
 class Planner:
-    """One planning run. System files are added by `distill.system` through `ship`/`add`."""
+    """One planning run: the profile's own rules and the closures; collectors add the rest."""
 
-    def __init__(self, view: View, profile: Profile, epoch: int | None = None, library_path: tuple[str, ...] = ()) -> None:
+    def __init__(self, view: View, profile: Profile, env: LoaderEnv | None = None, epoch: int | None = None) -> None:
         self.view = view
         self.profile = profile
         self.epoch = epoch
-        self.library_path = library_path
-        self.loader = Loader(view, cwd=profile.image.workdir or "/", library_path=library_path)
-        self.plan = Plan(source=view.name, profile=profile.name)
-        self.issues: list[str] = []
-        self.accounts = AccountDb(parse_passwd(self._text("/etc/passwd")), parse_group(self._text("/etc/group")))
-        self.users: set[str] = {"root"}
-        self.groups: set[str] = {"root"}
+        self.loader = Loader(view, env or LoaderEnv(cwd=profile.image.workdir or "/"))
+        self.builder = PlanBuilder(view, Plan(source=view.name, profile=profile.name), profile.exclude)
+        self.plan = self.builder.plan
+        self.context = PlanContext(view, profile, self.loader, AccountDb(parse_passwd(_text(view, "/etc/passwd")),
+                                                                         parse_group(_text(view, "/etc/group"))))
         self._covered: set[str] = set()  # canonical paths loaded as part of some closure
         self._not_elf: set[str] = set()  # shipped files already found not to be ELF
         self._roots: list[tuple[str, str]] = []
-        self._package_db: PackageDb | None | bool = False  # False: not read yet
 
-    def run(self) -> Plan:
-        from distill import pkgmeta, runtime, system  # these add entries through the planner's helpers
-
-        self._profile_accounts()
-        self._binaries()
-        self._packages()
-        self._paths()
-        self.raise_issues()
-        for path, origin in self._roots:
-            self._root(path, origin, explicit=True)
-        self._shipped_elves()
-        runtime.add_runtime_files(self)
-        self._shipped_elves()
-        system.add_system_files(self)
-        pkgmeta.add_package_metadata(self)
-        self.raise_issues()
-        self._parents()
-        system.add_account_files(self)
-        self._parents()
-        self._hardlinks()
-        self._times()
-        self.plan.parsed = self.loader.parsed()
-        self.plan.library_path = self.library_path
-        return self.plan
-
-    # -- helpers ---------------------------------------------------------------------------
-
-    def _text(self, path: str) -> str:
-        try:
-            return self.view.read_bytes(path, 1 << 22).decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
-
-    def raise_issues(self) -> None:
-        if self.issues:
-            raise ProfileError(self.issues[0], issues=self.issues)
-
-    def package_db(self) -> PackageDb | None:
-        """The source's dpkg or apk database (read once, on first use)."""
-        if self._package_db is False:
-            self._package_db = open_package_db(self.view)
-        return self._package_db  # type: ignore[return-value]
-
-    def excluded(self, path: str) -> bool:
-        return any(paths.glob_match(pattern, path) for pattern in self.profile.exclude)
-
-    def add(self, entry: Entry, reason: Reason) -> Entry:
-        """Put `entry` in the plan, merging with an entry already at its path when compatible."""
-        existing = self.plan.entries.get(entry.path)
-        if existing is None:
-            entry.reasons.append(reason)
-            self.plan.entries[entry.path] = entry
-            return entry
-        if existing.same_object(entry) or existing.kind is entry.kind is EntryKind.DIR:
-            if entry.explicit and not existing.explicit:
-                entry.reasons = existing.reasons
-                self.plan.entries[entry.path] = entry
-                existing = entry
-            existing.reasons.append(reason)
-            return existing
-        if existing.explicit != entry.explicit:  # a profile rule beats a default or a dependency
-            winner = existing if existing.explicit else entry
-            winner.reasons = [*existing.reasons, reason] if winner is entry else winner.reasons
-            self.plan.entries[entry.path] = winner
-            return winner
-        first = existing.reasons[0].describe() if existing.reasons else "an earlier rule"
-        raise PlanError(
-            f"{entry.path}: {first} ships a {existing.kind.value} but {reason.describe()} ships a different "
-            f"{entry.kind.value}; exclude one or give the path one rule"
+    def steps(self) -> tuple[Callable[[], None], ...]:
+        """The planning steps, in the order they run."""
+        builder, context = self.builder, self.context
+        return (
+            self._profile_accounts,
+            self._binaries,
+            self._packages,
+            self._paths,
+            builder.raise_issues,
+            self._root_closures,
+            self._shipped_elves,
+            lambda: runtime.add_runtime_files(builder, context),
+            self._shipped_elves,
+            lambda: system.add_system_files(builder, context),
+            lambda: pkgmeta.add_package_metadata(builder, context),
+            builder.raise_issues,
+            self._parents,
+            lambda: system.add_account_files(builder, context),
+            self._parents,
+            self._hardlinks,
+            self._times,
         )
 
-    def ship(self, path: str, reason: Reason, *, follow: bool = True, explicit: bool = False, mode: int | None = None,
-             owner: tuple[int, int] | None = None) -> Entry | None:
-        """Ship what `path` names in the source, with every symlink on the way to it."""
-        if self.excluded(path):
-            self.plan.excluded.append(path)
-            return None
-        found = self.view.resolve(path, follow=follow)
-        if found.error:
-            raise SourceError(f"{self.view.name}: {path}: {found.error}")
-        for link in found.links:
-            self.add(self._from_node(link), Reason("link", "symlink on the way", via=path))
-        if found.node is None:
-            return None
-        self.plan.aliases[path] = found.path
-        if found.path != paths.clean(path) and self.excluded(found.path):
-            self.plan.excluded.append(found.path)
-            return None
-        if any(part.startswith(".wh.") for part in paths.split(found.path)):
-            self.plan.warnings.append(f"{path}: not shipped: a name starting with .wh. would act as a whiteout in a layer")
-            return None
-        if found.node.type not in (NodeType.FILE, NodeType.DIR, NodeType.SYMLINK):
-            self.plan.warnings.append(f"{path}: not shipped: a {found.node.type.value} (the runtime provides device nodes)")
-            return None
-        entry = self._from_node(found.node, explicit=explicit, mode=mode, owner=owner)
-        return self.add(entry, reason)
-
-    def _from_node(self, node: Node, *, explicit: bool = False, mode: int | None = None, owner: tuple[int, int] | None = None) -> Entry:
-        kind = {NodeType.FILE: EntryKind.FILE, NodeType.DIR: EntryKind.DIR, NodeType.SYMLINK: EntryKind.SYMLINK}[node.type]
-        if mode is None:
-            mode = node.mode & ~0o6000 if kind is EntryKind.FILE else node.mode  # setuid/setgid only on request
-        uid, gid = owner if owner else (node.uid, node.gid)
-        return Entry(node.path, kind, mode, uid, gid, node.mtime, node.size, source=node.path if kind is EntryKind.FILE else None,
-                     target=node.target, explicit=explicit)
-
-    def rebase(self, path: str, *, follow: bool) -> str:
-        """Canonical location for a generated entry at `path`, shipping the source's symlinks on the way."""
-        found = self.view.resolve(path, follow=follow)
-        if found.error:
-            raise SourceError(f"{self.view.name}: {path}: {found.error}")
-        for link in found.links:
-            self.add(self._from_node(link), Reason("link", "symlink on the way", via=path))
-        return found.path
+    def run(self) -> Plan:
+        for step in self.steps():
+            step()
+        return self.plan
 
     # -- profile rules ---------------------------------------------------------------------
 
     def _profile_accounts(self) -> None:
+        accounts = self.context.accounts
+        users, groups = {"root"}, {"root"}
         for spec, origin in self.profile.groups:
             if spec.gid is not None:
-                self.accounts.add_group(spec.name, spec.gid, spec.members)
-            elif self.accounts.group(spec.name) is None:
+                accounts.add_group(spec.name, spec.gid, spec.members)
+            elif accounts.group(spec.name) is None:
                 if not spec.optional:
-                    self.issues.append(f"{origin}: group {spec.name!r} is not in the source's /etc/group; "
+                    self.builder.issue(f"{origin}: group {spec.name!r} is not in the source's /etc/group; "
                                        f"give {{name, gid}} to create it, or mark it optional")
                 continue
-            self.groups.add(spec.name)
+            groups.add(spec.name)
         for user, origin in self.profile.users:
             if user.uid is not None and user.gid is not None:
-                if self.accounts.group(user.gid) is None:
-                    self.accounts.add_group(user.name, user.gid, ())
-                self.accounts.add_user(user.name, user.uid, user.gid, user.home, user.shell)
-            elif self.accounts.user(user.name) is None:
+                if accounts.group(user.gid) is None:
+                    accounts.add_group(user.name, user.gid, ())
+                accounts.add_user(user.name, user.uid, user.gid, user.home, user.shell)
+            elif accounts.user(user.name) is None:
                 if not user.optional:
-                    self.issues.append(f"{origin}: user {user.name!r} is not in the source's /etc/passwd; "
+                    self.builder.issue(f"{origin}: user {user.name!r} is not in the source's /etc/passwd; "
                                        f"give {{name, uid, gid, home, shell}} to create it, or mark it optional")
                 continue
-            self.users.add(user.name)
+            users.add(user.name)
+        self.context.users, self.context.groups = frozenset(users), frozenset(groups)
 
     def _owner(self, spec: PathSpec, origin: str) -> tuple[int, int] | None:
         if spec.owner is None:
             return None
-        owner = self.accounts.owner(spec.owner)
+        owner = self.context.accounts.owner(spec.owner)
         if owner is None:
-            self.issues.append(f"{origin}.owner: {spec.owner!r} is not an account of the source or the profile; add it under accounts")
+            self.builder.issue(f"{origin}.owner: {spec.owner!r} is not an account of the source or the profile; add it under accounts")
         return owner
 
     def _binaries(self) -> None:
         for spec, origin in self.profile.binaries:
             matches = self.view.glob(spec.path)
             if not matches and not spec.optional:
-                self.issues.append(f"{origin}: {spec.path} not found in {self.view.name}; check the path or mark it optional")
+                self.builder.issue(f"{origin}: {spec.path} not found in {self.view.name}; check the path or mark it optional")
             for match in matches:
                 found = self.view.resolve(match)
                 if found.error:
@@ -216,88 +131,85 @@ class Planner:
                 node = found.node
                 if node is None or not node.is_file:
                     if not spec.optional:
-                        self.issues.append(f"{origin}: {match} is not a regular file (or a link to one)")
+                        self.builder.issue(f"{origin}: {match} is not a regular file (or a link to one)")
                     continue
-                if self.ship(match, Reason("root", origin), explicit=True, mode=spec.mode):
+                if self.builder.ship(match, Reason(ReasonKind.ROOT, origin), explicit=True, mode=spec.mode):
                     self._roots.append((match, origin))
 
     def _packages(self) -> None:
         if not self.profile.packages:
             return
-        db = self.package_db()
+        db = self.context.package_db()
         if db is None:
-            self.issues.append(f"packages: {self.view.name} has no dpkg or apk database to take packages from")
+            self.builder.issue(f"packages: {self.view.name} has no dpkg or apk database to take packages from")
             return
         for spec, origin in self.profile.packages:
             if db.get(spec.name) is None:
                 if not spec.optional:
-                    self.issues.append(f"{origin}: package {spec.name!r} is not installed in {self.view.name}; "
+                    self.builder.issue(f"{origin}: package {spec.name!r} is not installed in {self.view.name}; "
                                        "check the name or mark it optional")
                 continue
-            reason = Reason("package", f"{origin}: {spec.name}")
+            reason = Reason(ReasonKind.PACKAGE, f"{origin}: {spec.name}")
             for listed in db.files(spec.name):
                 if any(paths.glob_match(pattern, listed) for pattern in PACKAGE_EXCLUDES):
                     continue
                 node = self.view.resolve(listed, follow=False).node
                 if node is None or node.is_dir:
                     continue  # directories ship as parents of what they hold
-                entry = self.ship(listed, reason, follow=False)
+                entry = self.builder.ship(listed, reason, follow=False)
                 if entry is not None and entry.kind is EntryKind.SYMLINK:
-                    self._link_target(listed)
+                    self.builder.ship_link_target(listed)
 
     def _paths(self) -> None:
         for spec, origin in self.profile.paths:
             owner = self._owner(spec, origin)
-            if spec.kind == "source":
+            if spec.kind is PathKind.SOURCE:
                 self._copy_rule(spec, origin, owner)
                 continue
-            follow = spec.kind == "make"
-            target = self.rebase(spec.path, follow=follow)
+            follow = spec.kind is PathKind.MAKE
+            target = self.builder.rebase(spec.path, follow=follow)
             uid, gid = owner or (0, 0)
-            reason = Reason("profile", origin)
-            if spec.kind == "make":
-                self.add(Entry(target, EntryKind.DIR, spec.mode if spec.mode is not None else 0o755, uid, gid, explicit=True), reason)
-            elif spec.kind == "symlink":
-                self.add(Entry(target, EntryKind.SYMLINK, 0o777, uid, gid, target=spec.value, explicit=True), reason)
-            elif spec.kind == "text":
+            reason = Reason(ReasonKind.PROFILE, origin)
+            if spec.kind is PathKind.MAKE:
+                mode = spec.mode if spec.mode is not None else 0o755
+                self.builder.add(Entry(target, EntryKind.DIR, mode, uid, gid, explicit=True), reason)
+            elif spec.kind is PathKind.SYMLINK:
+                self.builder.add(Entry(target, EntryKind.SYMLINK, 0o777, uid, gid, target=spec.value, explicit=True), reason)
+            elif spec.kind is PathKind.TEXT:
                 data = (spec.value or "").encode()
-                self.add(Entry(target, EntryKind.FILE, spec.mode if spec.mode is not None else 0o644, uid, gid, size=len(data),
-                               data=data, explicit=True), reason)
+                mode = spec.mode if spec.mode is not None else 0o644
+                self.builder.add(Entry(target, EntryKind.FILE, mode, uid, gid, size=len(data), data=data, explicit=True), reason)
             else:
                 self._copy_from(spec, origin, target, owner)
 
     def _copy_rule(self, spec: PathSpec, origin: str, owner: tuple[int, int] | None) -> None:
         matches = self.view.glob(spec.path)
         if not matches and not spec.optional:
-            self.issues.append(f"{origin}: {spec.path} not found in {self.view.name}; check the path or mark it optional")
+            self.builder.issue(f"{origin}: {spec.path} not found in {self.view.name}; check the path or mark it optional")
         for match in matches:
-            entry = self.ship(match, Reason("profile", origin), follow=False, explicit=True, mode=spec.mode, owner=owner)
+            entry = self.builder.ship(match, Reason(ReasonKind.PROFILE, origin), follow=False, explicit=True, mode=spec.mode, owner=owner)
             if entry is not None and entry.kind is EntryKind.SYMLINK:
-                self._link_target(match)
-
-    def _link_target(self, link: str) -> None:
-        """Ship what a copied symlink points to, so it does not dangle."""
-        found = self.view.resolve(link)
-        if found.node is not None:
-            self.ship(link, Reason("target", "target of a shipped symlink", via=link))
-        elif not found.path.startswith(_RUNTIME_PROVIDED):
-            self.plan.warnings.append(f"{link}: symlink points to {found.path}, which the source does not have")
+                self.builder.ship_link_target(match)
 
     def _copy_from(self, spec: PathSpec, origin: str, target: str, owner: tuple[int, int] | None) -> None:
         found = self.view.resolve(spec.value or "")
         if found.node is None or not found.node.is_file:
             if not spec.optional:
-                self.issues.append(f"{origin}.copy: {spec.value} is not a file in {self.view.name}")
+                self.builder.issue(f"{origin}.copy: {spec.value} is not a file in {self.view.name}")
             return
-        entry = replace(self._from_node(found.node, explicit=True, mode=spec.mode, owner=owner), path=target)
-        self.add(entry, Reason("profile", f"{origin} (copy of {spec.value})"))
+        entry = replace(entry_from_node(found.node, explicit=True, mode=spec.mode, owner=owner), path=target)
+        self.builder.add(entry, Reason(ReasonKind.PROFILE, f"{origin} (copy of {spec.value})"))
 
     # -- closures ----------------------------------------------------------------------------
+
+    def _root_closures(self) -> None:
+        for path, origin in self._roots:
+            self._root(path, origin, explicit=True)
 
     def _root(self, path: str, origin: str, *, explicit: bool, depth: int = 0) -> None:
         found = self.view.resolve(path)
         if found.node is None or not found.node.is_file:
-            self.issues.append(f"{origin}: {path} is not a regular file in {self.view.name}")
+            self.builder.issue(f"{origin}: {path} is not a regular file in {self.view.name}")
             return
         with self.view.open(found.path) as stream:
             head = stream.read(_SHEBANG_LIMIT)
@@ -306,7 +218,7 @@ class Planner:
         elif head.startswith(b"#!") and depth < _MAX_SHEBANG_DEPTH:
             self._script_root(path, head, origin, depth)
         elif explicit:
-            self.issues.append(f"{origin}: {path} is neither an ELF file nor a #! script; list it under paths instead")
+            self.builder.issue(f"{origin}: {path} is neither an ELF file nor a #! script; list it under paths instead")
 
     def _elf_root(self, path: str, canonical: str, origin: str, *, explicit: bool) -> None:
         try:
@@ -314,7 +226,7 @@ class Planner:
         except ElfError as exc:
             if explicit:
                 raise
-            self.plan.warnings.append(f"{exc.message}; shipped as data, without a closure")
+            self.builder.warn(f"{exc.message}; shipped as data, without a closure")
             return
         self.plan.roots.append(path)
         self.plan.closures.append(closure)
@@ -323,19 +235,19 @@ class Planner:
             if link.path is None:
                 continue
             self._covered.add(self.view.resolve(link.path).path)
-            if link.rule == "already loaded" and self.plan.entry_for(link.path) is not None:
+            if link.rule is Rule.ALREADY_LOADED and self.plan.entry_for(link.path) is not None:
                 continue
-            self.ship(link.path, Reason("needed", link.name, via=link.requester, rule=link.describe()))
+            self.builder.ship(link.path, Reason(ReasonKind.NEEDED, link.name, via=link.requester, rule=link.describe()))
 
     def _script_root(self, path: str, head: bytes, origin: str, depth: int) -> None:
         line = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").strip()
         interpreter, _, argument = line.partition(" ")
         if not interpreter.startswith("/"):
-            self.issues.append(f"{origin}: {path}: #! line names no absolute interpreter")
+            self.builder.issue(f"{origin}: {path}: #! line names no absolute interpreter")
             return
-        reason = Reason("shebang", f"#! interpreter of {path}", via=path)
-        if self.ship(interpreter, reason) is None:
-            self.issues.append(f"{origin}: {path}: interpreter {interpreter} not found in {self.view.name}")
+        reason = Reason(ReasonKind.SHEBANG, f"#! interpreter of {path}", via=path)
+        if self.builder.ship(interpreter, reason) is None:
+            self.builder.issue(f"{origin}: {path}: interpreter {interpreter} not found in {self.view.name}")
             return
         self._root(interpreter, origin, explicit=True, depth=depth + 1)
         if paths.split(interpreter)[-1] == "env" and argument:
@@ -343,8 +255,8 @@ class Planner:
             if words and "/" not in words[0]:
                 program = self._which(words[0])
                 if program is None:
-                    self.issues.append(f"{origin}: {path}: `env {words[0]}` finds no {words[0]} on PATH in {self.view.name}")
-                elif self.ship(program, Reason("shebang", f"`env {words[0]}` of {path} (PATH)", via=path)):
+                    self.builder.issue(f"{origin}: {path}: `env {words[0]}` finds no {words[0]} on PATH in {self.view.name}")
+                elif self.builder.ship(program, Reason(ReasonKind.SHEBANG, f"`env {words[0]}` of {path} (PATH)", via=path)):
                     self._root(program, origin, explicit=True, depth=depth + 1)
 
     def _which(self, name: str) -> str | None:
@@ -377,10 +289,10 @@ class Planner:
                     continue
                 node = self.view.lstat(ancestor)
                 if node is not None and node.is_dir:
-                    entry = self._from_node(node)
+                    entry = entry_from_node(node)
                 else:
                     entry = Entry(ancestor, EntryKind.DIR, 0o755)
-                self.add(entry, Reason("parent", "parent directory", via=path))
+                self.builder.add(entry, Reason(ReasonKind.PARENT, "parent directory", via=path))
 
     def _hardlinks(self) -> None:
         """Files that are one inode in the source stay one inode in the output."""
@@ -404,3 +316,10 @@ class Planner:
                 entry.mtime = default
             elif self.epoch is not None:
                 entry.mtime = min(entry.mtime, self.epoch)
+
+
+def _text(view: View, path: str) -> str:
+    try:
+        return view.read_bytes(path, 1 << 22).decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""

@@ -16,7 +16,7 @@ from typing import Any
 
 from distill.errors import ProfileError
 from distill.schema import MAX_PROFILE_BYTES, SCHEMA, Settings, validate_document
-from distill.specs import BinarySpec, GroupSpec, PackageSpec, PathSpec, UserSpec
+from distill.specs import BinarySpec, DlopenPriority, GroupSpec, PackageSpec, PathSpec, Switch, UserSpec
 from distill.yamlsafe import parse_yaml
 
 __all__ = ["Profile", "SystemConfig", "RuntimeConfig", "ImageConfig", "builtin_dir", "builtin_profiles", "load_profile", "adhoc_layer"]
@@ -29,22 +29,22 @@ class SystemConfig:
     tmp: bool = True
     run: bool = True
     timezone: str | None = "UTC"
-    ca_certificates: str = "auto"  # auto | yes | no
+    ca_certificates: Switch = Switch.AUTO
     os_release: bool = True
-    package_metadata: str = "auto"  # auto | yes | no
+    package_metadata: Switch = Switch.AUTO
 
 
 @dataclass(frozen=True)
 class RuntimeConfig:
     """Files programs load at run time, which no ELF header names (see docs/profiles.md)."""
 
-    nss: str = "no"  # auto | yes | no
+    nss: Switch = Switch.NO
     gconv: tuple[str, ...] = ()  # charsets, or ("*",) for all
     openssl: bool = False
-    libgcc_s: str = "no"  # auto | yes | no
+    libgcc_s: Switch = Switch.NO
     locales: tuple[str, ...] = ()
     tzdata: tuple[str, ...] = ()  # zones, or ("*",) for all
-    dlopen_notes: str = "no"  # required | recommended | suggested | no
+    dlopen_notes: DlopenPriority = DlopenPriority.NO
 
 
 @dataclass(frozen=True)
@@ -222,10 +222,10 @@ def _freeze(name: str, description: str, files: tuple[str, ...], settings: Setti
         return [key[2] for key in settings if key[:2] == (head, sub) and len(key) == 3]
 
     system = SystemConfig(**{key[1].replace("-", "_"): value for key, (value, _) in settings.items() if key[0] == "system"})
-    runtime = RuntimeConfig(
-        **{key[1].replace("-", "_"): value for key, (value, _) in settings.items() if key[0] == "runtime" and len(key) == 2},
-        **{name: tuple(sorted(keyed("runtime", name))) for name in ("gconv", "locales", "tzdata")},
-    )
+    runtime_settings: dict[str, Any] = {
+        key[1].replace("-", "_"): value for key, (value, _) in settings.items() if key[0] == "runtime" and len(key) == 2}
+    runtime_lists: dict[str, Any] = {name: tuple(sorted(keyed("runtime", name))) for name in ("gconv", "locales", "tzdata")}
+    runtime = RuntimeConfig(**runtime_settings, **runtime_lists)
     image = ImageConfig(
         entrypoint=scalar("image", "entrypoint"),
         cmd=scalar("image", "cmd"),

@@ -1,14 +1,7 @@
 """Parse `--from`, `--base` and `--out` references in the transport syntax of skopeo and podman.
 
-    docker://REF, or a bare REF       a registry image (normalised as Docker does)
-    oci:DIR[:REF]                     an OCI image layout directory
-    oci-archive:FILE[:REF]            a tar of an OCI image layout
-    docker-archive:FILE[:REF|@N]      `docker save` / `podman save` output (legacy or OCI-dual)
-    docker-daemon:REF                 an image in a Docker-API daemon (docker, podman system service)
-    rootfs:DIR                        a root filesystem directory (source and destination)
-    layer:FILE.tar[.gz]               one layer tarball (destination only)
-
-A bare source starting with `/`, `./` or `../` is a directory; any other bare source is an
+The transports and their syntax are listed in `distill.transports`. A bare source starting with
+`/`, `./` or `../` is a directory; any other bare source is an
 image reference, so a directory named `nginx` never shadows the `nginx` image.
 """
 
@@ -16,15 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from distill import transports
 from distill.errors import UsageError
 from distill.reference import ImageReference, ReferenceError, parse_reference
+from distill.transports import UNSUPPORTED, destination_names, source_names
 
-__all__ = ["Ref", "parse_source", "parse_destination", "IMAGE_TRANSPORTS"]
-
-IMAGE_TRANSPORTS = ("docker", "oci", "oci-archive", "docker-archive", "docker-daemon")
-_SOURCE_TRANSPORTS = (*IMAGE_TRANSPORTS, "rootfs")
-_DESTINATION_TRANSPORTS = (*IMAGE_TRANSPORTS, "rootfs", "layer")
-_UNSUPPORTED = ("containers-storage", "dir", "registry", "ostree", "sif", "tarball")
+__all__ = ["Ref", "parse_source", "parse_destination"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +29,7 @@ class Ref:
 
     @property
     def is_image(self) -> bool:
-        return self.transport in IMAGE_TRANSPORTS
+        return transports.transport(self.transport).image
 
     def __str__(self) -> str:
         if self.transport == "docker" and self.image is not None:
@@ -59,9 +49,9 @@ def _image(text: str, flag: str) -> ImageReference:
 
 def _parse(text: str, flag: str, allowed: tuple[str, ...]) -> Ref:
     transport, sep, rest = text.partition(":")
-    if not sep or transport not in (*_DESTINATION_TRANSPORTS, *_UNSUPPORTED):
+    if not sep or transport not in (*source_names(), *destination_names(), *UNSUPPORTED):
         return Ref("")  # bare
-    if transport in _UNSUPPORTED:
+    if transport in UNSUPPORTED:
         raise UsageError(f"{flag} {text}: the {transport}: transport is not supported; copy the image with "
                          f"`skopeo copy {text} oci:DIR:TAG` and use oci:DIR:TAG")
     if transport not in allowed:
@@ -78,7 +68,7 @@ def _parse(text: str, flag: str, allowed: tuple[str, ...]) -> Ref:
         return Ref("docker-daemon", name=str(image), image=image)
     if not rest:
         raise UsageError(f"{flag} {text}: give a path after {transport}:")
-    if transport in ("rootfs", "layer"):
+    if not transports.transport(transport).image:
         return Ref(transport, rest)
     path, _, name = rest.partition(":")
     if transport == "docker-archive" and "@" in path and not name:
@@ -95,7 +85,7 @@ def parse_source(text: str, flag: str = "--from") -> Ref:
     """A `--from` or `--base` reference; a bare path must start with `/`, `./` or `../`."""
     if text.startswith(("/", "./", "../")):
         return Ref("rootfs", text)
-    ref = _parse(text, flag, _SOURCE_TRANSPORTS)
+    ref = _parse(text, flag, source_names())
     if ref.transport:
         return ref
     image = _image(text, flag)
@@ -104,7 +94,7 @@ def parse_source(text: str, flag: str = "--from") -> Ref:
 
 def parse_destination(text: str) -> Ref:
     """An `--out` reference; the transport is always explicit."""
-    ref = _parse(text, "--out", _DESTINATION_TRANSPORTS)
+    ref = _parse(text, "--out", destination_names())
     if not ref.transport:
         raise UsageError(f"--out {text}: name a transport, e.g. rootfs:DIR, layer:FILE.tar, oci:DIR:TAG or docker://REF")
     if ref.transport == "layer" and not ref.path.endswith((".tar", ".tar.gz", ".tgz")):

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from distill import __version__
-from distill.loader import Closure, Link
-from distill.plan import Entry, EntryKind, Plan
+from distill.checks import Finding
+from distill.loader import Closure, Link, Rule
+from distill.plan import Entry, EntryKind, Plan, ReasonKind
 from distill.view import View
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def _closure_lines(closure: Closure, root_reason: str) -> Iterator[str]:
             last = index == len(links) - 1
             branch, indent = ("└── ", "    ") if last else ("├── ", "│   ")
             yield f"{prefix}{branch}{link.path or 'NOT FOUND'}  {link.name} <- {link.requester} ({link.describe()})"
-            if link.path and link.path not in expanded and link.rule != "already loaded":
+            if link.path and link.path not in expanded and link.rule is not Rule.ALREADY_LOADED:
                 expanded.add(link.path)
                 yield from walk(link.path, prefix + indent)
 
@@ -64,12 +65,12 @@ def explain_tree(plan: Plan, *, verbose: bool = False) -> str:
     structure: list[str] = []
     for entry in plan.ordered():
         first = entry.reasons[0] if entry.reasons else None
-        if first is None or first.kind in ("root", "needed"):
+        if first is None or first.kind in (ReasonKind.ROOT, ReasonKind.NEEDED):
             continue
-        if first.kind in ("link", "parent"):
+        if first.kind in (ReasonKind.LINK, ReasonKind.PARENT):
             structure.append(f"  {entry.path}  ({first.describe()})")
         else:
-            groups.setdefault(first.describe() if first.kind != "profile" else first.detail, []).append(_label(entry))
+            groups.setdefault(first.describe() if first.kind is not ReasonKind.PROFILE else first.detail, []).append(_label(entry))
     for heading, members in groups.items():
         lines.append(heading)
         lines.extend(f"  {member}" for member in members)
@@ -83,7 +84,7 @@ def explain_tree(plan: Plan, *, verbose: bool = False) -> str:
 def _root_reason(plan: Plan, root: str) -> str:
     entry = plan.entry_for(root)
     reasons = entry.reasons if entry else []
-    chosen = next((r for r in reasons if r.kind == "root"), reasons[0] if reasons else None)
+    chosen = next((r for r in reasons if r.kind is ReasonKind.ROOT), reasons[0] if reasons else None)
     return chosen.describe() if chosen else "shipped ELF"
 
 
@@ -109,7 +110,7 @@ def explain_path(plan: Plan, path: str) -> str:
         for reason in current.reasons:
             lines.append("  " * depth + f"<- {reason.describe()}")
             parent = plan.entry_for(reason.via) if reason.via else None
-            if parent is not None and parent.path not in seen and reason.kind != "parent":
+            if parent is not None and parent.path not in seen and reason.kind is not ReasonKind.PARENT:
                 seen.add(parent.path)
                 frontier.append((parent, depth + 1))
     return "\n".join(lines) + "\n"
@@ -150,7 +151,11 @@ def json_report(prepared: Prepared, source: Totals) -> dict[str, Any]:
             }
             for c in plan.closures
         ],
-        "checks": {"errors": checks.errors, "warnings": checks.warnings},
+        "checks": {
+            "errors": [str(f) for f in checks.errors],
+            "warnings": [str(f) for f in checks.warnings],
+            "findings": [_finding(f) for f in [*checks.errors, *checks.warnings]],
+        },
         "excluded": plan.excluded,
         "warnings": prepared.warnings,
         "summary": _summary(plan, source),
@@ -202,3 +207,8 @@ def _human(size: int) -> str:
             return f"{value:.1f} {unit}" if unit != "B" else f"{size} B"
         value /= 1000
     return f"{size} B"
+
+
+def _finding(finding: Finding) -> dict[str, str]:
+    fields = {"kind": finding.kind.value, "path": finding.path, "library": finding.library, "version": finding.version}
+    return {key: value for key, value in fields.items() if value is not None} | {"message": finding.message}

@@ -18,128 +18,126 @@ Every library shipped here gets its own closure afterwards, like any other shipp
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from distill import paths
+from distill.builder import PlanBuilder, PlanContext
 from distill.elf import ElfInfo, undefined_symbols
 from distill.errors import ElfError
-from distill.plan import EntryKind, Reason
+from distill.ldconf import Flavor
+from distill.plan import EntryKind, Reason, ReasonKind
+from distill.specs import DlopenPriority, Switch
 from distill.system import NSSWITCH
-
-if TYPE_CHECKING:
-    from distill.planner import Planner
 
 __all__ = ["add_runtime_files"]
 
 _BUILTIN_NSS = ("files", "dns")  # inside libc.so.6 since glibc 2.34
 _NSS_DATABASES = ("passwd", "group", "shadow", "gshadow", "hosts", "networks", "protocols", "services", "ethers", "rpc",
                   "netgroup", "aliases", "publickey")
-_PRIORITIES = ("required", "recommended", "suggested")
 _THREAD_EXITS = frozenset({"pthread_cancel", "pthread_exit"})
 _OPENSSL_DIRS = re.compile(rb'(OPENSSLDIR|MODULESDIR|ENGINESDIR): "([^"\0]{1,200})"')
 
 
 def _reason(detail: str) -> Reason:
-    return Reason("runtime", detail)
+    return Reason(ReasonKind.RUNTIME, detail)
 
 
-def add_runtime_files(planner: Planner) -> None:
+def add_runtime_files(builder: PlanBuilder, context: PlanContext) -> None:
     """Collect what the profile's `runtime:` settings ask for."""
-    config = planner.profile.runtime
+    config = context.profile.runtime
     if config.openssl:
-        _openssl(planner)
+        _openssl(builder, context)
     if config.gconv:
-        _gconv(planner, config.gconv)
+        _gconv(builder, context, config.gconv)
     if config.locales:
-        _locales(planner, config.locales)
+        _locales(builder, context, config.locales)
     if config.tzdata:
-        _tzdata(planner, config.tzdata)
-    if config.nss != "no":
-        _nss(planner)
-    if config.libgcc_s != "no":
-        _libgcc(planner, forced=config.libgcc_s == "yes")
-    if config.dlopen_notes != "no":
-        _dlopen(planner, config.dlopen_notes)
+        _tzdata(builder, context, config.tzdata)
+    if config.nss is not Switch.NO:
+        _nss(builder, context)
+    if config.libgcc_s is not Switch.NO:
+        _libgcc(builder, context, forced=config.libgcc_s is Switch.YES)
+    if config.dlopen_notes is not DlopenPriority.NO:
+        _dlopen(builder, context, config.dlopen_notes)
 
 
-def _glibc_root(planner: Planner) -> str | None:
-    return next((c.root for c in planner.plan.closures if c.flavor == "glibc"), None)
+def _glibc_root(builder: PlanBuilder, context: PlanContext) -> str | None:
+    return next((c.root for c in builder.plan.closures if c.flavor is Flavor.GLIBC), None)
 
 
-def _ship_library(planner: Planner, name: str, detail: str, *, required: bool) -> bool:
+def _ship_library(builder: PlanBuilder, context: PlanContext, name: str, detail: str, *, required: bool) -> bool:
     """Find `name` as the first glibc program would dlopen it, and ship it."""
-    root = _glibc_root(planner) or next((c.root for c in planner.plan.closures if c.flavor), None)
-    link = planner.loader.locate(name, root) if root else None
+    root = _glibc_root(builder, context) or next((c.root for c in builder.plan.closures if c.flavor), None)
+    link = context.loader.locate(name, root) if root else None
     if link is None or link.path is None:
-        message = f"{detail}: {name} is not in {planner.view.name}"
-        (planner.issues if required else planner.plan.warnings).append(message + ("; install it in the source" if required else ""))
+        message = f"{detail}: {name} is not in {context.view.name}"
+        (builder.issue if required else builder.warn)(message + ("; install it in the source" if required else ""))
         return False
-    planner.ship(link.path, _reason(f"{detail}: {name} ({link.describe()})"))
+    builder.ship(link.path, _reason(f"{detail}: {name} ({link.describe()})"))
     return True
 
 
-def _shipped_elves(planner: Planner) -> list[tuple[str, ElfInfo]]:
+def _shipped_elves(builder: PlanBuilder, context: PlanContext) -> list[tuple[str, ElfInfo]]:
     """Shipped ELF files, with what the loader model already parsed of them (every one is a closure member)."""
-    parsed = planner.loader.parsed()
-    return [(path, parsed[path]) for path, entry in sorted(planner.plan.entries.items())
+    parsed = context.loader.parsed()
+    return [(path, parsed[path]) for path, entry in sorted(builder.plan.entries.items())
             if entry.kind is EntryKind.FILE and entry.source == path and path in parsed]
 
 
-def _shipped(planner: Planner, basename: re.Pattern[str]) -> list[str]:
-    return [e.path for e in planner.plan.entries.values()
+def _shipped(builder: PlanBuilder, context: PlanContext, basename: re.Pattern[str]) -> list[str]:
+    return [e.path for e in builder.plan.entries.values()
             if e.kind is EntryKind.FILE and e.source and basename.match(e.path.rsplit("/", 1)[-1])]
 
 
 # -- OpenSSL ----------------------------------------------------------------------------------------
 
 
-def _openssl(planner: Planner) -> None:
-    libraries = _shipped(planner, re.compile(r"libcrypto\.so"))
+def _openssl(builder: PlanBuilder, context: PlanContext) -> None:
+    libraries = _shipped(builder, context, re.compile(r"libcrypto\.so"))
     if not libraries:
-        planner.plan.warnings.append("runtime.openssl: no libcrypto ships, so there are no OpenSSL modules to add")
+        builder.warn("runtime.openssl: no libcrypto ships, so there are no OpenSSL modules to add")
         return
-    with planner.view.open(libraries[0]) as stream:
+    with context.view.open(libraries[0]) as stream:
         found = {kind.decode(): value.decode() for kind, value in _OPENSSL_DIRS.findall(stream.read())}
     if "OPENSSLDIR" in found:
-        planner.ship(paths.join(found["OPENSSLDIR"], "openssl.cnf"), _reason("runtime.openssl: openssl.cnf in OPENSSLDIR"))
+        builder.ship(paths.join(found["OPENSSLDIR"], "openssl.cnf"), _reason("runtime.openssl: openssl.cnf in OPENSSLDIR"))
     for key in ("MODULESDIR", "ENGINESDIR"):
         directory = found.get(key)
-        if directory and (node := planner.view.stat(directory)) is not None and node.is_dir:
-            for match in planner.view.glob(paths.join(directory, "**")):
-                planner.ship(match, _reason(f"runtime.openssl: {key} of {libraries[0]}"), follow=False)
+        if directory and (node := context.view.stat(directory)) is not None and node.is_dir:
+            for match in context.view.glob(paths.join(directory, "**")):
+                builder.ship(match, _reason(f"runtime.openssl: {key} of {libraries[0]}"), follow=False)
 
 
 # -- gconv ------------------------------------------------------------------------------------------
 
 
-def _gconv_dir(planner: Planner) -> str | None:
-    closure = next((c for c in planner.plan.closures if c.flavor == "glibc" and c.config), None)
+def _gconv_dir(builder: PlanBuilder, context: PlanContext) -> str | None:
+    closure = next((c for c in builder.plan.closures if c.flavor is Flavor.GLIBC and c.config), None)
     triplet = closure.config.arch.triplet if closure and closure.config else "x86_64-linux-gnu"
     for candidate in (f"/usr/lib/{triplet}/gconv", "/usr/lib64/gconv", "/usr/lib/gconv"):
-        node = planner.view.stat(candidate)
+        node = context.view.stat(candidate)
         if node is not None and node.is_dir:
             return candidate
     return None
 
 
-def _gconv(planner: Planner, charsets: tuple[str, ...]) -> None:
-    directory = _gconv_dir(planner)
+def _gconv(builder: PlanBuilder, context: PlanContext, charsets: tuple[str, ...]) -> None:
+    directory = _gconv_dir(builder, context)
     if directory is None:
-        planner.issues.append("runtime.gconv: the source has no gconv directory; install glibc's gconv modules in it")
+        builder.issue("runtime.gconv: the source has no gconv directory; install glibc's gconv modules in it")
         return
     if "*" in charsets:
-        for match in planner.view.glob(paths.join(directory, "**")):
-            planner.ship(match, _reason("runtime.gconv: all"), follow=False)
+        for match in context.view.glob(paths.join(directory, "**")):
+            builder.ship(match, _reason("runtime.gconv: all"), follow=False)
         return
     configs = ["gconv-modules", "gconv-modules.cache", *[m.removeprefix(directory + "/")
-                                                        for m in planner.view.glob(paths.join(directory, "gconv-modules.d/*.conf"))]]
+                                                        for m in context.view.glob(paths.join(directory, "gconv-modules.d/*.conf"))]]
     text = ""
     for name in configs:
         path = paths.join(directory, name)
-        if planner.view.stat(path) is not None:
-            planner.ship(path, _reason("runtime.gconv: configuration"))
+        if context.view.stat(path) is not None:
+            builder.ship(path, _reason("runtime.gconv: configuration"))
             if not name.endswith(".cache"):
-                text += planner.view.read_bytes(path, 1 << 20).decode("utf-8", "replace") + "\n"
+                text += context.view.read_bytes(path, 1 << 20).decode("utf-8", "replace") + "\n"
     aliases: dict[str, str] = {}
     modules: list[tuple[str, str, str]] = []
     for line in text.splitlines():
@@ -153,9 +151,9 @@ def _gconv(planner: Planner, charsets: tuple[str, ...]) -> None:
         wanted = aliases.get(wanted, wanted)
         files = sorted({file for source, target, file in modules if wanted in (source, target)})
         if not files:
-            planner.issues.append(f"runtime.gconv: no gconv module converts {charset} in {planner.view.name}")
+            builder.issue(f"runtime.gconv: no gconv module converts {charset} in {context.view.name}")
         for file in files:
-            planner.ship(paths.join(directory, f"{file}.so"), _reason(f"runtime.gconv: {charset}"))
+            builder.ship(paths.join(directory, f"{file}.so"), _reason(f"runtime.gconv: {charset}"))
 
 
 # -- locales and time zones -------------------------------------------------------------------------
@@ -168,52 +166,52 @@ def _normalized_codeset(name: str) -> str:
     return base + (dot + re.sub(r"[^0-9a-z]", "", codeset.lower()) if dot else "") + (at + modifier if at else "")
 
 
-def _locales(planner: Planner, names: tuple[str, ...]) -> None:
+def _locales(builder: PlanBuilder, context: PlanContext, names: tuple[str, ...]) -> None:
     for name in names:
         candidates = [f"/usr/lib/locale/{_normalized_codeset(name)}", f"/usr/lib/locale/{name}"]
-        found = next((c for c in candidates if (n := planner.view.stat(c)) is not None and n.is_dir), None)
+        found = next((c for c in candidates if (n := context.view.stat(c)) is not None and n.is_dir), None)
         if found:
-            for match in planner.view.glob(paths.join(found, "**")):
-                planner.ship(match, _reason(f"runtime.locales: {name}"), follow=False)
-        elif planner.view.stat("/usr/lib/locale/locale-archive") is not None:
-            planner.ship("/usr/lib/locale/locale-archive", _reason(f"runtime.locales: {name} (in the locale archive)"))
+            for match in context.view.glob(paths.join(found, "**")):
+                builder.ship(match, _reason(f"runtime.locales: {name}"), follow=False)
+        elif context.view.stat("/usr/lib/locale/locale-archive") is not None:
+            builder.ship("/usr/lib/locale/locale-archive", _reason(f"runtime.locales: {name} (in the locale archive)"))
         else:
-            planner.issues.append(f"runtime.locales: locale {name!r} is not compiled in the source; generate it there "
+            builder.issue(f"runtime.locales: locale {name!r} is not compiled in the source; generate it there "
                                   "(locale-gen) or drop it")
 
 
-def _tzdata(planner: Planner, zones: tuple[str, ...]) -> None:
+def _tzdata(builder: PlanBuilder, context: PlanContext, zones: tuple[str, ...]) -> None:
     root = "/usr/share/zoneinfo"
     if "*" in zones:
-        if planner.view.stat(root) is None:
-            planner.issues.append("runtime.tzdata: the source has no /usr/share/zoneinfo; install tzdata in it")
+        if context.view.stat(root) is None:
+            builder.issue("runtime.tzdata: the source has no /usr/share/zoneinfo; install tzdata in it")
             return
-        for match in planner.view.glob(f"{root}/**"):
-            planner.ship(match, _reason("runtime.tzdata: all zones"), follow=False)
+        for match in context.view.glob(f"{root}/**"):
+            builder.ship(match, _reason("runtime.tzdata: all zones"), follow=False)
         return
     for zone in zones:
-        if planner.ship(f"{root}/{zone}", _reason(f"runtime.tzdata: {zone}")) is None:
-            planner.issues.append(f"runtime.tzdata: zone {zone!r} is not in the source's {root}")
+        if builder.ship(f"{root}/{zone}", _reason(f"runtime.tzdata: {zone}")) is None:
+            builder.issue(f"runtime.tzdata: zone {zone!r} is not in the source's {root}")
 
 
 # -- NSS, libgcc_s, .note.dlopen --------------------------------------------------------------------
 
 
-def _glibc_version(planner: Planner) -> tuple[int, int] | None:
-    for path in _shipped(planner, re.compile(r"libc\.so\.6$")):
-        versions = planner.loader.elf(path).verdef
+def _glibc_version(builder: PlanBuilder, context: PlanContext) -> tuple[int, int] | None:
+    for path in _shipped(builder, context, re.compile(r"libc\.so\.6$")):
+        versions = context.loader.elf(path).verdef
         numbers = [tuple(int(p) for p in v[6:].split(".")[:2]) for v in versions if re.fullmatch(r"GLIBC_2\.\d+(\.\d+)?", v)]
         if numbers:
             return max(numbers)  # type: ignore[return-value]
     return None
 
 
-def _nss(planner: Planner) -> None:
-    if planner.profile.system.nsswitch:
+def _nss(builder: PlanBuilder, context: PlanContext) -> None:
+    if context.profile.system.nsswitch:
         text = NSSWITCH  # the output gets distill's nsswitch.conf
     else:
         try:
-            text = planner.view.read_bytes("/etc/nsswitch.conf", 1 << 20).decode("utf-8", "replace")
+            text = context.view.read_bytes("/etc/nsswitch.conf", 1 << 20).decode("utf-8", "replace")
         except FileNotFoundError:
             return
     services: set[str] = set()
@@ -221,19 +219,19 @@ def _nss(planner: Planner) -> None:
         database, colon, rest = line.split("#", 1)[0].partition(":")
         if colon and database.strip() in _NSS_DATABASES:
             services.update(word for word in rest.split() if not word.startswith("["))
-    version = _glibc_version(planner)
+    version = _glibc_version(builder, context)
     builtin = _BUILTIN_NSS if version is not None and version >= (2, 34) else ()
     for service in sorted(services - set(builtin)):
-        _ship_library(planner, f"libnss_{service}.so.2", f"runtime.nss: `{service}` in nsswitch.conf", required=False)
+        _ship_library(builder, context, f"libnss_{service}.so.2", f"runtime.nss: `{service}` in nsswitch.conf", required=False)
 
 
-def _libgcc(planner: Planner, *, forced: bool) -> None:
+def _libgcc(builder: PlanBuilder, context: PlanContext, *, forced: bool) -> None:
     callers = []
     if not forced:
-        for path, info in _shipped_elves(planner):
+        for path, info in _shipped_elves(builder, context):
             if not info.dynamic:
                 continue
-            with planner.view.open(path) as stream:
+            with context.view.open(path) as stream:
                 try:
                     if undefined_symbols(stream, path, _THREAD_EXITS):
                         callers.append(path)
@@ -241,14 +239,15 @@ def _libgcc(planner: Planner, *, forced: bool) -> None:
                     continue
     if forced or callers:
         detail = f"runtime.libgcc-s: {callers[0]} cancels or exits threads" if callers else "runtime.libgcc-s: yes"
-        _ship_library(planner, "libgcc_s.so.1", detail, required=forced)
+        _ship_library(builder, context, "libgcc_s.so.1", detail, required=forced)
 
 
-def _dlopen(planner: Planner, threshold: str) -> None:
-    accepted = _PRIORITIES[: _PRIORITIES.index(threshold) + 1]
-    for path, info in _shipped_elves(planner):
+def _dlopen(builder: PlanBuilder, context: PlanContext, threshold: DlopenPriority) -> None:
+    ranked = list(DlopenPriority)
+    accepted = ranked[: ranked.index(threshold) + 1]
+    for path, info in _shipped_elves(builder, context):
         for note in info.dlopen:
             if note.priority in accepted:
                 for soname in note.sonames:
-                    _ship_library(planner, soname, f"runtime.dlopen-notes: {path} ({note.feature or 'feature'}, {note.priority})",
-                                  required=note.priority == "required")
+                    _ship_library(builder, context, soname, f"runtime.dlopen-notes: {path} ({note.feature or 'feature'}, {note.priority})",
+                                  required=note.priority == DlopenPriority.REQUIRED)

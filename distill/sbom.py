@@ -16,8 +16,8 @@ from urllib.parse import quote
 from distill import __version__
 from distill.errors import DestinationError
 from distill.oci.compose import canonical_json, rfc3339
-from distill.packages import open_package_db
-from distill.sinks import staged
+from distill.packages import DbKind, open_package_db
+from distill.sinks.staging import staged
 
 if TYPE_CHECKING:
     from distill.pipeline import Prepared
@@ -37,12 +37,12 @@ def _os_release(prepared: Prepared) -> dict[str, str]:
     return out
 
 
-def _purl(kind: str, distro: dict[str, str], name: str, version: str, arch: str) -> str:
-    namespace = distro.get("ID", "debian" if kind == "dpkg" else "alpine")
+def _purl(kind: DbKind, distro: dict[str, str], name: str, version: str, arch: str) -> str:
+    namespace = distro.get("ID", "debian" if kind is DbKind.DPKG else "alpine")
     qualifiers = [f"arch={quote(arch)}"] if arch else []
     if distro.get("VERSION_ID"):
         qualifiers.append(f"distro={namespace}-{distro['VERSION_ID']}")
-    kind_name = "deb" if kind == "dpkg" else "apk"
+    kind_name = "deb" if kind is DbKind.DPKG else "apk"
     return f"pkg:{kind_name}/{namespace}/{quote(name)}@{quote(version)}" + (f"?{'&'.join(qualifiers)}" if qualifiers else "")
 
 

@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from distill import paths
-from distill.specs import BinarySpec, GroupSpec, PackageSpec, PathSpec, UserSpec
+from distill.specs import BinarySpec, DlopenPriority, GroupSpec, PackageSpec, PathKind, PathSpec, Switch, UserSpec
 
 __all__ = ["SCHEMA", "MAX_PROFILE_BYTES", "Settings", "validate_document", "parse_mode"]
 
@@ -21,11 +21,11 @@ MAX_PROFILE_BYTES = 1 << 20
 
 TOP_KEYS = ("schema", "name", "description", "extends", "binaries", "packages", "paths", "exclude", "accounts", "runtime",
             "system", "image", "base")
-PATH_KINDS = ("make", "symlink", "text", "copy")
+PATH_KINDS = tuple(k.value for k in PathKind if k is not PathKind.SOURCE)
 PATH_MODIFIERS = ("mode", "owner", "optional")
 SYSTEM_KEYS = ("passwd", "nsswitch", "tmp", "run", "timezone", "ca-certificates", "os-release", "package-metadata")
 RUNTIME_KEYS = ("nss", "gconv", "openssl", "libgcc-s", "locales", "tzdata", "dlopen-notes")
-DLOPEN_PRIORITIES = ("required", "recommended", "suggested")
+_DLOPEN_THRESHOLDS = tuple(p.value for p in DlopenPriority if p is not DlopenPriority.NO)
 IMAGE_KEYS = ("entrypoint", "cmd", "env", "workdir", "user", "expose", "stop-signal", "volumes", "labels")
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}\Z")
 _ACCOUNT = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?\Z")
@@ -187,13 +187,13 @@ def _runtime(v: _Validator, value: Any) -> None:
             for name in names:
                 v.set(("runtime", key, name), True, where)
         elif key == "dlopen-notes":
-            if item in DLOPEN_PRIORITIES or item is False:
-                v.set(("runtime", key), item or "no", where)
+            if item is False or item in _DLOPEN_THRESHOLDS:
+                v.set(("runtime", key), DlopenPriority(item or "no"), where)
             else:
                 v.error(where, f"must be required, recommended, suggested or no, not {item!r}")
         elif key in ("nss", "libgcc-s"):
             if item == "auto" or isinstance(item, bool):
-                v.set(("runtime", key), "auto" if item == "auto" else ("yes" if item else "no"), where)
+                v.set(("runtime", key), _switch(item), where)
             else:
                 v.error(where, f"must be auto, yes or no, not {item!r}")
         elif (flag := v.boolean(item, where)) is not None:
@@ -223,19 +223,19 @@ def _paths(v: _Validator, value: Any) -> None:
         if len(kinds) > 1:
             v.error(key, f"has {len(kinds)} kinds ({', '.join(kinds)}); keep exactly one")
             continue
-        kind = kinds[0] if kinds else "source"
+        kind = PathKind(kinds[0]) if kinds else PathKind.SOURCE
         entry_value: str | None = None
-        if kind == "make":
+        if kind is PathKind.MAKE:
             if spec["make"] is not True:
                 v.error(f"{key}.make", "must be `true`")
-        elif kind == "copy":
+        elif kind is PathKind.COPY:
             entry_value = v.image_path(spec["copy"], f"{key}.copy")
-        elif kind in ("symlink", "text"):
-            if not isinstance(spec[kind], str) or (kind == "symlink" and not spec[kind]):
+        elif kind in (PathKind.SYMLINK, PathKind.TEXT):
+            if not isinstance(spec[kind], str) or (kind is PathKind.SYMLINK and not spec[kind]):
                 v.error(f"{key}.{kind}", f"must be a string, not {_kind(spec[kind])}")
             else:
                 entry_value = spec[kind]
-        if path is not None and kind != "source" and paths.is_glob(path):
+        if path is not None and kind is not PathKind.SOURCE and paths.is_glob(path):
             v.error(key, f"{kind} entries need a literal path; globs are allowed only for copies from the source")
             continue
         optional = v.boolean(spec["optional"], f"{key}.optional") if "optional" in spec else False
@@ -243,7 +243,7 @@ def _paths(v: _Validator, value: Any) -> None:
         mode = _mode(v, spec, key)
         if path is not None:
             clean = path.rstrip("/") or "/"
-            entry = PathSpec(clean, kind, entry_value, mode, owner, bool(optional), path.endswith("/") or kind == "make")
+            entry = PathSpec(clean, kind, entry_value, mode, owner, bool(optional), path.endswith("/") or kind is PathKind.MAKE)
             v.set(("paths", clean), entry, key)
 
 
@@ -323,7 +323,7 @@ def _system(v: _Validator, value: Any) -> None:
                 v.error(where, f"{item!r} is not a zone name such as UTC or Europe/Paris (or `none`)")
         elif key in ("ca-certificates", "package-metadata"):
             if item == "auto" or isinstance(item, bool):
-                v.set(("system", key), "auto" if item == "auto" else ("yes" if item else "no"), where)
+                v.set(("system", key), _switch(item), where)
             else:
                 v.error(where, f"must be auto, yes or no, not {item!r}")
         elif (flag := v.boolean(item, where)) is not None:
@@ -369,13 +369,18 @@ def _image(v: _Validator, value: Any) -> None:
             v.error(f"image.expose[{i}]", f"{port!r} must be a port such as 80 or 80/tcp")
     if "stop-signal" in spec:
         signal = spec["stop-signal"]
-        if isinstance(signal, str) and _SIGNAL.match(signal) or isinstance(signal, int) and 0 < signal < 65:
+        if (isinstance(signal, str) and _SIGNAL.match(signal)) or (isinstance(signal, int) and 0 < signal < 65):
             v.set(("image", "stop-signal"), str(signal), "image.stop-signal")
         else:
             v.error("image.stop-signal", f"{signal!r} must be a signal name such as SIGTERM")
     for i, volume in enumerate(v.sequence(spec.get("volumes"), "image.volumes")):
         if (path := v.image_path(volume, f"image.volumes[{i}]")) is not None:
             v.set(("image", "volumes", path), True, f"image.volumes[{i}]")
+
+
+def _switch(item: bool | str) -> Switch:
+    """`auto`, or a YAML boolean as yes/no."""
+    return Switch.AUTO if item == "auto" else (Switch.YES if item else Switch.NO)
 
 
 def _kind(value: Any) -> str:

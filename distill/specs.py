@@ -2,9 +2,37 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
-__all__ = ["BinarySpec", "PackageSpec", "PathSpec", "UserSpec", "GroupSpec"]
+__all__ = ["PathKind", "Switch", "DlopenPriority", "BinarySpec", "PackageSpec", "PathSpec", "UserSpec", "GroupSpec"]
+
+
+class PathKind(enum.StrEnum):
+    """What a `paths:` entry does (the key that names it; `source` when none does)."""
+
+    SOURCE = "source"  # ship what the path (or glob) names in the source
+    MAKE = "make"  # an empty directory
+    SYMLINK = "symlink"  # a symlink with the given target
+    TEXT = "text"  # a file with the given content
+    COPY = "copy"  # a file of the source, at another path
+
+
+class Switch(enum.StrEnum):
+    """A setting that can also be left to distill: `auto`, `yes` (true) or `no` (false)."""
+
+    AUTO = "auto"
+    YES = "yes"
+    NO = "no"
+
+
+class DlopenPriority(enum.StrEnum):
+    """`.note.dlopen` priorities, most needed first; `runtime.dlopen-notes` takes one as a threshold."""
+
+    REQUIRED = "required"
+    RECOMMENDED = "recommended"
+    SUGGESTED = "suggested"
+    NO = "no"
 
 
 @dataclass(frozen=True)
@@ -16,10 +44,10 @@ class BinarySpec:
 
 @dataclass(frozen=True)
 class PathSpec:
-    """One `paths:` entry. kind: source (copy from the source), make, symlink, text or copy."""
+    """One `paths:` entry."""
 
     path: str
-    kind: str
+    kind: PathKind
     value: str | None = None
     mode: int | None = None
     owner: str | None = None

@@ -9,16 +9,16 @@ No /etc/shadow is ever written.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from distill import paths
+from distill.builder import PlanBuilder, PlanContext
 from distill.elf import ElfInfo
 from distill.errors import ElfError
 from distill.ldcache import build_ld_cache, cache_flags
-from distill.plan import Entry, EntryKind, Reason
-
-if TYPE_CHECKING:
-    from distill.planner import Planner
+from distill.ldconf import Flavor
+from distill.loader import Rule
+from distill.plan import Entry, EntryKind, Reason, ReasonKind
+from distill.specs import Switch
 
 __all__ = ["add_system_files", "add_account_files", "NSSWITCH", "CA_BUNDLES"]
 
@@ -48,31 +48,29 @@ _TLS_LIBRARY = re.compile(r"lib(ssl|crypto|gnutls|mbedtls|wolfssl|nss3)[.-].*so"
 
 
 def _system(detail: str) -> Reason:
-    return Reason("system", detail)
+    return Reason(ReasonKind.SYSTEM, detail)
 
 
-def add_system_files(planner: Planner) -> None:
+def add_system_files(builder: PlanBuilder, context: PlanContext) -> None:
     """Add the system files the profile's `system:` settings ask for."""
-    config = planner.profile.system
+    config = context.profile.system
     if config.tmp:
-        target = planner.rebase("/tmp", follow=True)
-        planner.add(Entry(target, EntryKind.DIR, 0o1777), _system("system.tmp: world-writable /tmp"))
+        target = builder.rebase("/tmp", follow=True)
+        builder.add(Entry(target, EntryKind.DIR, 0o1777), _system("system.tmp: world-writable /tmp"))
     if config.run:
-        _run_dirs(planner)
-    if config.nsswitch and any(c.flavor == "glibc" for c in planner.plan.closures):
-        target = planner.rebase("/etc/nsswitch.conf", follow=False)
-        data = NSSWITCH.encode()
-        planner.add(Entry(target, EntryKind.FILE, 0o644, size=len(data), data=data), _system("system.nsswitch: glibc reads it"))
+        _run_dirs(builder, context)
+    if config.nsswitch and any(c.flavor is Flavor.GLIBC for c in builder.plan.closures):
+        builder.generate("/etc/nsswitch.conf", NSSWITCH.encode(), _system("system.nsswitch: glibc reads it"))
     if config.timezone:
-        _timezone(planner, config.timezone)
-    if config.ca_certificates == "yes" or config.ca_certificates == "auto" and _ships_tls(planner):
-        _ca_bundle(planner, required=config.ca_certificates == "yes")
+        _timezone(builder, context, config.timezone)
+    if config.ca_certificates is Switch.YES or (config.ca_certificates is Switch.AUTO and _ships_tls(builder, context)):
+        _ca_bundle(builder, context, required=config.ca_certificates is Switch.YES)
     if config.os_release:
-        planner.ship("/etc/os-release", _system("system.os-release: tells scanners the distribution"))
-    _loader_cache(planner)
+        builder.ship("/etc/os-release", _system("system.os-release: tells scanners the distribution"))
+    _loader_cache(builder, context)
 
 
-def _loader_cache(planner: Planner) -> None:
+def _loader_cache(builder: PlanBuilder, context: PlanContext) -> None:
     """Write an /etc/ld.so.cache when a library was found only through an ld.so.conf directory.
 
     glibc consults ld.so.conf directories only through the cache, so without one such a library
@@ -81,15 +79,15 @@ def _loader_cache(planner: Planner) -> None:
     checks model the output's loader from the same files. Where distill has no cache flags for the
     architecture, the source's own cache ships instead.
     """
-    view = planner.view
+    view = context.view
     needing: set[str] = set()
     closure = None
-    for candidate in planner.plan.closures:
-        if candidate.config is None or candidate.flavor != "glibc":
+    for candidate in builder.plan.closures:
+        if candidate.config is None or candidate.flavor is not Flavor.GLIBC:
             continue
         defaults = {view.resolve(d.path).path for d in candidate.config.default_dirs}
         for link in candidate.links:
-            if link.rule == "ld.so.conf" and link.path and view.resolve(paths.parent(link.path)).path not in defaults:
+            if link.rule is Rule.LD_SO_CONF and link.path and view.resolve(paths.parent(link.path)).path not in defaults:
                 needing.add(f"{link.name} ({link.detail})")
                 closure = closure or candidate
     if closure is None or closure.config is None:
@@ -97,104 +95,102 @@ def _loader_cache(planner: Planner) -> None:
     config = closure.config
     reason = _system(f"ld.so.cache: {', '.join(sorted(needing))} found only through ld.so.conf")
     for path in ("/etc/ld.so.conf", *sorted({d.origin for d in config.system_dirs})):
-        planner.ship(path, reason)
-    root = planner.loader.elf(view.resolve(closure.root).path)
+        builder.ship(path, reason)
+    root = context.loader.elf(view.resolve(closure.root).path)
     flags = cache_flags(root.machine, root.elf_class)
     if flags is None:
-        planner.ship("/etc/ld.so.cache", reason)
+        builder.ship("/etc/ld.so.cache", reason)
         return
     entries = []
     for directory in [d.path for d in (*config.system_dirs, *config.default_dirs)]:
         canonical = view.resolve(directory).path
-        for path in sorted(planner.plan.entries):
+        for path in sorted(builder.plan.entries):
             name = path.rsplit("/", 1)[-1]
-            if paths.parent(path) == canonical and _CACHED_NAME.match(name) and _loadable(planner, path, root):
+            if paths.parent(path) == canonical and _CACHED_NAME.match(name) and _loadable(builder, context, path, root):
                 entries.append((name, paths.join(directory, name)))
-    data = build_ld_cache(entries, flags)
-    target = planner.rebase("/etc/ld.so.cache", follow=False)
-    planner.add(Entry(target, EntryKind.FILE, 0o644, size=len(data), data=data), reason)
+    builder.generate("/etc/ld.so.cache", build_ld_cache(entries, flags), reason)
 
 
 _CACHED_NAME = re.compile(r"(lib|ld-).*\.so")
 
 
-def _loadable(planner: Planner, path: str, like: ElfInfo) -> bool:
+def _loadable(builder: PlanBuilder, context: PlanContext, path: str, like: ElfInfo) -> bool:
     """Whether `path` (shipped) is an ELF shared object the loader would accept for `like`."""
-    found = planner.view.resolve(path)
+    found = context.view.resolve(path)
     if found.node is None or not found.node.is_file:
         return False
     try:
-        return planner.loader.elf(found.path).compatible_with(like)
+        return context.loader.elf(found.path).compatible_with(like)
     except ElfError:
         return False
 
 
-def _run_dirs(planner: Planner) -> None:
-    target = planner.rebase("/run", follow=True)
-    planner.add(Entry(target, EntryKind.DIR, 0o755), _system("system.run: runtime state (pid files, sockets)"))
-    var_run = planner.view.resolve("/var/run", follow=False).node
+def _run_dirs(builder: PlanBuilder, context: PlanContext) -> None:
+    target = builder.rebase("/run", follow=True)
+    builder.add(Entry(target, EntryKind.DIR, 0o755), _system("system.run: runtime state (pid files, sockets)"))
+    var_run = context.view.resolve("/var/run", follow=False).node
     if var_run is not None and var_run.is_symlink:
-        planner.ship("/var/run", _system("system.run: the source's /var/run link"), follow=False)
+        builder.ship("/var/run", _system("system.run: the source's /var/run link"), follow=False)
     elif var_run is not None and var_run.is_dir:
-        planner.add(Entry("/var/run", EntryKind.DIR, 0o755), _system("system.run: the source's /var/run"))
+        builder.add(Entry("/var/run", EntryKind.DIR, 0o755), _system("system.run: the source's /var/run"))
 
 
-def _timezone(planner: Planner, zone: str) -> None:
+def _timezone(builder: PlanBuilder, context: PlanContext, zone: str) -> None:
     zone_path = f"/usr/share/zoneinfo/{zone}"
-    found = planner.view.resolve(zone_path)
+    found = context.view.resolve(zone_path)
     if found.node is None or not found.node.is_file:
         if zone != "UTC":  # glibc without /etc/localtime is UTC already, so the default degrades quietly
-            planner.issues.append(f"system.timezone: zone {zone!r} is not in the source ({zone_path}); "
+            builder.issue(f"system.timezone: zone {zone!r} is not in the source ({zone_path}); "
                                   f"install tzdata in the source or set `timezone: none`")
         else:
-            planner.plan.warnings.append("system.timezone: the source has no zone files; /etc/localtime not written (UTC)")
+            builder.warn("system.timezone: the source has no zone files; /etc/localtime not written (UTC)")
         return
-    planner.ship(zone_path, _system(f"system.timezone: {zone}"))
-    target = planner.rebase("/etc/localtime", follow=False)
-    planner.add(Entry(target, EntryKind.SYMLINK, 0o777, target=zone_path), _system(f"system.timezone: {zone}"))
+    builder.ship(zone_path, _system(f"system.timezone: {zone}"))
+    target = builder.rebase("/etc/localtime", follow=False)
+    builder.add(Entry(target, EntryKind.SYMLINK, 0o777, target=zone_path), _system(f"system.timezone: {zone}"))
 
 
-def _ships_tls(planner: Planner) -> bool:
-    return any(_TLS_LIBRARY.match(path.rsplit("/", 1)[-1]) for path in planner.plan.entries)
+def _ships_tls(builder: PlanBuilder, context: PlanContext) -> bool:
+    return any(_TLS_LIBRARY.match(path.rsplit("/", 1)[-1]) for path in builder.plan.entries)
 
 
-def _ca_bundle(planner: Planner, *, required: bool) -> None:
+def _ca_bundle(builder: PlanBuilder, context: PlanContext, *, required: bool) -> None:
     reason = _system("system.ca-certificates: TLS libraries ship")
     for bundle in CA_BUNDLES:
-        node = planner.view.stat(bundle)
+        node = context.view.stat(bundle)
         if node is not None and node.is_file:
-            planner.ship(bundle, reason)
+            builder.ship(bundle, reason)
             break
     else:
         if required:
-            planner.issues.append("system.ca-certificates: no CA bundle in the source (looked for "
+            builder.issue("system.ca-certificates: no CA bundle in the source (looked for "
                                   f"{', '.join(CA_BUNDLES)}); install ca-certificates in the source or set it to no")
         return
     for link in _OPENSSL_LINKS:
-        node = planner.view.resolve(link, follow=False).node
-        if node is not None and node.is_symlink and planner.view.stat(link) is not None:
-            planner.ship(link, reason, follow=False)
-            planner.ship(link, reason)
+        node = context.view.resolve(link, follow=False).node
+        if node is not None and node.is_symlink and context.view.stat(link) is not None:
+            builder.ship(link, reason, follow=False)
+            builder.ship(link, reason)
 
 
-def add_account_files(planner: Planner) -> None:
+def add_account_files(builder: PlanBuilder, context: PlanContext) -> None:
     """/etc/passwd and /etc/group: root, the profile's accounts, and the owners of shipped files."""
-    if not planner.profile.system.passwd:
+    if not context.profile.system.passwd:
         return
-    db = planner.accounts
+    db = context.accounts
     if db.user("root") is None:
         db.add_user("root", 0, 0, "/root", "/usr/sbin/nologin")
     if db.group("root") is None:
         db.add_group("root", 0, ())
-    users, groups = set(planner.users), set(planner.groups)
-    run_as = planner.profile.image.user
+    users, groups = set(context.users), set(context.groups)
+    run_as = context.profile.image.user
     if run_as:
         name = run_as.split(":", 1)[0]
         if not name.isdigit():
             if db.user(name) is None:
-                planner.issues.append(f"image.user: {name!r} is not an account of the source or the profile; add it under accounts")
+                builder.issue(f"image.user: {name!r} is not an account of the source or the profile; add it under accounts")
             users.add(name)
-    for entry in planner.plan.entries.values():
+    for entry in builder.plan.entries.values():
         if (account := db.user(entry.uid)) is not None:
             users.add(account.name)
         if (group := db.group(entry.gid)) is not None:
@@ -203,10 +199,8 @@ def add_account_files(planner: Planner) -> None:
         account = db.user(name)
         if account is not None and (group := db.group(account.gid)) is not None:
             groups.add(group.name)
-    planner.raise_issues()
+    builder.raise_issues()
     passwd, group_text = db.render(users, groups)
     for path, text, what in (("/etc/passwd", passwd, "users"), ("/etc/group", group_text, "groups")):
-        data = text.encode()
         names = ", ".join(sorted(users if what == "users" else groups))
-        target = planner.rebase(path, follow=False)
-        planner.add(Entry(target, EntryKind.FILE, 0o644, size=len(data), data=data), _system(f"system.passwd: {what} {names}"))
+        builder.generate(path, text.encode(), _system(f"system.passwd: {what} {names}"))

@@ -6,11 +6,13 @@ Everything here describes the *target* (the image), never the machine distill ru
 
 from __future__ import annotations
 
+import platform as host_platform
 from dataclasses import dataclass
 
 from distill.elf import EM_386, EM_AARCH64, EM_ARM, EM_X86_64, ElfInfo
+from distill.errors import UsageError
 
-__all__ = ["Arch", "arch_of", "ARCHES"]
+__all__ = ["Arch", "arch_of", "ARCHES", "Platform"]
 
 EM_PPC64, EM_S390, EM_RISCV = 21, 22, 243
 
@@ -41,3 +43,36 @@ ARCHES: dict[tuple[int, int, bool], Arch] = {
 def arch_of(info: ElfInfo) -> Arch | None:
     """The Arch of an ELF object, or None for an architecture distill has no table for."""
     return ARCHES.get((info.machine, info.elf_class, info.little_endian))
+
+
+@dataclass(frozen=True)
+class Platform:
+    """An OCI platform (os/architecture/variant): what an image, and so the loader it carries, targets."""
+
+    os: str
+    architecture: str
+    variant: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Platform:
+        parts = text.split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise UsageError(f"--platform {text}: write os/arch or os/arch/variant, e.g. linux/arm64")
+        return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
+
+    @classmethod
+    def host(cls) -> Platform:
+        machine = host_platform.machine().lower()
+        arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le",
+                "s390x": "s390x", "riscv64": "riscv64"}.get(machine, machine)
+        return cls("linux", arch, "v7" if arch == "arm" else None)
+
+    def matches(self, os: str, architecture: str, variant: str | None) -> bool:
+        if (os, architecture) != (self.os, self.architecture):
+            return False
+        if self.variant is None or self.variant == variant:
+            return True
+        return architecture == "arm64" and {self.variant, variant} <= {"v8", None}
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)

@@ -7,6 +7,7 @@ whiteouts (a plan cannot hold them). The same plan always gives the same bytes.
 
 from __future__ import annotations
 
+import gzip
 import io
 import tarfile
 from typing import BinaryIO
@@ -15,7 +16,9 @@ from distill.errors import SourceError
 from distill.plan import Entry, EntryKind, Plan
 from distill.view import View
 
-__all__ = ["write_tar"]
+__all__ = ["write_tar", "reproducible_gzip", "GZIP_LEVEL"]
+
+GZIP_LEVEL = 6  # fixed, so the compressed bytes do not depend on a default
 
 _TYPES = {
     EntryKind.FILE: tarfile.REGTYPE,
@@ -58,3 +61,8 @@ def write_tar(plan: Plan, source: View, out: BinaryIO) -> None:
                         tar.addfile(info, stream)
                     except OSError as exc:
                         raise SourceError(f"{source.name}: {entry.source} changed while it was being read ({exc})") from None
+
+
+def reproducible_gzip(out: BinaryIO) -> gzip.GzipFile:
+    """A gzip writer onto `out` whose bytes depend only on what is written (no name, mtime 0, fixed level)."""
+    return gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=GZIP_LEVEL)

@@ -19,9 +19,9 @@ class _Int(int):
 class _Loader(yaml.SafeLoader):
     """Safe YAML without aliases (no billion-laughs expansion)."""
 
-    def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: ANN401 - PyYAML's signature
+    def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]  # PyYAML's stubs leave it untyped
             raise yaml.MarkedYAMLError("", None, "aliases are not allowed in profiles; write the value out", event.start_mark)
         return super().compose_node(parent, index)
 
@@ -37,7 +37,7 @@ _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 def parse_yaml(text: str, where: str) -> tuple[Any, str | None]:
     """(document, error); the error is one line naming the file and position."""
     try:
-        return yaml.load(text, Loader=_Loader), None  # noqa: S506 - _Loader is a SafeLoader
+        return yaml.load(text, Loader=_Loader), None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         position = f":{mark.line + 1}:{mark.column + 1}" if mark else ""

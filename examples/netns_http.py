@@ -63,7 +63,7 @@ def inside(args: argparse.Namespace) -> dict[str, object]:
                 server.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 server.kill()
-        out, err = server.communicate()
+        _, err = server.communicate()
         result["exit"] = server.returncode
         result["stderr"] = err.decode("utf-8", "replace")[-2000:]
     return result

@@ -82,7 +82,7 @@ def make_tls(directory: Path) -> tuple[Path, Path, Path]:
     from cryptography.x509.oid import NameOID
 
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "distill test CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
@@ -106,7 +106,7 @@ def tls_server(cert: Path, key: Path, port: int = 8443) -> http.server.HTTPServe
     """A small HTTPS server (host Python) answering `hello over TLS`."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             body = b"hello over TLS\n"
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
@@ -128,7 +128,7 @@ def tls_server(cert: Path, key: Path, port: int = 8443) -> http.server.HTTPServe
 def fetch(url: str, context: ssl.SSLContext | None = None) -> tuple[int, str]:
     import urllib.request
 
-    with urllib.request.urlopen(url, context=context, timeout=10) as response:  # noqa: S310 - 127.0.0.1 only
+    with urllib.request.urlopen(url, context=context, timeout=10) as response:
         return response.status, response.read().decode("utf-8", "replace")
 
 

@@ -122,13 +122,13 @@ class _TokenHandler(http.server.BaseHTTPRequestHandler):
     server: _TokenHTTPServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.server.owner._handle(self)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.server.owner._handle(self)
 
     def send_json(self, status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> None:
@@ -197,7 +197,7 @@ class TokenServer:
         tmp_dir = Path(tmp_dir)
         tmp_dir.mkdir(parents=True, exist_ok=True)
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "distill test token signer")])
         public_key = self._key.public_key()
         self._cert = (
@@ -366,9 +366,10 @@ class TokenServer:
             return reply(400, {"errors": [{"code": "INVALID_SCOPE", "message": str(error)}]})
         record.granted = access
         token = self.make_token(record.user, access)
-        issued = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        issued = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
         reply(200, {"token": token, "access_token": token, "expires_in": self.expires_in,
                     "issued_at": issued})
+        return None
 
 
 def _stop_http_server(server: http.server.HTTPServer, thread: threading.Thread) -> None:

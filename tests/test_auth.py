@@ -281,7 +281,7 @@ def test_default_files_in_podman_order(tmp_path: Path, env: dict[str, str]) -> N
         write_json(tmp_path / "config/containers/auth.json", {"auths": {"quay.io": auth("config")}}),
         write_json(tmp_path / "docker/config.json", {"auths": {"quay.io": auth("docker")}}),
     ]
-    for path, user in zip(files, ["runtime", "config", "docker"]):
+    for path, user in zip(files, ["runtime", "config", "docker"], strict=False):
         assert find_credentials("quay.io", "org/app", env=env) == Credentials(user, SECRET)
         path.unlink()
     assert find_credentials("quay.io", "org/app", env=env) is None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from conftest import TRIPLET, Tree, model_list, run_distill, same_answer
 
-from distill.checks import check_plan
+from distill.checks import FindingKind, check_plan
 from distill.loader import Loader
 from distill.planner import make_plan
 from distill.profile import load_profile
@@ -30,8 +30,8 @@ def test_a_library_missing_from_the_output_is_reported_with_who_needs_it(tree: T
     tree.prog("/usr/bin/app", needs=[f"{LIBDIR}/libgone.so.1"])
     plan = make_plan(DirView(tree.root), profile(tmp_path, "binaries: [/usr/bin/app]\nexclude: ['/usr/lib/*/libgone*']\n"))
     errors = check_plan(plan, DirView(tree.root)).errors
-    assert len(errors) == 1
-    assert errors[0].startswith("libgone.so.1 (needed by /usr/bin/app) is not in the output; searched /lib/x86_64-linux-gnu/libgone.so.1")
+    assert [(e.kind, e.path, e.library) for e in errors] == [(FindingKind.MISSING_LIBRARY, "/usr/bin/app", "libgone.so.1")]
+    assert str(errors[0]).startswith("libgone.so.1 (needed by /usr/bin/app) is not in the output; searched /lib/x86_64-linux-gnu/libgone.so.1")
 
 
 def test_a_symbol_version_the_library_lacks_fails_the_check(tree: Tree, tmp_path: Path) -> None:
@@ -45,7 +45,8 @@ def test_a_symbol_version_the_library_lacks_fails_the_check(tree: Tree, tmp_path
     tree.prog("/usr/bin/app", flags=[str(newer)], source="int f2(void);\nint main(void) { return f2(); }\n")
     plan = make_plan(DirView(tree.root), profile(tmp_path, "binaries: [/usr/bin/app]\n"))
     errors = check_plan(plan, DirView(tree.root)).errors
-    assert errors == [f"/usr/bin/app needs version VERS_2 of libv.so.1, but /lib/{TRIPLET}/libv.so.1 defines versions up to "
+    assert [(e.kind, e.library, e.version) for e in errors] == [(FindingKind.MISSING_VERSION, "libv.so.1", "VERS_2")]
+    assert [str(e) for e in errors] == [f"/usr/bin/app needs version VERS_2 of libv.so.1, but /lib/{TRIPLET}/libv.so.1 defines versions up to "
                       "VERS_1; ship a libv.so.1 at least as new as the one it was built against"]
 
 

@@ -48,7 +48,7 @@ def test_json_report_lists_entries_reasons_checks_and_sizes(source: Path, tmp_pa
     lib = entries[f"{LIBDIR}/libapp.so.1"]
     assert lib["reasons"][0] == {"kind": "needed", "detail": "libapp.so.1", "via": "/usr/bin/app",
                                  "rule": f"default path: /lib/{TRIPLET}"}
-    assert report["checks"] == {"errors": [], "warnings": []}
+    assert report["checks"] == {"errors": [], "warnings": [], "findings": []}
     assert report["summary"]["output_files"] == sum(1 for e in report["entries"] if e["type"] == "file")
     assert report["closures"][0]["root"] == "/usr/bin/app"
 

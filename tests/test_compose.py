@@ -73,7 +73,7 @@ def test_base_history_is_kept_and_annotations_name_the_base(source: Path, tmp_pa
     assert result.code == 0, result.stderr
     report = json.loads(result.stdout)
     manifest, config = image_config(out, "app")
-    assert [h.get("created_by") for h in config["history"]][0] == "fat layer"
+    assert next(h.get("created_by") for h in config["history"]) == "fat layer"
     assert manifest["annotations"]["org.opencontainers.image.base.name"] == f"oci:{source}:latest"
     assert manifest["annotations"]["org.opencontainers.image.base.digest"] == report["base"]["digest"]
     assert f"/lib/{TRIPLET}/libc.so.6" in report["base"]["provided_by_base"]

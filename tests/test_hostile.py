@@ -386,7 +386,7 @@ def test_a_10_mb_profile_is_refused(glibc_tree: Tree, tmp_path: Path) -> None:
 class _Misbehaving(http.server.BaseHTTPRequestHandler):
     mode = "redirect-loop"
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.mode == "redirect-loop":
             self.send_response(307)
             self.send_header("Location", self.path)

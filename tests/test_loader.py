@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import TRIPLET, Tree, model_list, same_answer
 
-from distill.loader import Closure, Loader
+from distill.loader import Closure, Loader, LoaderEnv
 from distill.sources.rootfs import DirView
 
 LIBDIR = f"/usr/lib/{TRIPLET}"
@@ -307,7 +307,7 @@ def test_ld_library_path_comes_after_rpath_and_before_runpath(tree: Tree) -> Non
     tree.lib("/opt/env/libenv.so.1", soname="libenv.so.1")
     tree.lib("/opt/runpath/libenv.so.1", soname="libenv.so.1")
     tree.prog("/usr/bin/app", needs=["/opt/env/libenv.so.1"], flags=["-Wl,--enable-new-dtags,-rpath,/opt/runpath"])
-    found = Loader(DirView(tree.root), library_path=("/opt/env",)).closure("/usr/bin/app")
+    found = Loader(DirView(tree.root), LoaderEnv(library_path=("/opt/env",))).closure("/usr/bin/app")
     hit = link(found, "libenv.so.1")
     assert (hit.path, hit.rule) == ("/opt/env/libenv.so.1", "LD_LIBRARY_PATH")
     real = subprocess.run(["chroot", str(tree.root), "/lib64/ld-linux-x86-64.so.2", "--library-path", "/opt/env", "--list",

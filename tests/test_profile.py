@@ -39,7 +39,7 @@ def test_every_builtin_profile_loads(name: str) -> None:
 def test_nginx_profile_keeps_the_contract_keys() -> None:
     profile = load_profile("nginx")
     assert profile.files == ("profiles/glibc.yaml", "profiles/nginx.yaml")
-    assert [spec.path for spec, _ in profile.binaries][0] == "/usr/sbin/nginx"
+    assert next(spec.path for spec, _ in profile.binaries) == "/usr/sbin/nginx"
     assert profile.image.entrypoint == ("/usr/sbin/nginx", "-g", "daemon off;")
     assert profile.image.expose == ("443/tcp", "80/tcp")
     assert profile.system.nsswitch is True and profile.system.timezone == "UTC"

@@ -170,7 +170,7 @@ class _Fake(http.server.BaseHTTPRequestHandler):
     plan: list[tuple[int, dict[str, str], bytes]] = []
     seen: list[dict[str, str]] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         _Fake.seen.append(dict(self.headers))
         status, headers, body = _Fake.plan.pop(0)
         self.send_response(status)
@@ -260,11 +260,11 @@ class _ChunkOnly(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         _ChunkOnly.log.append("POST")
         self._reply(202, {"Location": "/v2/x/y/blobs/uploads/session-1"})
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         _ChunkOnly.log.append(f"PUT {len(body)}")
         if body:
@@ -274,7 +274,7 @@ class _ChunkOnly(http.server.BaseHTTPRequestHandler):
             ok = digest == sha256_of(bytes(_ChunkOnly.received))
             self._reply(201 if ok else 400)
 
-    def do_PATCH(self) -> None:  # noqa: N802
+    def do_PATCH(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         start, end = (int(n) for n in self.headers["Content-Range"].split("-"))
         _ChunkOnly.log.append(f"PATCH {start}-{end}")

@@ -219,7 +219,7 @@ def test_token_auth_registry(token_registry: Registry, token_server: TokenServer
     info = skopeo_inspect(reg.ref("library/tiny:1"))
     assert info["Layers"] == [layer["digest"] for layer in layout_manifest(tiny_layout, "1")["layers"]]
     skopeo_copy(reg.ref("library/tiny:1"), f"oci:{tmp_path / 'anonymous'}:1")
-    anonymous = [r for r in server.requests[before:]]
+    anonymous = list(server.requests[before:])
     assert anonymous and not any(r.authenticated for r in anonymous)
     assert all(r.granted == [{"type": "repository", "name": "library/tiny", "actions": ["pull"]}]
                for r in anonymous)

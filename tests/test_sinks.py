@@ -18,7 +18,8 @@ from distill.plan import Plan
 from distill.planner import make_plan
 from distill.profile import load_profile
 from distill.refs import Ref
-from distill.sinks import check_destination, open_sink
+from distill.sinks import open_sink
+from distill.sinks.staging import check_destination
 from distill.sources.rootfs import DirView
 
 LIBDIR = f"/usr/lib/{TRIPLET}"

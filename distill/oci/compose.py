@@ -7,13 +7,13 @@ gzipped with mtime 0 at a fixed level, so the same inputs give the same manifest
 
 from __future__ import annotations
 
-import gzip
+import functools
 import hashlib
 import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -23,12 +23,10 @@ from distill.oci.digest import sha256_of
 from distill.oci.image import Descriptor, Image
 from distill.plan import Plan
 from distill.profile import Profile
-from distill.tarstream import write_tar
+from distill.tarstream import reproducible_gzip, write_tar
 from distill.view import View
 
-__all__ = ["Blob", "BuiltImage", "build_image", "rfc3339", "canonical_json", "GZIP_LEVEL"]
-
-GZIP_LEVEL = 6
+__all__ = ["Blob", "BuiltImage", "build_image", "rfc3339", "canonical_json"]
 BASE_NAME = "org.opencontainers.image.base.name"
 BASE_DIGEST = "org.opencontainers.image.base.digest"
 _DOCKER_TO_OCI = {
@@ -44,7 +42,7 @@ def canonical_json(value: Any) -> bytes:
 
 
 def rfc3339(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -96,7 +94,7 @@ def _write_layer(plan: Plan, source: View, path: Path) -> tuple[Descriptor, str]
     """(descriptor of the gzipped layer, diff_id), in one pass over the plan."""
     with open(path, "wb") as out:
         compressed = _HashingWriter(out)
-        with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=GZIP_LEVEL) as zipped:  # type: ignore[arg-type]
+        with reproducible_gzip(compressed) as zipped:  # type: ignore[arg-type]
             uncompressed = _HashingWriter(zipped)
             write_tar(plan, source, uncompressed)  # type: ignore[arg-type]
     return Descriptor(media.OCI_LAYER_GZIP, compressed.digest, compressed.size), uncompressed.digest
@@ -126,9 +124,9 @@ def _runtime(profile: Profile, source: Image | None, base: Image | None, warning
         out["Cmd"] = list(wanted.cmd or [])  # a new entrypoint resets the inherited command, as in a Dockerfile
     elif wanted.cmd is not None:
         out["Cmd"] = list(wanted.cmd)
-    for key, value in (("WorkingDir", wanted.workdir), ("User", wanted.user), ("StopSignal", wanted.stop_signal)):
-        if value:
-            out[key] = value
+    for key, setting in (("WorkingDir", wanted.workdir), ("User", wanted.user), ("StopSignal", wanted.stop_signal)):
+        if setting:
+            out[key] = setting
     if wanted.expose:
         out["ExposedPorts"] = {port: {} for port in wanted.expose}
     if wanted.volumes:
@@ -170,7 +168,8 @@ def build_image(layer_plan: Plan, source_view: View, *, workdir: Path, profile: 
     for descriptor in base.layers if base else []:
         kind = _DOCKER_TO_OCI.get(descriptor.media_type, descriptor.media_type)
         oci = Descriptor(kind, descriptor.digest, descriptor.size, descriptor.to_json(kind))
-        layers.append(Blob(oci, lambda d=descriptor: base.open_blob(d)))  # type: ignore[union-attr]
+        assert base is not None
+        layers.append(Blob(oci, functools.partial(base.open_blob, descriptor)))
     layers.append(Blob(layer, lambda: open(layer_path, "rb")))
     manifest: dict[str, Any] = {
         "schemaVersion": 2,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-from typing import BinaryIO
+from typing import BinaryIO, TypeGuard
 
 from distill.errors import SourceError
 
@@ -18,7 +18,7 @@ def sha256_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def valid_digest(digest: object) -> bool:
+def valid_digest(digest: object) -> TypeGuard[str]:
     return isinstance(digest, str) and _DIGEST.match(digest) is not None
 
 

@@ -8,14 +8,14 @@ index is resolved to one platform's manifest here.
 from __future__ import annotations
 
 import json
-import platform as host_platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from distill.errors import SourceError, UsageError
+from distill.errors import SourceError
 from distill.oci import media
 from distill.oci.digest import valid_digest
+from distill.target import Platform
 
 __all__ = ["MAX_MANIFEST_BYTES", "Descriptor", "Platform", "Image", "parse_json", "parse_manifest", "select_platform"]
 
@@ -46,37 +46,6 @@ class Descriptor:
         out = dict(self.raw) or {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
         out.update({"mediaType": media_type or self.media_type, "digest": self.digest, "size": self.size})
         return out
-
-
-@dataclass(frozen=True)
-class Platform:
-    os: str
-    architecture: str
-    variant: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Platform:
-        parts = text.split("/")
-        if len(parts) not in (2, 3) or not all(parts):
-            raise UsageError(f"--platform {text}: write os/arch or os/arch/variant, e.g. linux/arm64")
-        return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
-
-    @classmethod
-    def host(cls) -> Platform:
-        machine = host_platform.machine().lower()
-        arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le",
-                "s390x": "s390x", "riscv64": "riscv64"}.get(machine, machine)
-        return cls("linux", arch, "v7" if arch == "arm" else None)
-
-    def matches(self, os: str, architecture: str, variant: str | None) -> bool:
-        if (os, architecture) != (self.os, self.architecture):
-            return False
-        if self.variant is None or self.variant == variant:
-            return True
-        return architecture == "arm64" and {self.variant, variant} <= {"v8", None}
-
-    def __str__(self) -> str:
-        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from distill import paths
 from distill.errors import SourceError
@@ -31,7 +31,7 @@ from distill.oci.image import Image
 try:  # Python 3.14
     from compression import zstd  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - below 3.14
-    from backports import zstd  # type: ignore[no-redef]
+    from backports import zstd
 
 __all__ = ["Cache", "Member", "layer_members", "normalize_member_name"]
 
@@ -122,11 +122,11 @@ def _spool(image: Image, number: int, cache: Cache) -> Path:
     descriptor = image.layers[number]
     where = f"{image.name}: layer {number + 1} ({descriptor.digest[:19]})"
     with image.open_blob(descriptor) as blob, cache.writing(target) as out:
-        buffered = io.BufferedReader(blob, _CHUNK)  # type: ignore[arg-type]
+        buffered = io.BufferedReader(cast(io.RawIOBase, blob), _CHUNK)
         compression = media.compression_of(descriptor.media_type) or media.sniff_compression(buffered.peek(4))
         digest = hashlib.sha256()
         try:
-            reader = _decompressed(buffered, compression)  # type: ignore[arg-type]
+            reader = _decompressed(buffered, compression)
             while chunk := reader.read(_CHUNK):
                 digest.update(chunk)
                 out.write(chunk)

@@ -19,7 +19,12 @@ __all__ = [
     "compression_of",
     "oci_layer_type",
     "sniff_compression",
+    "REF_NAME",
+    "CONTAINERD_NAME",
 ]
+
+REF_NAME = "org.opencontainers.image.ref.name"  # index annotation: the tag in an OCI layout
+CONTAINERD_NAME = "io.containerd.image.name"  # index annotation: the full reference, as containerd writes it
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

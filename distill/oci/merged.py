@@ -100,7 +100,7 @@ class ImageView(View):
         data = self.data.get(path)
         if data is None:
             raise SourceError(f"{self.name}: {path} is not a regular file")
-        return io.BufferedReader(_Slice(self.spools[data.spool], data.offset, data.size))  # type: ignore[return-value]
+        return io.BufferedReader(_Slice(self.spools[data.spool], data.offset, data.size))
 
     # -- applying layers ---------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ from typing import BinaryIO
 
 from distill.errors import SourceError
 from distill.oci.digest import VerifiedReader, sha256_of
-from distill.oci.image import MAX_MANIFEST_BYTES, Descriptor, Image, Platform, parse_json, parse_manifest, select_platform
+from distill.oci.image import MAX_MANIFEST_BYTES, Descriptor, Image, parse_json, parse_manifest, select_platform
+from distill.target import Platform
 
 __all__ = ["resolve_image", "read_verified"]
 

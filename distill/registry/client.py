@@ -10,6 +10,7 @@ Nothing here logs a header, a token or a password.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import time
 from collections.abc import Callable
@@ -66,7 +67,7 @@ class _Raw:
         self.response = response
 
     def read(self, size: int = -1) -> bytes:
-        return self.response.raw.read(None if size < 0 else size, decode_content=False)  # type: ignore[no-any-return]
+        return self.response.raw.read(None if size < 0 else size, decode_content=False)
 
     def close(self) -> None:
         self.response.close()
@@ -105,7 +106,7 @@ class RegistryClient:
         if challenge.scheme == "basic":
             if creds is None:
                 raise self._error(f"{self.registry} requires a user name and password; give --creds USER:PASSWORD or an auth file")
-            return {"Authorization": requests.auth._basic_auth_str(creds.username, creds.password)}  # type: ignore[attr-defined]
+            return {"Authorization": requests.auth._basic_auth_str(creds.username, creds.password)}
         if challenge.scheme != "bearer" or "realm" not in challenge.params:
             raise self._error(f"{self.registry} asks for an unsupported authentication scheme {challenge.scheme!r}")
         cached = self.tokens.get(scopes)
@@ -226,9 +227,10 @@ class RegistryClient:
     def _retry_after(response: requests.Response, attempt: int) -> float:
         header = response.headers.get("Retry-After", "")
         try:
-            return min(max(float(header), 0.0), _MAX_WAIT)
+            wait: float = float(header)
+            return min(max(wait, 0.0), _MAX_WAIT)
         except ValueError:
-            return min(0.5 * 2**attempt, _MAX_WAIT)
+            return min(0.5 * 2.0**attempt, _MAX_WAIT)
 
     def _status_error(self, response: requests.Response, method: str, repository: str, actions: tuple[str, ...]) -> DistillError:
         code = response.status_code
@@ -327,7 +329,7 @@ class RegistryClient:
                 end = start + len(chunk) - 1
                 response = self.request("PATCH", location, repository, actions=("pull", "push"), ok=(202,),
                                         headers={"Content-Type": "application/octet-stream", "Content-Range": f"{start}-{end}",
-                                                 "Content-Length": str(len(chunk))}, body=lambda c=chunk: c)
+                                                 "Content-Length": str(len(chunk))}, body=functools.partial(bytes, chunk))
                 response.close()
                 location = urljoin(self.base + "/", response.headers.get("Location", location))
                 start = end + 1

@@ -9,6 +9,7 @@ repository when both live on one registry, and puts the manifest last.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import os
@@ -17,6 +18,7 @@ import tarfile
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -28,12 +30,9 @@ from distill.oci.image import parse_json
 from distill.reference import ReferenceError, parse_reference
 from distill.refs import Ref
 from distill.registry.options import RegistryOptions
-from distill.sinks import staged
+from distill.sinks.staging import staged
 
-__all__ = ["write_image", "REF_NAME", "CONTAINERD_NAME"]
-
-REF_NAME = "org.opencontainers.image.ref.name"
-CONTAINERD_NAME = "io.containerd.image.name"
+__all__ = ["write_image"]
 _LAYOUT = canonical_json({"imageLayoutVersion": "1.0.0"})
 
 
@@ -51,12 +50,12 @@ def write_image(built: BuiltImage, ref: Ref, registry: RegistryOptions) -> str:
         return f"{ref}: pushed {_push(built, ref, registry)}"
     if ref.transport == "docker-daemon":
         with tempfile.TemporaryFile() as archive:
-            _write_archive(built, archive, ref.name, docker=True)  # type: ignore[arg-type]
+            _write_archive(built, archive, ref.name, docker=True)
             size = archive.tell()
             archive.seek(0)
             from distill.daemon import DaemonClient
 
-            said = DaemonClient(error=DestinationError).load(archive, size)  # type: ignore[arg-type]
+            said = DaemonClient(error=DestinationError).load(archive, size)
         return f"{ref}: {said}"
     raise AssertionError(ref.transport)
 
@@ -64,12 +63,10 @@ def write_image(built: BuiltImage, ref: Ref, registry: RegistryOptions) -> str:
 def _index_entry(built: BuiltImage, name: str | None) -> dict[str, Any]:
     entry: dict[str, Any] = {"mediaType": media.OCI_MANIFEST, "digest": built.manifest_digest, "size": len(built.manifest_bytes)}
     if name:
-        entry["annotations"] = {REF_NAME: name}
+        entry["annotations"] = {media.REF_NAME: name}
         if "/" in name:
-            try:
-                entry["annotations"][CONTAINERD_NAME] = str(parse_reference(name))
-            except ReferenceError:
-                pass
+            with contextlib.suppress(ReferenceError):  # a tag that is no reference gets no containerd name
+                entry["annotations"][media.CONTAINERD_NAME] = str(parse_reference(name))
     return entry
 
 
@@ -116,7 +113,7 @@ def _write_layout_dir(built: BuiltImage, dest: Path, name: str | None) -> None:
             index_path = dest / "index.json"
             index = parse_json(index_path.read_bytes(), f"oci:{dest}: index.json") if index_path.exists() else {}
             kept = [m for m in index.get("manifests", [])
-                    if not (name and isinstance(m, dict) and (m.get("annotations") or {}).get(REF_NAME) == name)]
+                    if not (name and isinstance(m, dict) and (m.get("annotations") or {}).get(media.REF_NAME) == name)]
             document = {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": [*kept, _index_entry(built, name)]}
             with staged(index_path, directory=False) as temp:
                 temp.write_bytes(canonical_json(document))
@@ -182,8 +179,7 @@ def _push(built: BuiltImage, ref: Ref, options: RegistryOptions) -> str:
     from distill.registry.client import RegistryClient  # loads requests only when pushing
 
     assert ref.image is not None
-    client = RegistryClient(ref.image, RegistryOptions(options.creds, options.authfile, options.tls_verify,
-                                                       options.timeout, DestinationError))
+    client = RegistryClient(ref.image, replace(options, error=DestinationError))
     repository = ref.image.repository
     base_repository = None
     if built.base is not None and built.base_name:
@@ -201,9 +197,9 @@ def _push(built: BuiltImage, ref: Ref, options: RegistryOptions) -> str:
         if base_repository and digest in base_digests and client.mount_blob(repository, digest, base_repository):
             continue
         with tempfile.TemporaryFile() as spooled:
-            _copy_blob(blob.open, blob.descriptor, spooled)  # type: ignore[arg-type]
+            _copy_blob(blob.open, blob.descriptor, spooled)
 
-            def reopen(file: BinaryIO = spooled) -> BinaryIO:  # type: ignore[assignment]
+            def reopen(file: BinaryIO = spooled) -> BinaryIO:
                 file.seek(0)
                 return file
 

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from distill.plan import Plan
 from distill.refs import Ref
-from distill.sinks import staged
-from distill.tarstream import write_tar
+from distill.sinks.staging import staged
+from distill.tarstream import reproducible_gzip, write_tar
 from distill.view import View
 
-__all__ = ["LayerSink", "GZIP_LEVEL"]
-
-GZIP_LEVEL = 6  # fixed, so the compressed bytes do not depend on a default
+__all__ = ["LayerSink"]
 
 
 class LayerSink:
@@ -27,8 +25,8 @@ class LayerSink:
         with staged(dest, directory=False) as temp:
             with open(temp, "wb") as raw:
                 if compress:
-                    with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=GZIP_LEVEL) as zipped:
-                        write_tar(plan, source, zipped)
+                    with reproducible_gzip(raw) as zipped:
+                        write_tar(plan, source, cast(BinaryIO, zipped))
                 else:
                     write_tar(plan, source, raw)
                 raw.flush()

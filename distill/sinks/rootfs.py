@@ -14,7 +14,7 @@ from pathlib import Path
 from distill.errors import DestinationError
 from distill.plan import Entry, EntryKind, Plan
 from distill.refs import Ref
-from distill.sinks import staged
+from distill.sinks.staging import staged
 from distill.view import View
 
 __all__ = ["RootfsSink"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 
-from distill.oci.image import Image, Platform
+from distill.oci.image import Image
 from distill.oci.layers import Cache
 from distill.oci.merged import open_image_view
 from distill.refs import Ref
@@ -13,6 +13,7 @@ from distill.registry.options import RegistryOptions
 from distill.sources.dockerarchive import archive_image
 from distill.sources.layout import DirStore, TarStore, layout_image
 from distill.sources.rootfs import DirView
+from distill.target import Platform
 from distill.view import View
 
 __all__ = ["Source", "SourceOptions", "open_source", "open_image"]
@@ -52,9 +53,9 @@ def open_image(ref: Ref, options: SourceOptions) -> Image:
         from distill.daemon import DaemonClient
 
         saved = tempfile.TemporaryFile()  # removed by the OS when the store lets go of it
-        DaemonClient().save(ref.name or "", saved)  # type: ignore[arg-type]
+        DaemonClient().save(ref.name or "", saved)
         saved.seek(0)
-        return archive_image(TarStore(saved, str(ref)), None, None, options.platform)  # type: ignore[arg-type]
+        return archive_image(TarStore(saved, str(ref)), None, None, options.platform)
     raise AssertionError(f"not an image transport: {ref.transport}")
 
 

@@ -15,9 +15,10 @@ from typing import Any, BinaryIO
 from distill.errors import SourceError
 from distill.oci import media
 from distill.oci.digest import VerifiedReader, sha256_of
-from distill.oci.image import MAX_MANIFEST_BYTES, Descriptor, Image, Platform, parse_json
+from distill.oci.image import MAX_MANIFEST_BYTES, Descriptor, Image, parse_json
 from distill.reference import ReferenceError, parse_reference
 from distill.sources.layout import TarStore
+from distill.target import Platform
 
 __all__ = ["archive_image"]
 

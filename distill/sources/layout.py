@@ -7,15 +7,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from distill.errors import SourceError
+from distill.oci import media
 from distill.oci.digest import VerifiedReader, hex_of
-from distill.oci.image import MAX_MANIFEST_BYTES, Descriptor, Image, Platform, parse_json
+from distill.oci.image import MAX_MANIFEST_BYTES, Descriptor, Image, parse_json
 from distill.oci.layers import normalize_member_name
 from distill.oci.resolve import read_verified, resolve_image
+from distill.target import Platform
 
-__all__ = ["DirStore", "TarStore", "layout_image", "REF_NAME"]
-
-REF_NAME = "org.opencontainers.image.ref.name"
-CONTAINERD_NAME = "io.containerd.image.name"
+__all__ = ["DirStore", "TarStore", "layout_image"]
 
 
 class DirStore:
@@ -86,7 +85,8 @@ def layout_image(store: DirStore | TarStore, ref: str | None, platform: Platform
         # an unnamed multi-platform layout: index.json is itself the index to pick a platform from
         return resolve_image(store.name, raw_index, None, read, read, open_blob, platform)
     if ref is not None:
-        chosen = [e for e, n in zip(entries, names, strict=True) if n == ref or (e.get("annotations") or {}).get(CONTAINERD_NAME) == ref]
+        chosen = [e for e, n in zip(entries, names, strict=True)
+                  if n == ref or (e.get("annotations") or {}).get(media.CONTAINERD_NAME) == ref]
         if not chosen:
             known = ", ".join(sorted(n for n in names if n)) or "none"
             raise SourceError(f"{store.name}: no image named {ref!r} in the layout (names: {known})")
@@ -101,4 +101,4 @@ def layout_image(store: DirStore | TarStore, ref: str | None, platform: Platform
 
 def _name(entry: dict) -> str | None:  # type: ignore[type-arg]
     annotations = entry.get("annotations") or {}
-    return annotations.get(REF_NAME) or annotations.get(CONTAINERD_NAME)
+    return annotations.get(media.REF_NAME) or annotations.get(media.CONTAINERD_NAME)

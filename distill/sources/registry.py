@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from distill.oci.digest import VerifiedReader
-from distill.oci.image import Descriptor, Image, Platform
+from distill.oci.image import Descriptor, Image
 from distill.oci.layers import Cache
 from distill.oci.resolve import resolve_image
 from distill.reference import ImageReference
 from distill.registry.client import RegistryClient
 from distill.registry.options import RegistryOptions
+from distill.target import Platform
 
 __all__ = ["registry_image", "fetch_blob"]
 

@@ -1,5 +1,6 @@
 """Fuzz the ELF reader and the symbol-table reader: any bytes give an answer or an ElfError, nothing else."""
 
+import contextlib
 import io
 import sys
 
@@ -16,10 +17,8 @@ WANTED = frozenset({"pthread_cancel", "pthread_exit"})
 
 def test_one_input(data: bytes) -> None:
     for read in (lambda: read_elf(io.BytesIO(data), "fuzz"), lambda: undefined_symbols(io.BytesIO(data), "fuzz", WANTED)):
-        try:
+        with contextlib.suppress(ElfError):  # a clean refusal is a pass; anything else is a finding
             read()
-        except ElfError:
-            pass
 
 
 if __name__ == "__main__":

@@ -1,0 +1,92 @@
+"""Destinations are checked before anything is read, and written atomically: into a temporary
+sibling, then renamed into place, so a refused or failed run leaves nothing behind."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from distill.errors import DestinationError
+from distill.refs import Ref
+
+__all__ = ["check_destination", "staged"]
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def check_destination(ref: Ref, *, source_root: str | None, force: bool, layout_ok: bool = False) -> Path:
+    """Refuse a destination that is not empty (without --force) or overlaps the source.
+
+    `layout_ok`: an existing OCI layout may receive another image (`oci:DIR:TAG`).
+    """
+    dest = Path(ref.path).absolute()
+    resolved = dest.resolve()
+    if source_root is not None:
+        root = Path(source_root).resolve()
+        if _inside(resolved, root) or _inside(root, resolved):
+            raise DestinationError(f"{ref}: overlaps the source {root}; write the output somewhere else")
+    if dest.is_symlink() and not force:
+        raise DestinationError(f"{ref}: is a symlink; give the real path, or --force to replace the link")
+    if dest.exists() and not dest.is_symlink():
+        empty_dir = dest.is_dir() and not any(dest.iterdir())
+        if layout_ok and (dest / "oci-layout").is_file():
+            pass
+        elif not empty_dir and not force:
+            raise DestinationError(f"{ref}: already exists and is not empty; use --force to replace it")
+    parent = dest.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DestinationError(f"{ref}: cannot write in {parent}")
+    return dest
+
+
+@contextmanager
+def staged(dest: Path, *, directory: bool) -> Iterator[Path]:
+    """A temporary sibling of `dest`, moved into place when the block succeeds, removed when it fails."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{dest.name}.distill-{os.getpid()}-"  # ours alone, so cleanup finds it even if a signal beat the assignment
+    try:
+        if directory:
+            temp = Path(tempfile.mkdtemp(prefix=prefix, dir=dest.parent))
+        else:
+            fd, name = tempfile.mkstemp(prefix=prefix, dir=dest.parent)
+            os.close(fd)
+            temp = Path(name)
+        yield temp
+        _replace(temp, dest)
+    except BaseException:
+        for leftover in dest.parent.glob(glob.escape(prefix) + "*"):
+            _remove(leftover)
+        raise
+
+
+def _replace(temp: Path, dest: Path) -> None:
+    """Rename `temp` over `dest`; an existing (non-empty) destination is moved aside first, then removed."""
+    if not (dest.exists() or dest.is_symlink()):
+        os.rename(temp, dest)
+        return
+    if dest.is_dir() and not dest.is_symlink() and not any(dest.iterdir()) and temp.is_dir():
+        os.rename(temp, dest)  # rename(2) replaces an empty directory
+        return
+    if not dest.is_dir() and not temp.is_dir():
+        os.replace(temp, dest)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.distill-old-", dir=dest.parent))
+    os.rename(dest, old / "x")
+    os.rename(temp, dest)
+    _remove(old)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
