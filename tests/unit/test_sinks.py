@@ -11,7 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import TRIPLET, Tree
+from helpers.tree import TRIPLET, Tree
 
 from distill.errors import DestinationError, SourceError
 from distill.plan import Plan

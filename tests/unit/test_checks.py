@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from conftest import TRIPLET, Tree, model_list, run_distill, same_answer
+from helpers.cli import run_distill
+from helpers.tree import TRIPLET, Tree, model_list, same_answer
 
 from distill.checks import check_plan
 from distill.loader import Loader

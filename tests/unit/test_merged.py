@@ -11,9 +11,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import Tree
-from layouts import member, write_layout
-from registry import build_image_layout
+from helpers.layouts import member, write_layout
+from helpers.registry import build_image_layout
+from helpers.tree import Tree
 
 from distill.errors import SourceError
 from distill.oci.image import Platform

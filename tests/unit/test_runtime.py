@@ -1,7 +1,7 @@
 """Runtime collectors, whole packages and package records, on trees of real compiled files.
 
 The package databases here are written by the tests in dpkg's and apk's own formats (the fat Debian
-rootfs of tests/test_apps.py covers a real dpkg database end to end)."""
+rootfs of tests/e2e/test_apps.py covers a real dpkg database end to end)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import HOST_LIBC, TRIPLET, Tree
+from helpers.tree import HOST_LIBC, TRIPLET, Tree
 
 from distill.errors import ProfileError
 from distill.plan import Plan

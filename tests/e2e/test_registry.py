@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Tree, run_distill
-from registry import Registry, TokenServer, build_image_layout, free_port, skopeo_copy
+from helpers.cli import run_distill
+from helpers.registry import Registry, TokenServer, build_image_layout, free_port, skopeo_copy
+from helpers.tree import Tree
 
 from distill.errors import SourceError
 from distill.oci.digest import VerifiedReader, sha256_of

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import model_list, parse_ld_list, same_answer
+from helpers.tree import model_list, parse_ld_list, same_answer
 
 from distill.errors import ElfError
 from distill.loader import Loader

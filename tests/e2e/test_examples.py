@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_distill
+from helpers import REPO
+from helpers.cli import run_distill
 
 from distill.profile import load_profile
 

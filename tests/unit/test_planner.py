@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import TRIPLET, Tree
+from helpers.tree import TRIPLET, Tree
 
 from distill.checks import check_plan
 from distill.errors import ElfError, PlanError, ProfileError

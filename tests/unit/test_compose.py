@@ -7,8 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import TRIPLET, Tree, run_distill
-from layouts import tree_members, write_layout
+from helpers.cli import run_distill
+from helpers.layouts import tree_members, write_layout
+from helpers.tree import TRIPLET, Tree
 
 from distill.oci.digest import sha256_of
 
