@@ -21,6 +21,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from article_list import copy_article_list  # noqa: E402
+
 from fatroot import fat_rootfs  # noqa: E402
 
 

@@ -7,10 +7,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import TRIPLET, Tree, run_distill
-from layouts import tree_members, write_layout
 
 from distill.oci.digest import sha256_of
+
+from helpers.cli import run_distill
+from helpers.layouts import tree_members, write_layout
+from helpers.tree import TRIPLET, Tree
 
 SOURCE_CONFIG = {
     "created": "2024-05-01T12:00:00Z",

@@ -11,9 +11,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import Tree
-from layouts import member, write_layout
-from registry import build_image_layout
 
 from distill.errors import SourceError
 from distill.oci.image import Platform
@@ -21,6 +18,10 @@ from distill.oci.layers import Cache
 from distill.oci.merged import open_image_view
 from distill.sources.layout import DirStore, layout_image
 from distill.view import View
+
+from helpers.layouts import member, write_layout
+from helpers.registry import build_image_layout
+from helpers.tree import Tree
 
 
 def view_dump(view: View) -> dict[str, str]:

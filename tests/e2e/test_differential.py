@@ -7,11 +7,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import model_list, parse_ld_list, same_answer
 
 from distill.errors import ElfError
 from distill.loader import Loader
 from distill.sources.rootfs import DirView
+
+from helpers.tree import model_list, parse_ld_list, same_answer
 
 pytestmark = pytest.mark.rootfs
 

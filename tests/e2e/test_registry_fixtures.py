@@ -1,4 +1,4 @@
-"""The registry helpers of tests/registry.py, proved against the real peers: docker-registry
+"""The registry helpers of tests/helpers/registry.py, proved against the real peers: docker-registry
 (distribution 2.8), skopeo and umoci."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from registry import (
+
+from helpers.registry import (
     Registry,
     RegistryStartError,
     TokenRefused,

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO
+from helpers import REPO
 
 # Docker's default capability set (moby/oci/caps/defaults.go)
 DOCKER_CAPABILITIES = [

@@ -14,8 +14,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from fatroot import cache_dir, fat_rootfs
-from registry import build_image_layout
+from helpers import cache_dir, fat_rootfs
+from helpers.registry import build_image_layout
 
 DISTROLESS_PASSWD = ("root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"
                      "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n")

@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Tree
-from registry import skopeo_inspect
+
+from helpers import REPO
+from helpers.registry import skopeo_inspect
+from helpers.tree import Tree
 
 pytestmark = pytest.mark.slow
 

@@ -21,13 +21,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TRIPLET, Result, Tree, run_distill
-from layouts import member, tree_members, write_layout
 
 from distill.errors import SourceError
 from distill.reference import parse_reference
 from distill.registry.client import RegistryClient
 from distill.registry.options import RegistryOptions
+
+from helpers.cli import Result, run_distill
+from helpers.layouts import member, tree_members, write_layout
+from helpers.tree import TRIPLET, Tree
 
 CANARY = "distill-canary-" + secrets.token_hex(8)
 

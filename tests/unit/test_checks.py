@@ -5,13 +5,14 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from conftest import TRIPLET, Tree, model_list, run_distill, same_answer
-
 from distill.checks import FindingKind, check_plan
 from distill.loader import Loader
 from distill.planner import make_plan
 from distill.profile import load_profile
 from distill.sources.rootfs import DirView
+
+from helpers.cli import run_distill
+from helpers.tree import TRIPLET, Tree, model_list, same_answer
 
 LIBDIR = f"/usr/lib/{TRIPLET}"
 V1 = "VERS_1 { global: f1; local: *; };\n"

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_distill
 
 from distill.profile import load_profile
+
+from helpers import REPO
+from helpers.cli import run_distill
 
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 

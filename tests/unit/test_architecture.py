@@ -7,13 +7,13 @@ import itertools
 import re
 from pathlib import Path
 
-from conftest import REPO
-
 from distill.checks import FindingKind
 from distill.loader import Rule
 from distill.plan import ReasonKind
 from distill.specs import PathKind
 from distill.transports import TRANSPORTS
+
+from helpers import REPO
 
 PACKAGE = REPO / "distill"
 

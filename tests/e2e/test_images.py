@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_distill
-from containers import run_bundle_http, unpack_bundle
-from images import DEBIAN11_BASE, DEBIAN12_BASE, distroless_layout, fat_layout
-from registry import Registry, skopeo_copy, skopeo_inspect
+
+from helpers.cli import run_distill
+from helpers.containers import run_bundle_http, unpack_bundle
+from helpers.images import DEBIAN11_BASE, DEBIAN12_BASE, distroless_layout, fat_layout
+from helpers.registry import Registry, skopeo_copy, skopeo_inspect
 
 pytestmark = [pytest.mark.rootfs, pytest.mark.slow]
 

@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_distill
+
+from helpers import REPO
+from helpers.cli import run_distill
 
 pytestmark = pytest.mark.rootfs
 

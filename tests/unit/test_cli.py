@@ -7,7 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import TRIPLET, Tree, run_distill
+
+from helpers.cli import run_distill
+from helpers.tree import TRIPLET, Tree
 
 LIBDIR = f"/usr/lib/{TRIPLET}"
 

@@ -11,7 +11,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import TRIPLET, Tree
 
 from distill.errors import DestinationError, SourceError
 from distill.plan import Plan
@@ -21,6 +20,8 @@ from distill.refs import Ref
 from distill.sinks import open_sink
 from distill.sinks.staging import check_destination
 from distill.sources.rootfs import DirView
+
+from helpers.tree import TRIPLET, Tree
 
 LIBDIR = f"/usr/lib/{TRIPLET}"
 

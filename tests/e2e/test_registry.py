@@ -13,14 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Tree, run_distill
-from registry import Registry, TokenServer, build_image_layout, free_port, skopeo_copy
 
 from distill.errors import SourceError
 from distill.oci.digest import VerifiedReader, sha256_of
 from distill.reference import parse_reference
 from distill.registry.auth import Credentials
 from distill.registry.client import RegistryClient, RegistryOptions
+
+from helpers.cli import run_distill
+from helpers.registry import Registry, TokenServer, build_image_layout, free_port, skopeo_copy
+from helpers.tree import Tree
 
 USER_CREDS = "alice:alice-password"
 

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import TRIPLET, Tree
 
 from distill.checks import check_plan
 from distill.errors import ElfError, PlanError, ProfileError
@@ -14,6 +13,8 @@ from distill.plan import EntryKind, Plan
 from distill.planner import make_plan
 from distill.profile import load_profile
 from distill.sources.rootfs import DirView
+
+from helpers.tree import TRIPLET, Tree
 
 LIBDIR = f"/usr/lib/{TRIPLET}"
 

@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+
+from helpers import REPO
 
 RUNS = 4000
 

@@ -1,7 +1,7 @@
 """Runtime collectors, whole packages and package records, on trees of real compiled files.
 
 The package databases here are written by the tests in dpkg's and apk's own formats (the fat Debian
-rootfs of tests/test_apps.py covers a real dpkg database end to end)."""
+rootfs of tests/e2e/test_apps.py covers a real dpkg database end to end)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import HOST_LIBC, TRIPLET, Tree
 
 from distill.errors import ProfileError
 from distill.plan import Plan
 from distill.planner import make_plan
 from distill.profile import load_profile
 from distill.sources.rootfs import DirView
+
+from helpers.tree import HOST_LIBC, TRIPLET, Tree
 
 LIBDIR = f"/usr/lib/{TRIPLET}"
 HOST_LIBGCC = Path(os.path.realpath(f"/lib/{TRIPLET}/libgcc_s.so.1"))

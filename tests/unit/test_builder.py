@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import Tree
 
 from distill import pkgmeta, runtime, system
 from distill.accounts import AccountDb, parse_group, parse_passwd
@@ -20,6 +19,8 @@ from distill.plan import Entry, EntryKind, Plan, Reason, ReasonKind
 from distill.profile import load_profile
 from distill.sources.rootfs import DirView
 from distill.view import View
+
+from helpers.tree import Tree
 
 
 def setup(tree: Tree, tmp_path: Path, profile_text: str = "", *, roots: tuple[str, ...] = ()) -> tuple[PlanBuilder, PlanContext]:

@@ -19,7 +19,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+
+from helpers import REPO
 
 pytestmark = pytest.mark.rootfs
 

@@ -7,10 +7,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import TRIPLET, Tree, model_list, same_answer
 
 from distill.loader import Closure, Loader, LoaderEnv
 from distill.sources.rootfs import DirView
+
+from helpers.tree import TRIPLET, Tree, model_list, same_answer
 
 LIBDIR = f"/usr/lib/{TRIPLET}"
 MUSL_LDSO = Path("/lib/ld-musl-x86_64.so.1").resolve()
@@ -312,6 +313,6 @@ def test_ld_library_path_comes_after_rpath_and_before_runpath(tree: Tree) -> Non
     assert (hit.path, hit.rule) == ("/opt/env/libenv.so.1", "LD_LIBRARY_PATH")
     real = subprocess.run(["chroot", str(tree.root), "/lib64/ld-linux-x86-64.so.2", "--library-path", "/opt/env", "--list",
                            "/usr/bin/app"], capture_output=True, text=True)
-    from conftest import parse_ld_list
+    from helpers.tree import parse_ld_list
 
     assert same_answer(model_list(found), parse_ld_list(real.stdout, real.stderr))

@@ -1,5 +1,5 @@
 """The built-in app profiles on a fat Debian 12 rootfs (mmdebstrap), each distilled and exercised by its
-probe (tests/probes.py); the runtime fragments are shown to be load-bearing; the package records that
+probe (tests/helpers/probes.py); the runtime fragments are shown to be load-bearing; the package records that
 scanners read are parsed back and checked against what ships."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_distill
-from fatroot import fat_rootfs
-from probes import run_probe
+
+from helpers import REPO, fat_rootfs
+from helpers.cli import run_distill
+from helpers.probes import run_probe
 
 pytestmark = [pytest.mark.rootfs, pytest.mark.slow]
 
