@@ -124,13 +124,18 @@ class PlanBuilder:
             return None
         return self.add(entry_from_node(found.node, explicit=explicit, mode=mode, owner=owner), reason)
 
-    def ship_link_target(self, link: str) -> None:
-        """Ship what a copied symlink points to, so it does not dangle."""
+    def ship_link_target(self, link: str, named: str | None = None) -> None:
+        """Ship what a copied symlink points to, so it does not dangle.
+
+        A link that dangles in the source dangles alike in the output (Debian's
+        /usr/share/nginx/modules without module packages): nothing was left out, so only a
+        rule that names the link itself (`named`: its origin) hears about it.
+        """
         found = self.view.resolve(link)
         if found.node is not None:
             self.ship(link, Reason(ReasonKind.TARGET, "target of a shipped symlink", via=link))
-        elif not found.path.startswith(RUNTIME_PROVIDED):
-            self.warn(f"{link}: symlink points to {found.path}, which the source does not have")
+        elif named is not None and not found.path.startswith(RUNTIME_PROVIDED):
+            self.warn(f"{named}: {link} is a symlink to {found.path}, which the source does not have")
 
     def rebase(self, path: str, *, follow: bool) -> str:
         """Canonical location for a generated entry at `path`, shipping the source's symlinks on the way."""

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import shlex
@@ -19,8 +20,8 @@ from typing import Any
 
 import click
 
-from distill import __version__, pipeline
-from distill.errors import EXIT_INTERNAL, DistillError, UsageError
+from distill import __version__, pipeline, progress
+from distill.errors import EXIT_INTERNAL, ClosureError, DestinationError, DistillError, ProfileError, UsageError
 from distill.profile import Profile, adhoc_layer, builtin_profiles, load_profile
 from distill.refs import Ref, parse_destination, parse_source
 from distill.registry.auth import Credentials, CredentialsError, parse_creds_flag
@@ -36,18 +37,36 @@ _COMMANDS = ("build", "explain", "profiles")  # `distill APP ...` is `distill bu
 
 
 class _DefaultGroup(click.Group):
-    """`distill nginx ...` means `distill build nginx ...`."""
+    """`distill nginx ...` means `distill build nginx ...`; a mistyped command gets a suggestion."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in _COMMANDS and args[0] not in ("--help", "-h", "--version"):
-            args = ["build", *args]
+        if not args:  # bare `distill`: the help, as skopeo and podman print it
+            click.echo(ctx.get_help())
+            ctx.exit(0)
+        first = next((i for i, arg in enumerate(args) if arg != "--debug"), len(args))  # after the group's own flags
+        if first < len(args) and args[first] not in self.commands and args[first] not in ("--help", "-h", "--version"):
+            _suggest_command(args[first], [name for name, command in self.commands.items() if not command.hidden])
+            args = [*args[:first], "build", *args[first:]]
         return super().parse_args(ctx, args)
+
+
+def _suggest_command(word: str, commands: list[str]) -> None:
+    """`distill explian nginx`: a word close to a command, and not a profile or a path, is a typo."""
+    if word.startswith("-") or "/" in word or word.endswith((".yaml", ".yml")):
+        return
+    if any(name == word for name, _ in builtin_profiles()):
+        return
+    close = difflib.get_close_matches(word, commands, n=1, cutoff=0.7)
+    if close:
+        raise click.UsageError(f"no command or built-in profile {word!r}; did you mean `distill {close[0]}`?")
 
 
 def _source_options(command: Any) -> Any:
     options = [
         click.argument("app", required=False),
-        click.option("--from", "source", required=True, metavar="SRC", help="rootfs:DIR, or a path starting with /, ./ or ../"),
+        click.option("--from", "source", required=True, metavar="SRC",
+                     help="the fat image or directory: docker://REF or a bare REF, oci:DIR[:REF], oci-archive:FILE[:REF], "
+                          "docker-archive:FILE[:REF], docker-daemon:REF, rootfs:DIR, or a path starting with /, ./ or ../"),
         click.option("--binary", multiple=True, metavar="PATH", help="another root binary (glob allowed)"),
         click.option("--path", "extra_paths", multiple=True, metavar="PATH", help="another path to copy from the source (glob allowed)"),
         click.option("--user", multiple=True, metavar="NAME", help="an account from the source's /etc/passwd"),
@@ -56,15 +75,15 @@ def _source_options(command: Any) -> Any:
         click.option("--entrypoint", metavar="ARGS", help='image entrypoint: a JSON list or words split like a shell'),
         click.option("--cmd", metavar="ARGS", help="image command: a JSON list or words split like a shell"),
         click.option("--expose", multiple=True, metavar="PORT", help="port to expose, e.g. 80/tcp"),
-        click.option("--env", multiple=True, metavar="KEY=VALUE", help="image environment variable"),
+        click.option("-e", "--env", multiple=True, metavar="KEY=VALUE", help="image environment variable"),
         click.option("--run-as", metavar="USER", help="image user (name, uid, user:group)"),
         click.option("--base", metavar="IMAGE", help="image to layer the output on (default: the profile's, else scratch)"),
         click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="platform to pick from a multi-platform image"),
         click.option("--creds", metavar="USER:PASSWORD", help="registry credentials"),
         click.option("--authfile", metavar="FILE", help="registry auth file (containers auth.json or docker config.json)"),
-        click.option("--tls-verify", type=click.BOOL, default=True, metavar="BOOL",
-                     help="verify registry TLS certificates and refuse plain http (default true)"),
-        click.option("-v", "--verbose", is_flag=True, help="list every entry in reports"),
+        click.option("--tls-verify", type=click.BOOL, default=True, is_flag=False, flag_value=True, metavar="[=BOOL]",
+                     help="verify registry TLS certificates and refuse plain http (default true; --tls-verify=false as in podman)"),
+        click.option("-v", "--verbose", is_flag=True, help="list symlinks and parent directories in the explain tree"),
     ]
     for option in reversed(options):
         command = option(command)
@@ -78,27 +97,42 @@ def cli(debug: bool) -> None:
     """Distill a fat root filesystem into a minimal one for one app."""
 
 
-@cli.command("build")
+class _AppCommand(click.Command):
+    """`distill [APP] ...`: the usage line shows the documented form, not the hidden `build` name."""
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage("distill", "[APP] --from SRC [--out DEST ...] [OPTIONS]")
+
+
+@cli.command("build", cls=_AppCommand, hidden=True)
 @_source_options
-@click.option("--out", "outs", multiple=True, metavar="DEST",
+@click.option("-o", "--out", "outs", multiple=True, metavar="DEST",
               help="rootfs:DIR, layer:FILE.tar[.gz], oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF], "
                    "docker://REF or docker-daemon:REF; repeatable")
-@click.option("--force", is_flag=True, help="replace a destination that is not empty")
+@click.option("--force", is_flag=True, help="replace a destination (or --sbom file) that exists")
 @click.option("--allow-missing", is_flag=True, help="report missing libraries and versions as warnings")
 @click.option("--replace-base-libs", is_flag=True, help="ship the source's libraries even where the base has its own")
 @click.option("--json", "as_json", is_flag=True, help="write a JSON report to stdout")
-@click.option("--sbom", "sbom", metavar="FILE", type=click.Path(dir_okay=False), help="write a CycloneDX SBOM here")
+@click.option("--sbom", "sbom", metavar="FILE", type=click.Path(dir_okay=False), help="write a CycloneDX 1.6 SBOM here")
 @click.option("--explain", "explain", is_flag=True, help="print why each path ships (to stderr)")
-@click.option("-q", "--quiet", is_flag=True, help="no summary table")
+@click.option("-q", "--quiet", is_flag=True, help="no progress, summary or table (warnings and errors still show)")
 def build_command(outs: tuple[str, ...], force: bool, allow_missing: bool, replace_base_libs: bool, as_json: bool,
                   sbom: str | None, explain: bool, quiet: bool, **flags: Any) -> None:
     """Distill APP (a profile name, a profile file, or a binary path in the source)."""
-    request = _request(flags)
-    request.outputs = [parse_destination(out) for out in outs] or [Ref("oci", f"./{request.profile.name}-distilled", "latest")]
-    request.force, request.allow_missing, request.replace_base_libs = force, allow_missing, replace_base_libs
-    prepared = pipeline.build(request)
-    if sbom:
-        write_sbom(cyclonedx(prepared, pipeline.created_time(prepared)), Path(sbom))
+    try:
+        request = _request(flags)
+        default = f"{request.profile.name}-distilled"
+        request.outputs = [parse_destination(out) for out in outs] or [Ref("oci", default, "latest")]
+        request.force, request.allow_missing, request.replace_base_libs = force, allow_missing, replace_base_libs
+        sbom_path = _check_sbom(sbom, force) if sbom else None
+        with progress.shown(not quiet):
+            prepared = pipeline.build(request)
+    except DistillError as exc:
+        if as_json:
+            _json_failure(exc)
+        raise
+    if sbom_path is not None:
+        write_sbom(cyclonedx(prepared, pipeline.created_time(prepared)), sbom_path)
     for warning in prepared.warnings:
         _say(f"warning: {warning}")
     if not quiet:
@@ -110,8 +144,8 @@ def build_command(outs: tuple[str, ...], force: bool, allow_missing: bool, repla
         for line in prepared.written:
             _say(f"wrote {line}")
         if not outs:
-            where = request.outputs[0]
-            _say(f"no --out given: wrote {where}; run it with `skopeo copy {where} docker-daemon:{request.profile.name}:latest` "
+            where = request.outputs[0]  # a new tag, so the user's upstream image is not overwritten
+            _say(f"no --out given: wrote {where}; run it with `skopeo copy {where} docker-daemon:{default}:latest` "
                  f"or `podman pull {where}`")
     totals = source_totals(prepared.source.view)
     if explain:
@@ -119,7 +153,27 @@ def build_command(outs: tuple[str, ...], force: bool, allow_missing: bool, repla
     if as_json:
         click.echo(json.dumps(json_report(prepared, totals), indent=2))
     if not quiet:
-        _table(size_rows(prepared.plan, totals), prepared.plan.source)
+        _table(size_rows(prepared, totals), prepared.plan.source)
+
+
+def _check_sbom(value: str, force: bool) -> Path:
+    """Refuse an SBOM path before the source is read: an existing file needs --force, the directory must exist."""
+    path = Path(value)
+    if path.exists() and not force:
+        raise DestinationError(f"--sbom {value}: already exists; use --force to replace it")
+    if not path.absolute().parent.is_dir():
+        raise DestinationError(f"--sbom {value}: the directory {path.absolute().parent} does not exist; create it first")
+    return path
+
+
+def _json_failure(exc: DistillError) -> None:
+    """With --json, stdout holds a report on failure too: the error, and the checked plan when there is one."""
+    prepared = exc.prepared if isinstance(exc, ClosureError) else None
+    report: dict[str, Any] = {"distill": __version__}
+    if isinstance(prepared, pipeline.Prepared):
+        report = json_report(prepared, source_totals(prepared.source.view))
+    report["error"] = {"exit_code": exc.exit_code, "messages": exc.issues}
+    click.echo(json.dumps(report, indent=2))
 
 
 @cli.command("explain")
@@ -128,9 +182,15 @@ def build_command(outs: tuple[str, ...], force: bool, allow_missing: bool, repla
 @click.argument("paths", nargs=-1)
 def explain_command(as_json: bool, paths: tuple[str, ...], **flags: Any) -> None:
     """Show why each path would ship, without writing anything. PATHS limit it to those paths."""
-    request = _request(flags)
-    request.allow_missing = True
-    prepared = pipeline.prepare(request)
+    try:
+        request = _request(flags)
+        request.allow_missing = True
+        with progress.shown(True):
+            prepared = pipeline.prepare(request)
+    except DistillError as exc:
+        if as_json:
+            _json_failure(exc)
+        raise
     if as_json:
         click.echo(json.dumps(json_report(prepared, source_totals(prepared.source.view)), indent=2))
     elif paths:
@@ -138,7 +198,7 @@ def explain_command(as_json: bool, paths: tuple[str, ...], **flags: Any) -> None
             click.echo(explain_path(prepared.plan, path), nl=False)
     else:
         click.echo(explain_tree(prepared.plan, verbose=flags["verbose"]), nl=False)
-    for problem in prepared.checks.errors:
+    for problem in prepared.missing:
         _say(f"check: {problem}")
 
 
@@ -147,7 +207,12 @@ def _request(flags: dict[str, Any]) -> pipeline.Request:
     registry = RegistryOptions(creds=_creds(flags["creds"]), authfile=flags["authfile"], tls_verify=flags["tls_verify"])
     platform = Platform.parse(flags["platform"]) if flags["platform"] else Platform.host()
     options = SourceOptions(platform=platform, registry=registry)
-    return pipeline.Request(profile, parse_source(flags["source"]), base=flags["base"], options=options, epoch=_epoch())
+    source = parse_source(flags["source"])
+    base = flags["base"] if flags["base"] is not None else profile.base
+    if flags["platform"] and not source.is_image and base in ("", "scratch"):
+        raise UsageError(f"--platform {flags['platform']}: {source} is a directory, which has one platform; "
+                         "--platform picks from a multi-platform image (--from or --base); drop it")
+    return pipeline.Request(profile, source, base=flags["base"], options=options, epoch=_epoch())
 
 
 def _creds(value: str | None) -> Credentials | None:
@@ -167,39 +232,39 @@ def profiles_command() -> None:
 
 
 def _profile(flags: dict[str, Any]) -> Profile:
-    """APP plus the ad-hoc flags, as one validated profile."""
+    """APP plus the ad-hoc flags, as one validated profile; each setting's origin is the flag that made it."""
     app: str | None = flags["app"]
-    document: dict[str, Any] = {}
-    binaries = list(flags["binary"])
+    layers: list[tuple[dict[str, Any], str]] = []  # (profile document, the words that set it)
     name = None
     if app is None or (app.startswith("/") and not app.endswith((".yaml", ".yml"))):
-        if app is not None:
-            binaries.insert(0, app)
-            document.setdefault("image", {})["entrypoint"] = [app]
-        if not binaries:
+        if app is None and not flags["binary"]:
             raise UsageError("name an APP (a profile or a binary path in the source), or give --binary")
-        name = Path(binaries[0]).name.lower() or "app"
+        if app is not None:
+            layers.append(({"binaries": [app], "image": {"entrypoint": [app]}}, "APP"))
+        name = Path(app or flags["binary"][0]).name.lower() or "app"
         app = "glibc"  # an ad-hoc profile starts from the glibc fragment (inert for musl programs)
-    if binaries:
-        document["binaries"] = binaries
-    if flags["extra_paths"]:
-        document["paths"] = {path: {} for path in flags["extra_paths"]}
-    accounts = {key: list(flags[flag]) for key, flag in (("users", "user"), ("groups", "group")) if flags[flag]}
-    if accounts:
-        document["accounts"] = accounts
+    layers += [({"binaries": [path]}, f"--binary {path}") for path in flags["binary"]]
+    layers += [({"paths": {path: {}}}, f"--path {path}") for path in flags["extra_paths"]]
+    layers += [({"accounts": {"users": [user]}}, f"--user {user}") for user in flags["user"]]
+    layers += [({"accounts": {"groups": [group]}}, f"--group {group}") for group in flags["group"]]
     if flags["tz"]:
-        document["system"] = {"timezone": flags["tz"]}
-    image = document.setdefault("image", {})
+        layers.append(({"system": {"timezone": flags["tz"]}}, f"--tz {flags['tz']}"))
     for key in ("entrypoint", "cmd"):
         if flags[key] is not None:
-            image[key] = _argv(flags[key], key)
-    if flags["expose"]:
-        image["expose"] = list(flags["expose"])
-    if flags["env"]:
-        image["env"] = dict(_pair(item) for item in flags["env"])
+            layers.append(({"image": {key: _argv(flags[key], key)}}, f"--{key}"))
+    layers += [({"image": {"expose": [port]}}, f"--expose {port}") for port in flags["expose"]]
+    layers += [({"image": {"env": dict([_pair(item)])}}, f"--env {item.partition('=')[0]}") for item in flags["env"]]
     if flags["run_as"]:
-        image["user"] = flags["run_as"]
-    extra = adhoc_layer(document)
+        layers.append(({"image": {"user": flags["run_as"]}}, f"--run-as {flags['run_as']}"))
+    extra: dict[Any, Any] = {}
+    issues: list[str] = []
+    for document, flag in layers:
+        try:
+            extra.update(adhoc_layer(document, flag))
+        except ProfileError as exc:
+            issues.extend(exc.issues)
+    if issues:
+        raise ProfileError(issues[0], issues=issues)
     profile = load_profile(app, extra=extra)
     return profile if name is None else replace(profile, name=name)
 
@@ -236,17 +301,14 @@ def _say(message: str) -> None:
     click.echo(f"distill: {message}", err=True)
 
 
-def _table(rows: list[tuple[str, str, str]], source: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"source: {source}", title_justify="left", show_edge=False, box=None, pad_edge=False)
-    table.add_column("")
-    table.add_column("source", justify="right")
-    table.add_column("distilled", justify="right")
+def _table(rows: list[tuple[str, ...]], source: str) -> None:
+    """The before/after table: plain columns that never wrap and carry no trailing spaces."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [f"source: {source}"]
     for row in rows:
-        table.add_row(*row)
-    Console(stderr=True, highlight=False).print(table)
+        cells = [row[0].ljust(widths[0]), *(cell.rjust(width + 2) for cell, width in zip(row[1:], widths[1:]))]
+        lines.append("".join(cells).rstrip())
+    click.echo("\n".join(lines), err=True)
 
 
 _MAX_LISTED = 20

@@ -71,6 +71,7 @@ class ClosureError(DistillError):
     """A shipped ELF would not load in the output: a library or symbol version is missing."""
 
     exit_code = EXIT_CLOSURE
+    prepared: object = None  # the checked plan that failed, for `--json` (a pipeline.Prepared)
 
 
 class PlanError(DistillError):

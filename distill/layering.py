@@ -20,9 +20,9 @@ from distill import paths
 from distill.accounts import Account, Group, parse_group, parse_passwd
 from distill.pkgmeta import STATUS_D
 from distill.plan import Entry, EntryKind, Plan, PlanView, Reason, ReasonKind
-from distill.view import Node, View
+from distill.view import Node, NodeType, View
 
-__all__ = ["LayeringReport", "rebase_plan", "OverlayView"]
+__all__ = ["LayeringReport", "rebase_plan", "OverlayView", "overlay", "flattened"]
 
 _CLOSURE_REASONS = (ReasonKind.NEEDED,)
 _ACCOUNT_FILES: dict[str, Callable[[str], Sequence[Account | Group]]] = {"/etc/passwd": parse_passwd, "/etc/group": parse_group}
@@ -49,7 +49,7 @@ class OverlayView(View):
 
     def listdir(self, path: str) -> list[str]:
         above, below = self.upper.lstat(path), self.lower.lstat(path)
-        names = set(self.upper.listdir(path)) if above else set()
+        names = set(self.upper.listdir(path))  # the layer may hold children of a directory it leaves to the base
         if below is not None and below.is_dir and (above is None or above.is_dir):
             names.update(self.lower.listdir(path))
         return sorted(names)
@@ -181,3 +181,38 @@ def _ensure_parents(layer: Plan, base: View) -> None:
 def overlay(layer: Plan, source: View, base: View) -> OverlayView:
     """The base with the layer applied, as the checks and a container would see it."""
     return OverlayView(PlanView(layer, source), base)
+
+
+_KINDS = {NodeType.FILE: EntryKind.FILE, NodeType.DIR: EntryKind.DIR, NodeType.SYMLINK: EntryKind.SYMLINK}
+
+
+def flattened(layer: Plan, merged: OverlayView) -> Plan:
+    """The whole filesystem a container would see (the base with the layer applied), as one plan.
+
+    A directory output on a base must hold the base too, or it neither runs in a chroot nor has the
+    parents the layer leaves to the base. Every entry reads its bytes from `merged` at its own path;
+    hard links stay links; devices, fifos and sockets of the base are left out (a rootfs written
+    by distill holds none of its own).
+    """
+    root = layer.entries.get("/") or Entry("/", EntryKind.DIR, 0o755)
+    flat = Plan(layer.source, layer.profile, entries={"/": replace(root, source=None)})
+    leaders: dict[object, str] = {}
+    for node in merged.walk("/"):
+        own = layer.entries.get(node.path)
+        if own is not None and own.kind is EntryKind.HARDLINK:
+            flat.entries[node.path] = own
+            continue
+        kind = _KINDS.get(node.type)
+        if kind is None:
+            continue
+        reasons = own.reasons if own is not None else [Reason(ReasonKind.BASE, "from the base image")]
+        if kind is EntryKind.FILE and own is None and node.file_id is not None:
+            leader = leaders.setdefault(node.file_id, node.path)
+            if leader != node.path:
+                flat.entries[node.path] = Entry(node.path, EntryKind.HARDLINK, node.mode, node.uid, node.gid, node.mtime,
+                                                target=leader, reasons=reasons)
+                continue
+        flat.entries[node.path] = Entry(node.path, kind, node.mode, node.uid, node.gid, node.mtime, node.size,
+                                        source=node.path if kind is EntryKind.FILE else None, target=node.target,
+                                        reasons=reasons)
+    return flat

@@ -17,7 +17,7 @@ from pathlib import Path
 from distill.checks import CheckResult, Finding, FindingKind, check_plan
 from distill.elf import ElfInfo
 from distill.errors import ClosureError, UsageError
-from distill.layering import LayeringReport, overlay, rebase_plan
+from distill.layering import LayeringReport, OverlayView, flattened, overlay, rebase_plan
 from distill.loader import LoaderEnv
 from distill.oci.compose import BuiltImage, build_image
 from distill.oci.image import Image
@@ -28,7 +28,7 @@ from distill.profile import Profile
 from distill.refs import Ref, parse_source
 from distill.sinks import open_sink
 from distill.sinks.image import write_image
-from distill.sinks.staging import check_destination
+from distill.sinks.staging import check_destination, check_distinct
 from distill.sources import Source, SourceOptions, open_image, open_source
 from distill.target import arch_of
 from distill.transports import transport
@@ -63,6 +63,8 @@ class Prepared:
     base: Image | None = None
     base_name: str | None = None
     layering: LayeringReport | None = None
+    output: OverlayView | None = None  # the base with the layer applied
+    missing: list[str] = field(default_factory=list)  # check errors --allow-missing turned into warnings
     warnings: list[str] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
     built: BuiltImage | None = None
@@ -81,6 +83,7 @@ def _base_ref(request: Request) -> Ref | None:
 
 def prepare(request: Request) -> Prepared:
     """Validate destinations and the base reference, open the source (and base), plan, fit onto the base, check."""
+    check_distinct(request.outputs)
     for ref in request.outputs:
         if transport(ref.transport).local:
             check_destination(ref, source_root=request.source.path if request.source.transport == "rootfs" else None,
@@ -92,7 +95,7 @@ def prepare(request: Request) -> Prepared:
     base = open_image(base_ref, request.options) if base_ref is not None else None
     base_name = (str(base_ref.image) if base_ref.image is not None else str(base_ref)) if base_ref is not None else None
     layering = None
-    output: View | None = None
+    output: OverlayView | None = None
     plan = full
     if base is not None:
         base_view = open_image_view(base, request.options.cache)
@@ -100,14 +103,33 @@ def prepare(request: Request) -> Prepared:
         output = overlay(plan, source.view, base_view)
     entrypoint = _entrypoint(request.profile, source.image) if any(ref.is_image for ref in request.outputs) else None
     checks = check_plan(plan, source.view, planner.loader.env, output=output, known=planner.loader.parsed(), entrypoint=entrypoint)
-    prepared = Prepared(request, source, plan, full, checks, planner.loader.parsed(), base, base_name, layering,
-                        [*full.warnings, *map(str, checks.warnings)])
+    prepared = Prepared(request, source, plan, full, checks, planner.loader.parsed(), base, base_name, layering, output,
+                        warnings=[*full.warnings, *map(str, checks.warnings)])
+    if base is not None and not request.profile.image.user:
+        _note_inherited_user(prepared)
     if checks.errors:
         problems = [_with_hint(finding, base is not None) for finding in checks.errors]
         if not request.allow_missing:
-            raise ClosureError(problems[0], issues=problems)
+            error = ClosureError(problems[0], issues=problems)
+            error.prepared = prepared  # for --json
+            raise error
+        prepared.missing = problems  # --allow-missing: reported as warnings, and the run succeeds
         prepared.warnings.extend(problems)
+        checks.warnings.extend(checks.errors)
+        checks.errors.clear()
     return prepared
+
+
+def _note_inherited_user(prepared: Prepared) -> None:
+    """Say when the image runs as the base's non-root User because neither the profile nor the source chose one."""
+    source = prepared.source.image
+    if source is not None and source.runtime_config.get("User"):
+        return
+    assert prepared.base is not None
+    user = prepared.base.runtime_config.get("User")
+    if user and str(user).split(":", 1)[0] not in ("0", "root"):
+        prepared.warnings.append(f"the image runs as the base's User {user} (the profile and the source set none); "
+                                 "pass --run-as USER or set image.user to choose")
 
 
 def _with_hint(finding: Finding, on_base: bool) -> str:
@@ -180,6 +202,8 @@ def build(request: Request) -> Prepared:
             if ref.is_image:
                 assert prepared.built is not None
                 prepared.written.append(write_image(prepared.built, ref, request.options.registry))
+            elif ref.transport == "rootfs" and prepared.output is not None:  # a directory to run: the base too
+                prepared.written.append(open_sink(ref).write(flattened(prepared.plan, prepared.output), prepared.output))
             else:
                 prepared.written.append(open_sink(ref).write(prepared.plan, view))
     return prepared

@@ -39,6 +39,7 @@ class ReasonKind(enum.StrEnum):
     LINK = "link"  # a symlink on the way to `via`
     TARGET = "target"  # what the shipped symlink `via` points to
     PARENT = "parent"  # a directory holding `via`
+    BASE = "base"  # the base image's own file, in a `rootfs:` output written on a base
 
 
 @dataclass(frozen=True)

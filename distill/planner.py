@@ -21,7 +21,7 @@ from distill.elf import is_elf
 from distill.errors import ElfError, SourceError
 from distill.loader import Loader, LoaderEnv, Rule
 from distill.plan import Entry, EntryKind, Plan, Reason, ReasonKind
-from distill.profile import Profile
+from distill.profile import Profile, from_command_line
 from distill.specs import PathKind, PathSpec
 from distill.view import View
 
@@ -116,14 +116,20 @@ class Planner:
             return None
         owner = self.context.accounts.owner(spec.owner)
         if owner is None:
-            self.builder.issue(f"{origin}.owner: {spec.owner!r} is not an account of the source or the profile; add it under accounts")
+            name = spec.owner.split(":", 1)[0]
+            if not any(user.name == name and not user.optional for user, _ in self.profile.users):  # else said already
+                self.builder.issue(f"{origin}.owner: {system.account_hint(self.profile, name, origin)}")
         return owner
+
+    @staticmethod
+    def _missing_fix(origin: str) -> str:
+        return "check the path" if from_command_line(origin) else "check the path or mark it optional"
 
     def _binaries(self) -> None:
         for spec, origin in self.profile.binaries:
             matches = self.view.glob(spec.path)
             if not matches and not spec.optional:
-                self.builder.issue(f"{origin}: {spec.path} not found in {self.view.name}; check the path or mark it optional")
+                self.builder.issue(f"{origin}: {spec.path} not found in {self.view.name}; {self._missing_fix(origin)}")
             for match in matches:
                 found = self.view.resolve(match)
                 if found.error:
@@ -185,11 +191,11 @@ class Planner:
     def _copy_rule(self, spec: PathSpec, origin: str, owner: tuple[int, int] | None) -> None:
         matches = self.view.glob(spec.path)
         if not matches and not spec.optional:
-            self.builder.issue(f"{origin}: {spec.path} not found in {self.view.name}; check the path or mark it optional")
+            self.builder.issue(f"{origin}: {spec.path} not found in {self.view.name}; {self._missing_fix(origin)}")
         for match in matches:
             entry = self.builder.ship(match, Reason(ReasonKind.PROFILE, origin), follow=False, explicit=True, mode=spec.mode, owner=owner)
             if entry is not None and entry.kind is EntryKind.SYMLINK:
-                self.builder.ship_link_target(match)
+                self.builder.ship_link_target(match, named=None if paths.is_glob(spec.path) else origin)
 
     def _copy_from(self, spec: PathSpec, origin: str, target: str, owner: tuple[int, int] | None) -> None:
         found = self.view.resolve(spec.value or "")
@@ -218,7 +224,8 @@ class Planner:
         elif head.startswith(b"#!") and depth < _MAX_SHEBANG_DEPTH:
             self._script_root(path, head, origin, depth)
         elif explicit:
-            self.builder.issue(f"{origin}: {path} is neither an ELF file nor a #! script; list it under paths instead")
+            fix = "pass it with --path instead" if from_command_line(origin) else "list it under paths instead"
+            self.builder.issue(f"{origin}: {path} is neither an ELF file nor a #! script; {fix}")
 
     def _elf_root(self, path: str, canonical: str, origin: str, *, explicit: bool) -> None:
         try:

@@ -8,6 +8,7 @@ ports, volumes) are unions. Every problem in every file is reported before anyth
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, is_dataclass
@@ -78,6 +79,19 @@ class Profile:
     system: SystemConfig = SystemConfig()
     image: ImageConfig = ImageConfig()
     base: str = "scratch"
+    origins: dict[str, str] = field(default_factory=dict)  # "system.timezone" -> who set it, for hints
+
+    def origin(self, key: str) -> str:
+        """Who set a scalar key (`profiles/nginx.yaml: system.timezone`, `command line: --tz Europe/Paris`)."""
+        return self.origins.get(key, key)
+
+
+COMMAND_LINE = "command line"
+
+
+def from_command_line(origin: str) -> bool:
+    """Whether a flag set it: hints then name the flag, not a profile key."""
+    return origin.startswith(f"{COMMAND_LINE}: ")
 
 
 def builtin_dir() -> Path:
@@ -191,8 +205,11 @@ def load_profile(reference: str, *, extra: Settings | None = None, cwd: Path | N
     else:
         path = builtin_dir() / f"{reference}.yaml"
         if not path.is_file():
-            known = ", ".join(name for name, _ in builtin_profiles())
-            raise ProfileError(f"no built-in profile {reference!r}; known: {known} (or give a file path such as ./my.yaml)")
+            names = [name for name, _ in builtin_profiles()]
+            close = difflib.get_close_matches(reference, names, n=1)
+            guess = f" (did you mean {close[0]}?)" if close else ""
+            raise ProfileError(f"no built-in profile {reference!r}{guess}; known: {', '.join(names)} "
+                               "(or give a file path such as ./my.yaml)")
     settings = resolver.load(path, (), "profile")
     if extra:
         settings = {**settings, **extra}
@@ -203,12 +220,16 @@ def load_profile(reference: str, *, extra: Settings | None = None, cwd: Path | N
     return _freeze(name, description, files, settings)
 
 
-def adhoc_layer(document: dict[str, Any]) -> Settings:
-    """Validate command-line additions, written as a profile document, into settings."""
-    settings, _, issues = validate_document({"schema": SCHEMA, **document}, "command line")
+def adhoc_layer(document: dict[str, Any], flag: str | None = None) -> Settings:
+    """Validate command-line additions, written as a profile document, into settings.
+
+    With `flag` (`--tz Europe/Paris`), every setting's origin is that flag, so hints can name it.
+    """
+    where = f"{COMMAND_LINE}: {flag}" if flag else COMMAND_LINE
+    settings, _, issues = validate_document({"schema": SCHEMA, **document}, where)
     if issues:
         raise ProfileError(issues[0], issues=issues)
-    return settings
+    return {key: (value, where) for key, (value, _) in settings.items()} if flag else settings
 
 
 def _freeze(name: str, description: str, files: tuple[str, ...], settings: Settings) -> Profile:
@@ -253,6 +274,7 @@ def _freeze(name: str, description: str, files: tuple[str, ...], settings: Setti
         system=system,
         image=image,
         base=scalar("base", default="scratch"),
+        origins={".".join(key): origin for key, (_, origin) in settings.items() if key[0] in ("system", "image", "base")},
     )
 
 

@@ -52,6 +52,9 @@ def _parse(text: str, flag: str, allowed: tuple[str, ...]) -> Ref:
     if not sep or transport not in (*source_names(), *destination_names(), *UNSUPPORTED):
         return Ref("")  # bare
     if transport in UNSUPPORTED:
+        if flag == "--out":  # write a layout, then copy it where the user wanted it
+            raise UsageError(f"{flag} {text}: the {transport}: transport is not supported; write --out oci:DIR:TAG "
+                             f"and copy it with `skopeo copy oci:DIR:TAG {text}`")
         raise UsageError(f"{flag} {text}: the {transport}: transport is not supported; copy the image with "
                          f"`skopeo copy {text} oci:DIR:TAG` and use oci:DIR:TAG")
     if transport not in allowed:

@@ -158,7 +158,7 @@ def json_report(prepared: Prepared, source: Totals) -> dict[str, Any]:
         },
         "excluded": plan.excluded,
         "warnings": prepared.warnings,
-        "summary": _summary(plan, source),
+        "summary": _summary(prepared, source),
         "written": prepared.written,
     }
     if prepared.layering is not None:
@@ -176,28 +176,39 @@ def json_report(prepared: Prepared, source: Totals) -> dict[str, Any]:
     return report
 
 
-def _summary(plan: Plan, source: Totals) -> dict[str, Any]:
+def _summary(prepared: Prepared, source: Totals) -> dict[str, Any]:
+    plan = prepared.plan
     output = plan.file_bytes()
-    return {
+    summary: dict[str, Any] = {
         "source_files": source.files,
         "source_bytes": source.bytes,
         "output_files": plan.count(EntryKind.FILE),
         "output_bytes": output,
         "output_entries": len(plan.entries),
-        "ratio": round(source.bytes / output, 2) if output else None,
     }
+    shipped = output
+    if prepared.output is not None:  # on a base, what a container gets is the base plus the layer
+        image = source_totals(prepared.output)
+        summary["image_files"], summary["image_bytes"] = image.files, image.bytes
+        shipped = image.bytes
+    summary["ratio"] = round(source.bytes / shipped, 2) if shipped else None
+    return summary
 
 
-def size_rows(plan: Plan, source: Totals) -> list[tuple[str, str, str]]:
-    """(what, source, output) rows for the before/after table."""
-    summary = _summary(plan, source)
+def size_rows(prepared: Prepared, source: Totals) -> list[tuple[str, ...]]:
+    """The before/after table, header first: the source, the distilled layer, and (on a base) the whole image."""
+    summary = _summary(prepared, source)
+    on_base = "image_bytes" in summary
     ratio = summary["ratio"]
-    return [
-        ("regular files", f"{source.files:,}", f"{summary['output_files']:,}"),
-        ("bytes in files", _human(source.bytes), _human(summary["output_bytes"])),
-        ("entries (files, dirs, links)", "", f"{summary['output_entries']:,}"),
-        ("size ratio", "", f"{ratio:.1f}x smaller" if ratio else "-"),
+    rows: list[tuple[str, ...]] = [
+        ("", "source", "distilled", "with base"),
+        ("regular files", f"{source.files:,}", f"{summary['output_files']:,}", f"{summary.get('image_files', 0):,}"),
+        ("bytes in files", _human(source.bytes), _human(summary["output_bytes"]), _human(summary.get("image_bytes", 0))),
+        ("entries (files, dirs, links)", "", f"{summary['output_entries']:,}", ""),
+        ("size ratio", "", "" if on_base else f"{ratio:.1f}x smaller" if ratio else "-",
+         f"{ratio:.1f}x smaller" if ratio else "-"),
     ]
+    return rows if on_base else [row[:3] for row in rows]
 
 
 def _human(size: int) -> str:

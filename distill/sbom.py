@@ -85,6 +85,5 @@ def write_sbom(document: dict[str, Any], path: Path) -> None:
     try:
         with staged(path.absolute(), directory=False) as temp:
             temp.write_bytes(canonical_json(document) + b"\n")
-            temp.chmod(0o644)
     except OSError as exc:
         raise DestinationError(f"--sbom {path}: cannot write ({exc.strerror})") from None

@@ -19,6 +19,7 @@ from distill.ldconf import Flavor
 from distill.loader import Rule
 from distill.plan import Entry, EntryKind, Reason, ReasonKind
 from distill.specs import Switch
+from distill.profile import Profile, from_command_line
 
 __all__ = ["add_system_files", "add_account_files", "NSSWITCH", "CA_BUNDLES"]
 
@@ -139,11 +140,12 @@ def _timezone(builder: PlanBuilder, context: PlanContext, zone: str) -> None:
     zone_path = f"/usr/share/zoneinfo/{zone}"
     found = context.view.resolve(zone_path)
     if found.node is None or not found.node.is_file:
-        if zone != "UTC":  # glibc without /etc/localtime is UTC already, so the default degrades quietly
-            builder.issue(f"system.timezone: zone {zone!r} is not in the source ({zone_path}); "
-                                  f"install tzdata in the source or set `timezone: none`")
-        else:
-            builder.warn("system.timezone: the source has no zone files; /etc/localtime not written (UTC)")
+        # Without /etc/localtime glibc and musl keep UTC: asked for UTC, the output already is, so nothing to say.
+        if zone != "UTC":
+            origin = context.profile.origin("system.timezone")
+            fix = ("name a zone the source has, or pass --tz none" if from_command_line(origin)
+                   else "install tzdata in the source or set `timezone: none`")
+            builder.issue(f"{origin}: zone {zone!r} is not in the source ({zone_path}); {fix}")
         return
     builder.ship(zone_path, _system(f"system.timezone: {zone}"))
     target = builder.rebase("/etc/localtime", follow=False)
@@ -173,6 +175,16 @@ def _ca_bundle(builder: PlanBuilder, context: PlanContext, *, required: bool) ->
             builder.ship(link, reason)
 
 
+def account_hint(profile: Profile, name: str, origin: str) -> str:
+    """Why `name` is no account, and the fix in the words the user used (flag, or profile key)."""
+    if from_command_line(origin):
+        return f"{name!r} is not in the source's /etc/passwd; name a user it has, or a numeric uid"
+    if any(spec.name == name for spec, _ in profile.users):  # under accounts already: the profile must create it
+        return (f"{name!r} is listed under accounts but the source's /etc/passwd lacks it; "
+                "give it {name, uid, gid, home, shell} there to create it")
+    return f"{name!r} is not an account of the source or the profile; add it under accounts"
+
+
 def add_account_files(builder: PlanBuilder, context: PlanContext) -> None:
     """/etc/passwd and /etc/group: root, the profile's accounts, and the owners of shipped files."""
     if not context.profile.system.passwd:
@@ -188,7 +200,8 @@ def add_account_files(builder: PlanBuilder, context: PlanContext) -> None:
         name = run_as.split(":", 1)[0]
         if not name.isdigit():
             if db.user(name) is None:
-                builder.issue(f"image.user: {name!r} is not an account of the source or the profile; add it under accounts")
+                origin = context.profile.origin("image.user")
+                builder.issue(f"{origin}: {account_hint(context.profile, name, origin)}")
             users.add(name)
     for entry in builder.plan.entries.values():
         if (account := db.user(entry.uid)) is not None:

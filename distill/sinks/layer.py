@@ -31,5 +31,4 @@ class LayerSink:
                     write_tar(plan, source, raw)
                 raw.flush()
                 os.fsync(raw.fileno())
-            os.chmod(temp, 0o644)
         return f"{self.ref}: {dest.stat().st_size} bytes"

@@ -11,10 +11,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from distill.errors import DestinationError
+from distill.errors import DestinationError, UsageError
 from distill.refs import Ref
+from distill.transports import transport
 
-__all__ = ["check_destination", "staged"]
+__all__ = ["check_destination", "check_distinct", "file_mode", "staged"]
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -41,27 +42,60 @@ def check_destination(ref: Ref, *, source_root: str | None, force: bool, layout_
         elif not empty_dir and not force:
             raise DestinationError(f"{ref}: already exists and is not empty; use --force to replace it")
     parent = dest.parent
-    while not parent.exists():
-        parent = parent.parent
+    if not parent.is_dir():
+        raise DestinationError(f"{ref}: the directory {parent} does not exist; create it first")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise DestinationError(f"{ref}: cannot write in {parent}")
     return dest
 
 
+def check_distinct(refs: list[Ref]) -> None:
+    """Refuse two local outputs on one path: the second would silently replace the first.
+
+    Two `oci:` outputs may share a layout (it gains one image per REF), but not a REF.
+    """
+    seen: dict[Path, Ref] = {}
+    for ref in refs:
+        if not transport(ref.transport).local:
+            continue
+        path = Path(ref.path).absolute().resolve()
+        first = seen.get(path)
+        if first is not None and not (first.transport == ref.transport == "oci" and first.name != ref.name):
+            raise UsageError(f"--out {ref}: writes the same path as --out {first}; give each output its own path")
+        seen.setdefault(path, ref)
+
+
+def file_mode() -> int:
+    """The mode a newly created file gets under the process umask, as `open(2)` would give it."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextmanager
 def staged(dest: Path, *, directory: bool) -> Iterator[Path]:
-    """A temporary sibling of `dest`, moved into place when the block succeeds, removed when it fails."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    """A temporary sibling of `dest`, moved into place when the block succeeds, removed when it fails.
+
+    The parent must exist (distill creates no directory the user did not name). A file gets the
+    mode the umask gives a new file, not mkstemp's private 0600. OS errors here are exit code 5.
+    """
     prefix = f".{dest.name}.distill-{os.getpid()}-"  # ours alone, so cleanup finds it even if a signal beat the assignment
     try:
-        if directory:
-            temp = Path(tempfile.mkdtemp(prefix=prefix, dir=dest.parent))
-        else:
-            fd, name = tempfile.mkstemp(prefix=prefix, dir=dest.parent)
-            os.close(fd)
-            temp = Path(name)
+        try:
+            if directory:
+                temp = Path(tempfile.mkdtemp(prefix=prefix, dir=dest.parent))
+            else:
+                fd, name = tempfile.mkstemp(prefix=prefix, dir=dest.parent)
+                os.fchmod(fd, file_mode())
+                os.close(fd)
+                temp = Path(name)
+        except OSError as exc:
+            raise DestinationError(f"{dest}: cannot write in {dest.parent}: {exc.strerror}") from None
         yield temp
-        _replace(temp, dest)
+        try:
+            _replace(temp, dest)
+        except OSError as exc:
+            raise DestinationError(f"{dest}: cannot move the output into place: {exc.strerror or exc}") from None
     except BaseException:
         for leftover in dest.parent.glob(glob.escape(prefix) + "*"):
             _remove(leftover)

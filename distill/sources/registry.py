@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import BinaryIO
 
+from distill import progress
 from distill.oci.digest import VerifiedReader
 from distill.oci.image import Descriptor, Image
 from distill.oci.layers import Cache
@@ -25,8 +25,11 @@ def fetch_blob(client: RegistryClient, repository: str, descriptor: Descriptor, 
         return path
     where = f"{name}: blob {descriptor.digest[:19]}"
     with cache.writing(path) as out, VerifiedReader(client.open_blob(repository, descriptor.digest),
-                                                    descriptor.digest, descriptor.size, where) as reader:
-        shutil.copyfileobj(reader, out, 1 << 20)
+                                                    descriptor.digest, descriptor.size, where) as reader, \
+            progress.task(f"Copying blob {descriptor.digest.removeprefix('sha256:')[:12]}", descriptor.size) as advance:
+        while chunk := reader.read(1 << 20):
+            out.write(chunk)
+            advance(len(chunk))
         reader.verify()
     return path
 

@@ -58,12 +58,12 @@ def test_json_report_lists_entries_reasons_checks_and_sizes(source: Path, tmp_pa
 def test_explain_prints_a_tree_and_path_chains(source: Path) -> None:
     result = run_distill("explain", "/usr/bin/app", "--from", str(source))
     assert result.code == 0, result.stderr
-    assert result.stdout.splitlines()[0] == "/usr/bin/app  [command line: binaries[0]]"
+    assert result.stdout.splitlines()[0] == "/usr/bin/app  [command line: APP]"
     assert (f"├── /lib/{TRIPLET}/libapp.so.1  libapp.so.1 <- /usr/bin/app (default path: /lib/{TRIPLET})"
             in result.stdout.splitlines())
     chain = run_distill("explain", "/usr/bin/app", "--from", str(source), f"/lib/{TRIPLET}/libapp.so.1", "/bin/sh")
     assert chain.stdout == (f"{LIBDIR}/libapp.so.1\n  <- libapp.so.1 <- /usr/bin/app (default path: /lib/{TRIPLET})\n"
-                            "    <- command line: binaries[0]\n/bin/sh: not shipped\n")
+                            "    <- command line: APP\n/bin/sh: not shipped\n")
 
 
 def test_profiles_lists_builtins() -> None:
@@ -83,10 +83,10 @@ ERRORS = [
     ("bad-reference", ["nginx", "--from", "Nginx:latest", "--out", "rootfs:{out}"], 2,
      'invalid image reference "Nginx:latest": repository name must be lowercase'),
     ("bad-out", ["nginx", "--from", "{src}", "--out", "layer:{out}.zip"], 2, "--out layer:{out}.zip: a layer file must end in .tar, .tar.gz or .tgz"),
-    ("unknown-profile", ["ngnix", "--from", "{src}", "--out", "rootfs:{out}"], 2, "no built-in profile 'ngnix'; known: ca-certificates, curl"),
+    ("unknown-profile", ["ngnix", "--from", "{src}", "--out", "rootfs:{out}"], 2, "no built-in profile 'ngnix' (did you mean nginx?); known: ca-certificates, curl"),
     ("bad-epoch", ["/usr/bin/app", "--from", "{src}", "--out", "rootfs:{out}"], 2, "SOURCE_DATE_EPOCH='yesterday': must be a whole number"),
     ("missing-source", ["nginx", "--from", "/nonexistent/fat", "--out", "rootfs:{out}"], 3, "rootfs:/nonexistent/fat: not a directory"),
-    ("missing-binary", ["/usr/bin/nope", "--from", "{src}", "--out", "rootfs:{out}"], 2, "command line: binaries[0]: /usr/bin/nope not found in rootfs:"),
+    ("missing-binary", ["/usr/bin/nope", "--from", "{src}", "--out", "rootfs:{out}"], 2, "command line: APP: /usr/bin/nope not found in rootfs:"),
     ("broken-elf", ["/usr/bin/broken", "--from", "{src}", "--out", "rootfs:{out}"], 3, "/usr/bin/broken: not an ELF file or truncated header"),
     ("missing-library", ["/usr/bin/app", "--from", "{src}", "--out", "rootfs:{out}"], 4,
      "libapp.so.1 (needed by /usr/bin/app) is not in the output"),

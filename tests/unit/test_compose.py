@@ -88,8 +88,8 @@ def test_without_out_an_oci_layout_is_written_here(source: Path, tmp_path: Path)
     result = run_distill("/usr/bin/app", "--from", f"oci:{source}:latest", cwd=tmp_path)
     assert result.code == 0, result.stderr
     assert (tmp_path / "app-distilled/index.json").is_file()
-    assert "no --out given: wrote oci:./app-distilled:latest" in result.stderr
-    assert "skopeo copy oci:./app-distilled:latest docker-daemon:app:latest" in result.stderr
+    assert "no --out given: wrote oci:app-distilled:latest" in result.stderr
+    assert "skopeo copy oci:app-distilled:latest docker-daemon:app-distilled:latest" in result.stderr
 
 
 def test_a_layout_gains_images_and_keeps_the_others(source: Path, tmp_path: Path) -> None:

@@ -175,7 +175,7 @@ def test_diamond_extends_loads_a_shared_fragment_once(tmp_path: Path) -> None:
 def test_unknown_builtin_names_the_known_ones() -> None:
     with pytest.raises(ProfileError) as caught:
         load_profile("ngnix")
-    assert caught.value.message.startswith("no built-in profile 'ngnix'; known: ca-certificates, curl, ")
+    assert caught.value.message.startswith("no built-in profile 'ngnix' (did you mean nginx?); known: ca-certificates, curl, ")
     assert ", nginx, " in caught.value.message
 
 
