@@ -306,7 +306,7 @@ def _table(rows: list[tuple[str, ...]], source: str) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [f"source: {source}"]
     for row in rows:
-        cells = [row[0].ljust(widths[0]), *(cell.rjust(width + 2) for cell, width in zip(row[1:], widths[1:]))]
+        cells = [row[0].ljust(widths[0]), *(cell.rjust(width + 2) for cell, width in zip(row[1:], widths[1:], strict=True))]
         lines.append("".join(cells).rstrip())
     click.echo("\n".join(lines), err=True)
 

@@ -32,7 +32,6 @@ from distill.sinks.staging import check_destination, check_distinct
 from distill.sources import Source, SourceOptions, open_image, open_source
 from distill.target import arch_of
 from distill.transports import transport
-from distill.view import View
 
 __all__ = ["Request", "Prepared", "prepare", "build", "created_time"]
 

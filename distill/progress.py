@@ -12,13 +12,12 @@ from typing import Any
 
 __all__ = ["shown", "task"]
 
-_display: Any = None  # a started rich.progress.Progress, or None
+_active: list[Any] = []  # the started rich.progress.Progress of this run, if any
 
 
 @contextmanager
 def shown(enabled: bool) -> Iterator[None]:
     """Show progress on stderr for the duration of the block, if `enabled` and stderr is a terminal."""
-    global _display
     if not enabled:
         yield
         return
@@ -32,18 +31,18 @@ def shown(enabled: bool) -> Iterator[None]:
     display = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                        console=console, transient=False)
     display.start()
-    _display = display
+    _active.append(display)
     try:
         yield
     finally:
-        _display = None
+        _active.remove(display)
         display.stop()
 
 
 @contextmanager
 def task(description: str, total: int) -> Iterator[Callable[[int], None]]:
     """A progress line for one download of `total` bytes; the callback adds bytes as they arrive."""
-    display = _display
+    display = _active[-1] if _active else None
     if display is None:
         yield lambda count: None
         return

@@ -18,8 +18,8 @@ from distill.ldcache import build_ld_cache, cache_flags
 from distill.ldconf import Flavor
 from distill.loader import Rule
 from distill.plan import Entry, EntryKind, Reason, ReasonKind
-from distill.specs import Switch
 from distill.profile import Profile, from_command_line
+from distill.specs import Switch
 
 __all__ = ["add_system_files", "add_account_files", "NSSWITCH", "CA_BUNDLES"]
 

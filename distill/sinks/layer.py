@@ -22,13 +22,12 @@ class LayerSink:
     def write(self, plan: Plan, source: View) -> str:
         dest = Path(self.ref.path).absolute()
         compress = dest.name.endswith((".gz", ".tgz"))
-        with staged(dest, directory=False) as temp:
-            with open(temp, "wb") as raw:
-                if compress:
-                    with reproducible_gzip(raw) as zipped:
-                        write_tar(plan, source, cast(BinaryIO, zipped))
-                else:
-                    write_tar(plan, source, raw)
-                raw.flush()
-                os.fsync(raw.fileno())
+        with staged(dest, directory=False) as temp, open(temp, "wb") as raw:
+            if compress:
+                with reproducible_gzip(raw) as zipped:
+                    write_tar(plan, source, cast(BinaryIO, zipped))
+            else:
+                write_tar(plan, source, raw)
+            raw.flush()
+            os.fsync(raw.fileno())
         return f"{self.ref}: {dest.stat().st_size} bytes"

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Tree, run_distill
-from fatroot import fat_rootfs
-from images import DEBIAN12_BASE, distroless_layout, fat_layout
-from registry import Registry, build_image_layout, skopeo_copy
+
+from helpers import REPO, fat_rootfs
+from helpers.cli import run_distill
+from helpers.images import DEBIAN12_BASE, distroless_layout, fat_layout
+from helpers.registry import Registry, build_image_layout, skopeo_copy
+from helpers.tree import Tree
 
 pytestmark = [pytest.mark.rootfs, pytest.mark.slow]
 
@@ -55,7 +57,7 @@ def examples() -> list[Example]:
                 prompt = line.startswith("$ ")
                 command, _, comment = line.removeprefix("$ ").partition(" # ")
                 command = command.strip()
-                if not command.startswith("distill ") and command != "distill" or _SYNOPSIS.search(command):
+                if (not command.startswith("distill ") and command != "distill") or _SYNOPSIS.search(command):
                     continue
                 said = re.search(r"exit(?:s| code)? (\d+)", comment)
                 output = None

@@ -14,9 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TRIPLET, Tree, run_distill
-from images import DEBIAN12_BASE, distroless_layout
-from registry import Registry, build_image_layout, skopeo_copy
+
+from helpers import REPO
+from helpers.cli import run_distill
+from helpers.images import DEBIAN12_BASE, distroless_layout
+from helpers.registry import Registry, build_image_layout, skopeo_copy
+from helpers.tree import TRIPLET, Tree
 
 LIBDIR = f"/usr/lib/{TRIPLET}"
 
@@ -169,8 +172,9 @@ def test_a_named_dangling_symlink_still_warns(source: Path, tmp_path: Path) -> N
 @pytest.mark.rootfs
 @pytest.mark.slow
 def test_built_in_profiles_have_no_warnings_on_the_fat_roots(fat_root: Path) -> None:
-    from fatroot import fat_rootfs
     from test_apps import APP_PACKAGES
+
+    from helpers import fat_rootfs
 
     apps_root = fat_rootfs(APP_PACKAGES)
     for root, app in [(fat_root, "nginx"), *((apps_root, a) for a in ("nginx", "redis", "postgresql", "python3", "curl", "openssl"))]:
@@ -222,7 +226,7 @@ def small_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Regi
 def test_a_pull_shows_per_layer_progress_on_a_terminal_only(small_image: tuple[Registry, str], tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     _, image = small_image
-    from registry import skopeo_inspect
+    from helpers.registry import skopeo_inspect
 
     layers = [d.removeprefix("sha256:")[:12] for d in skopeo_inspect(f"docker://{image}")["Layers"]]
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cold"))
