@@ -41,6 +41,7 @@ def _checkout(commit: str, into: Path) -> Path:
 
 def _distill(code: Path, fat_root: Path, out: Path) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(code), "SOURCE_DATE_EPOCH": EPOCH}
+    out.mkdir()  # distill creates no directory it was not given
     command = [sys.executable, "-m", "distill", "nginx", "--from", f"rootfs:{fat_root}",
                "--out", f"layer:{out / 'layer.tar'}", "--out", f"oci:{out / 'oci'}:nginx"]
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=code)
