@@ -124,7 +124,7 @@ def build_command(outs: tuple[str, ...], force: bool, allow_missing: bool, repla
         default = f"{request.profile.name}-distilled"
         request.outputs = [parse_destination(out) for out in outs] or [Ref("oci", default, "latest")]
         request.force, request.allow_missing, request.replace_base_libs = force, allow_missing, replace_base_libs
-        sbom_path = _check_sbom(sbom, force) if sbom else None
+        sbom_path = _check_sbom(sbom, force, request.outputs) if sbom else None
         with progress.shown(not quiet):
             prepared = pipeline.build(request)
     except DistillError as exc:
@@ -156,9 +156,13 @@ def build_command(outs: tuple[str, ...], force: bool, allow_missing: bool, repla
         _table(size_rows(prepared, totals), prepared.plan.source)
 
 
-def _check_sbom(value: str, force: bool) -> Path:
-    """Refuse an SBOM path before the source is read: an existing file needs --force, the directory must exist."""
+def _check_sbom(value: str, force: bool, outputs: list[Ref]) -> Path:
+    """Refuse an SBOM path before the source is read: an existing file needs --force, the directory must exist,
+    and no output may be written there."""
     path = Path(value)
+    for ref in outputs:
+        if ref.path and Path(ref.path).absolute().resolve() == path.absolute().resolve():
+            raise UsageError(f"--sbom {value}: the same path as --out {ref}; give the SBOM its own path")
     if path.exists() and not force:
         raise DestinationError(f"--sbom {value}: already exists; use --force to replace it")
     if not path.absolute().parent.is_dir():

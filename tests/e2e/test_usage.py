@@ -76,6 +76,13 @@ def test_two_outputs_on_one_path_are_refused(source: Path, tmp_path: Path, outs:
     assert os.listdir(tmp_path / "d") == []
 
 
+def test_the_sbom_and_an_output_on_one_path_are_refused(source: Path, tmp_path: Path) -> None:
+    result = run_distill("/usr/bin/app", "--from", str(source), "--out", f"layer:{tmp_path}/x.tar", "--sbom", f"{tmp_path}/x.tar")
+    assert result.code == 2
+    assert error_lines(result.stderr)[0] == f"--sbom {tmp_path}/x.tar: the same path as --out layer:{tmp_path}/x.tar; give the SBOM its own path"
+    assert not (tmp_path / "x.tar").exists()
+
+
 def test_one_layout_takes_two_refs(source: Path, tmp_path: Path) -> None:
     result = run_distill("/usr/bin/app", "--from", str(source), "--out", f"oci:{tmp_path / 'l'}:a", "--out", f"oci:{tmp_path / 'l'}:b", "-q")
     assert result.code == 0, result.stderr
