@@ -33,7 +33,6 @@ from distill.target import Platform
 
 __all__ = ["main", "cli"]
 
-_COMMANDS = ("build", "explain", "profiles")  # `distill APP ...` is `distill build APP ...`
 
 
 class _DefaultGroup(click.Group):
