@@ -34,7 +34,6 @@ from distill.target import Platform
 __all__ = ["main", "cli"]
 
 
-
 class _DefaultGroup(click.Group):
     """`distill nginx ...` means `distill build nginx ...`; a mistyped command gets a suggestion."""
 
