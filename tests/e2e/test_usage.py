@@ -350,6 +350,21 @@ def test_help_names_every_source_transport() -> None:
     assert "listsymlinksandparentdirectoriesintheexplaintree" in text
 
 
+def test_every_flag_is_in_the_docs_options_table_and_back() -> None:
+    import re
+
+    import click
+
+    from distill.cli import cli
+
+    table = (REPO / "docs/cli.md").read_text().split("## Options\n\n", 1)[1].split("\n\n", 1)[0]
+    documented = {flag for row in table.splitlines()[2:] for flag in re.findall(r"(?<![\w-])--?[a-z][a-z-]*", row.split(" | ")[0])}
+    commands = [cli, *cli.commands.values()]
+    offered = {name for command in commands for param in command.params if isinstance(param, click.Option)
+               for name in (*param.opts, *param.secondary_opts) if name not in ("-h", "--help", "--version")}
+    assert documented == offered
+
+
 # -- 12. surprises on a base; the table ---------------------------------------------------------------
 
 
