@@ -76,7 +76,9 @@ def _source_options(command: Any) -> Any:
         click.option("-e", "--env", multiple=True, metavar="KEY=VALUE", help="image environment variable"),
         click.option("--run-as", metavar="USER", help="image user (name, uid, user:group)"),
         click.option("--base", metavar="IMAGE", help="image to layer the output on (default: the profile's, else scratch)"),
-        click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="platform to pick from a multi-platform image"),
+        click.option("--platform", metavar="OS/ARCH[/VARIANT]",
+                     help="platform to pick from a multi-platform image; a comma-separated list or `all` distills each "
+                          "and writes one image index"),
         click.option("--creds", metavar="USER:PASSWORD", help="registry credentials"),
         click.option("--authfile", metavar="FILE", help="registry auth file (containers auth.json or docker config.json)"),
         click.option("--tls-verify", type=click.BOOL, default=True, is_flag=False, flag_value=True, metavar="[=BOOL]",
@@ -122,6 +124,9 @@ def build_command(outs: tuple[str, ...], force: bool, allow_missing: bool, repla
         default = f"{request.profile.name}-distilled"
         request.outputs = [parse_destination(out) for out in outs] or [Ref("oci", default, "latest")]
         request.force, request.allow_missing, request.replace_base_libs = force, allow_missing, replace_base_libs
+        if request.platforms is not None:
+            _build_platforms(request, sbom=sbom, as_json=as_json, explain=explain, quiet=quiet, verbose=flags["verbose"])
+            return
         sbom_path = _check_sbom(sbom, force, request.outputs) if sbom else None
         with progress.shown(not quiet):
             prepared = pipeline.build(request)
@@ -178,6 +183,36 @@ def _json_failure(exc: DistillError) -> None:
     click.echo(json.dumps(report, indent=2))
 
 
+def _build_platforms(request: pipeline.Request, *, sbom: str | None, as_json: bool, explain: bool, quiet: bool,
+                     verbose: bool) -> None:
+    """`--platform all` or a list: the same report as one platform, once per platform, then the index."""
+    if sbom:
+        raise UsageError("--sbom describes one platform's output; pick one with --platform os/arch")
+    with progress.shown(not quiet):
+        outcome = pipeline.build_platforms(request)
+    reports = []
+    for prepared in outcome.prepared:
+        platform = prepared.request.options.platform
+        for warning in prepared.warnings:
+            _say(f"warning: {platform}: {warning}")
+        if explain:
+            click.echo(f"# {platform}", err=True)
+            click.echo(explain_tree(prepared.plan, verbose=verbose), err=True, nl=False)
+        totals = source_totals(prepared.source.view)
+        if as_json:
+            reports.append({"platform": str(platform), **json_report(prepared, totals)})
+        if not quiet:
+            _table(size_rows(prepared, totals), f"{prepared.plan.source}, {platform}")
+    assert outcome.index is not None
+    if not quiet:
+        for line in outcome.written:
+            _say(f"wrote {line} (an image index of {len(outcome.prepared)} platforms)")
+    if as_json:
+        index = {"digest": outcome.index.index_digest, "manifests": outcome.index.index["manifests"]}
+        click.echo(json.dumps({"distill": __version__, "index": index, "platforms": reports, "written": outcome.written},
+                              indent=2))
+
+
 @cli.command("explain")
 @_source_options
 @click.option("--json", "as_json", is_flag=True, help="write the JSON report instead of the tree")
@@ -187,6 +222,8 @@ def explain_command(as_json: bool, paths: tuple[str, ...], **flags: Any) -> None
     try:
         request = _request(flags)
         request.allow_missing = True
+        if request.platforms is not None:
+            raise UsageError(f"--platform {flags['platform']}: explain looks at one platform; pick one with --platform os/arch")
         with progress.shown(True):
             prepared = pipeline.prepare(request)
     except DistillError as exc:
@@ -207,14 +244,18 @@ def explain_command(as_json: bool, paths: tuple[str, ...], **flags: Any) -> None
 def _request(flags: dict[str, Any]) -> pipeline.Request:
     profile = _profile(flags)
     registry = RegistryOptions(creds=_creds(flags["creds"]), authfile=flags["authfile"], tls_verify=flags["tls_verify"])
-    platform = Platform.parse(flags["platform"]) if flags["platform"] else Platform.host()
+    text = flags["platform"]
+    platforms: tuple[Platform, ...] | str | None = None
+    if text == "all" or (text and "," in text):
+        platforms = "all" if text == "all" else Platform.parse_list(text)
+    platform = Platform.parse(text) if text and platforms is None else Platform.host()
     options = SourceOptions(platform=platform, registry=registry)
     source = parse_source(flags["source"])
     base = flags["base"] if flags["base"] is not None else profile.base
     if flags["platform"] and not source.is_image and base in ("", "scratch"):
         raise UsageError(f"--platform {flags['platform']}: {source} is a directory, which has one platform; "
                          "--platform picks from a multi-platform image (--from or --base); drop it")
-    return pipeline.Request(profile, source, base=flags["base"], options=options, epoch=_epoch())
+    return pipeline.Request(profile, source, base=flags["base"], options=options, epoch=_epoch(), platforms=platforms)
 
 
 def _creds(value: str | None) -> Credentials | None:

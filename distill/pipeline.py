@@ -4,36 +4,42 @@
 
 Every destination is validated before the source is read; nothing is written until the plan
 has passed its checks; every sink writes from the same plan (and the same built image).
+
+Several platforms (`--platform all` or a list) are a thin loop over the same single-platform
+`prepare`: one plan and one set of checks per platform, every platform checked before anything
+is written, then one image per platform under one image index (`build_platforms`).
 """
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 from distill.checks import CheckResult, Finding, FindingKind, check_plan
 from distill.elf import ElfInfo
-from distill.errors import ClosureError, UsageError
+from distill.errors import ClosureError, DistillError, ProfileError, SourceError, UsageError
 from distill.layering import LayeringReport, OverlayView, flattened, overlay, rebase_plan
+from distill.ldconf import glibc_config
 from distill.loader import LoaderEnv
-from distill.oci.compose import BuiltImage, build_image
+from distill.oci.compose import BuiltImage, BuiltIndex, build_image, build_index
 from distill.oci.image import Image
 from distill.oci.merged import open_image_view
 from distill.plan import Plan
 from distill.planner import Planner
-from distill.profile import Profile
+from distill.profile import Profile, expand_tokens, profile_paths
 from distill.refs import Ref, parse_source
+from distill.schema import TOKEN
 from distill.sinks import open_sink
 from distill.sinks.image import write_image
 from distill.sinks.staging import check_destination, check_distinct
 from distill.sources import Source, SourceOptions, open_image, open_source
-from distill.target import arch_of
+from distill.target import ARCHES, Arch, Platform, arch_named, arch_of, foreign_arch
 from distill.transports import transport
 
-__all__ = ["Request", "Prepared", "prepare", "build", "created_time"]
+__all__ = ["Request", "Prepared", "Outcome", "prepare", "build", "build_platforms", "platforms_of", "created_time"]
 
 
 @dataclass
@@ -47,6 +53,7 @@ class Request:
     allow_missing: bool = False
     replace_base_libs: bool = False
     epoch: int | None = None
+    platforms: tuple[Platform, ...] | str | None = None  # "all", a list, or None: options.platform alone
 
 
 @dataclass
@@ -89,6 +96,7 @@ def prepare(request: Request) -> Prepared:
                               force=request.force, layout_ok=ref.transport == "oci")
     base_ref = _base_ref(request)
     source = open_source(request.source, request.options)
+    request = replace(request, profile=_for_target(request.profile, source))
     planner = Planner(source.view, request.profile, _loader_env(request, source), request.epoch)
     full = planner.run()
     base = open_image(base_ref, request.options) if base_ref is not None else None
@@ -136,6 +144,39 @@ def _with_hint(finding: Finding, on_base: bool) -> str:
     if on_base and finding.kind is FindingKind.MISSING_VERSION:
         return f"{finding}; or pass --replace-base-libs to ship the source's libraries over the base's"
     return str(finding)
+
+
+def _target(source: Source) -> Arch | None:
+    """The architecture of the source: its image's platform, else the one loader its root holds."""
+    image = source.image
+    if image is not None and image.platform.architecture:
+        return arch_named(image.platform.architecture, image.platform.variant)
+    found = [arch for arch in ARCHES.values()
+             if source.view.stat(arch.glibc_interp) is not None or source.view.stat(f"/lib/ld-musl-{arch.musl_arch}.so.1") is not None]
+    return found[0] if len(found) == 1 else None
+
+
+def _for_target(profile: Profile, source: Source) -> Profile:
+    """The profile for this source's architecture: tokens expanded, other architectures' paths refused."""
+    named = profile_paths(profile)
+    tokens = sorted({m.group(0) for path, _ in named for m in TOKEN.finditer(path)})
+    arch = _target(source)
+    if arch is None:
+        if tokens:
+            raise ProfileError(f"{profile.name}: cannot tell the architecture of {source.view.name} to expand {tokens[0]} "
+                               "(no single known loader in it); write the multiarch directory out")
+        return profile
+    lib = glibc_config(source.view, arch).lib if source.view.stat(arch.glibc_interp) is not None else "lib"
+    profile = expand_tokens(profile, {"MULTIARCH": arch.triplet, "LIB": lib}) if tokens else profile
+    issues = []
+    for path, origin in profile_paths(profile):
+        other = foreign_arch(path, arch)
+        if other is not None and not source.view.glob(path):
+            fix = f"write $MULTIARCH for {other.triplet}" if other.triplet in path.split("/") else "name the loader by its own path"
+            issues.append(f"{origin}: {path} is a path of {other.name} images, but {source.view.name} is {arch.name}; {fix}")
+    if issues:
+        raise ProfileError(issues[0], issues=issues)
+    return profile
 
 
 def _loader_env(request: Request, source: Source) -> LoaderEnv:
@@ -186,6 +227,12 @@ def _architecture(prepared: Prepared) -> tuple[str, str, str | None]:
     return platform.os, platform.architecture, platform.variant
 
 
+def _build_image(prepared: Prepared, workdir: Path) -> BuiltImage:
+    return build_image(prepared.plan, prepared.source.view, workdir=workdir, profile=prepared.request.profile,
+                       source=prepared.source.image, base=prepared.base, base_name=prepared.base_name,
+                       created=created_time(prepared), architecture=_architecture(prepared), warnings=prepared.warnings)
+
+
 def build(request: Request) -> Prepared:
     """Prepare, then write every destination from the one plan."""
     prepared = prepare(request)
@@ -193,10 +240,7 @@ def build(request: Request) -> Prepared:
     images = [ref for ref in request.outputs if ref.is_image]
     with tempfile.TemporaryDirectory(prefix="distill-") as work:
         if images:  # built before anything is written, so a failure here leaves every destination untouched
-            prepared.built = build_image(prepared.plan, view, workdir=Path(work), profile=request.profile,
-                                         source=prepared.source.image, base=prepared.base, base_name=prepared.base_name,
-                                         created=created_time(prepared), architecture=_architecture(prepared),
-                                         warnings=prepared.warnings)
+            prepared.built = _build_image(prepared, Path(work))
         for ref in request.outputs:
             if ref.is_image:
                 assert prepared.built is not None
@@ -206,3 +250,66 @@ def build(request: Request) -> Prepared:
             else:
                 prepared.written.append(open_sink(ref).write(prepared.plan, view))
     return prepared
+
+
+# -- several platforms ---------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """A multi-platform run: one Prepared per platform (in index order) and the index over them."""
+
+    request: Request
+    prepared: list[Prepared]
+    index: BuiltIndex | None = None
+    written: list[str] = field(default_factory=list)
+
+
+def platforms_of(request: Request) -> tuple[Platform, ...]:
+    """The platforms a multi-platform request names: its list, or every platform the source offers."""
+    for ref in request.outputs:
+        if not transport(ref.transport).platforms:
+            raise UsageError(f"--out {ref}: {ref.transport}: holds one platform; pick one with --platform os/arch, "
+                             "or write every platform to oci:, oci-archive: or docker://")
+    if not request.source.is_image:
+        raise UsageError(f"--from {request.source}: a directory holds one platform; --platform all and lists need an image")
+    if request.platforms != "all":
+        assert isinstance(request.platforms, tuple)
+        return request.platforms
+    options = replace(request.options, platform=Platform.any())  # the first image, to learn what the index offers
+    first = open_image(request.source, options)
+    offered = first.offered or (first.platform,)
+    if any(not p.architecture for p in offered):
+        raise SourceError(f"{request.source}: an entry of its index names no platform; pick platforms with --platform os/arch,...")
+    linux = tuple(p for p in offered if p.os == "linux")  # distill reads Linux ELF programs only
+    if not linux:
+        raise SourceError(f"{request.source}: no Linux platform in {', '.join(map(str, offered))}")
+    return linux
+
+
+def build_platforms(request: Request) -> Outcome:
+    """Prepare every platform (each checked), then build one image each and write one index everywhere."""
+    platforms = platforms_of(request)
+    outcome = Outcome(request, [])
+    failed: list[str] = []
+    for platform in platforms:
+        single = replace(request, options=replace(request.options, platform=platform), platforms=None)
+        try:
+            outcome.prepared.append(prepare(single))
+        except ClosureError as exc:  # check every platform, then fail naming each that failed
+            failed.extend(f"{platform}: {issue}" for issue in exc.issues)
+        except DistillError as exc:
+            raise type(exc)(f"{platform}: {exc.message}", issues=[f"{platform}: {issue}" for issue in exc.issues]) from None
+    if failed:
+        raise ClosureError(failed[0], issues=failed)
+    with tempfile.TemporaryDirectory(prefix="distill-") as work:
+        built = []
+        for number, prepared in enumerate(outcome.prepared):
+            workdir = Path(work) / str(number)
+            workdir.mkdir()
+            prepared.built = _build_image(prepared, workdir)
+            built.append(prepared.built)
+        outcome.index = build_index(built)
+        for ref in request.outputs:
+            outcome.written.append(write_image(outcome.index, ref, request.options.registry))
+    return outcome

@@ -11,16 +11,17 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from distill.errors import ProfileError
-from distill.schema import MAX_PROFILE_BYTES, SCHEMA, Settings, validate_document
-from distill.specs import BinarySpec, DlopenPriority, GroupSpec, PackageSpec, PathSpec, Switch, UserSpec
+from distill.schema import MAX_PROFILE_BYTES, SCHEMA, TOKEN, Settings, validate_document
+from distill.specs import BinarySpec, DlopenPriority, GroupSpec, PackageSpec, PathKind, PathSpec, Switch, UserSpec
 from distill.yamlsafe import parse_yaml
 
-__all__ = ["Profile", "SystemConfig", "RuntimeConfig", "ImageConfig", "builtin_dir", "builtin_profiles", "load_profile", "adhoc_layer"]
+__all__ = ["Profile", "SystemConfig", "RuntimeConfig", "ImageConfig", "builtin_dir", "builtin_profiles", "load_profile", "adhoc_layer",
+           "profile_paths", "expand_tokens"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,35 @@ COMMAND_LINE = "command line"
 def from_command_line(origin: str) -> bool:
     """Whether a flag set it: hints then name the flag, not a profile key."""
     return origin.startswith(f"{COMMAND_LINE}: ")
+
+
+def profile_paths(profile: Profile) -> list[tuple[str, str]]:
+    """(path, origin) of every image path the profile names: binaries, paths (and copy/symlink sources), exclude."""
+    out = [(spec.path, origin) for spec, origin in profile.binaries]
+    for spec, origin in profile.paths:
+        out.append((spec.path, origin))
+        if spec.kind in (PathKind.COPY, PathKind.SYMLINK) and spec.value:
+            out.append((spec.value, origin))
+    out.extend((pattern, "exclude") for pattern in profile.exclude)
+    return out
+
+
+def expand_tokens(profile: Profile, values: dict[str, str]) -> Profile:
+    """The profile with `$MULTIARCH`/`$LIB` (or `${...}`) in its paths replaced by one target's `values`."""
+
+    def expand(text: str) -> str:
+        return TOKEN.sub(lambda m: values.get(m.group(1) or m.group(2), m.group(0)), text)
+
+    def expand_path(spec: PathSpec) -> PathSpec:
+        names_path = spec.value and spec.kind in (PathKind.COPY, PathKind.SYMLINK)
+        return replace(spec, path=expand(spec.path), value=expand(spec.value) if names_path and spec.value else spec.value)
+
+    return replace(
+        profile,
+        binaries=tuple((replace(spec, path=expand(spec.path)), origin) for spec, origin in profile.binaries),
+        paths=tuple((expand_path(spec), origin) for spec, origin in profile.paths),
+        exclude=tuple(expand(pattern) for pattern in profile.exclude),
+    )
 
 
 def builtin_dir() -> Path:

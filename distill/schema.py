@@ -14,7 +14,7 @@ from typing import Any
 from distill import paths
 from distill.specs import BinarySpec, DlopenPriority, GroupSpec, PackageSpec, PathKind, PathSpec, Switch, UserSpec
 
-__all__ = ["SCHEMA", "MAX_PROFILE_BYTES", "Settings", "validate_document", "parse_mode"]
+__all__ = ["SCHEMA", "MAX_PROFILE_BYTES", "PATH_TOKENS", "TOKEN", "Settings", "validate_document", "parse_mode"]
 
 SCHEMA = "distill/v1"
 MAX_PROFILE_BYTES = 1 << 20
@@ -28,6 +28,11 @@ RUNTIME_KEYS = ("nss", "gconv", "openssl", "libgcc-s", "locales", "tzdata", "dlo
 _DLOPEN_THRESHOLDS = tuple(p.value for p in DlopenPriority if p is not DlopenPriority.NO)
 IMAGE_KEYS = ("entrypoint", "cmd", "env", "workdir", "user", "expose", "stop-signal", "volumes", "labels")
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}\Z")
+# tokens a path may use, expanded per target (profile.expand_tokens): $MULTIARCH is the Debian
+# multiarch triplet (aarch64-linux-gnu), $LIB what the target's loader expands $LIB to (lib/<triplet>)
+PATH_TOKENS = ("MULTIARCH", "LIB")
+TOKEN = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+_TOKEN = TOKEN
 _ACCOUNT = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?\Z")
 _PORT = re.compile(r"(\d{1,5})(?:/(tcp|udp|sctp))?\Z")
 _SIGNAL = re.compile(r"SIG[A-Z0-9+-]+\Z")
@@ -108,6 +113,8 @@ class _Validator:
             self.error(key, f"{text!r}: names starting with .wh. are layer whiteouts and cannot be shipped")
         elif paths.is_glob(text) and not glob:
             self.error(key, f"{text!r}: globs are allowed only in binaries and in paths copied from the source")
+        elif unknown := [m.group(0) for m in _TOKEN.finditer(text) if (m.group(1) or m.group(2)) not in PATH_TOKENS]:
+            self.error(key, f"{text!r}: unknown token {unknown[0]}; paths may use {', '.join('$' + t for t in PATH_TOKENS)}")
         else:
             return text
         return None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from distill.elf import EM_386, EM_AARCH64, EM_ARM, EM_X86_64, ElfInfo
 from distill.errors import UsageError
 
-__all__ = ["Arch", "arch_of", "ARCHES", "Platform"]
+__all__ = ["Arch", "arch_of", "arch_named", "foreign_arch", "ARCHES", "Platform"]
 
 EM_PPC64, EM_S390, EM_RISCV = 21, 22, 243
 
@@ -45,6 +45,28 @@ def arch_of(info: ElfInfo) -> Arch | None:
     return ARCHES.get((info.machine, info.elf_class, info.little_endian))
 
 
+def arch_named(architecture: str, variant: str | None = None) -> Arch | None:
+    """The Arch of an OCI platform (`arm64`, `arm` + `v7`), or None when distill has no table for it."""
+    if architecture == "arm" and variant not in (None, "v7"):
+        return None  # armel (v5, v6) uses another triplet and loader
+    return next((arch for arch in ARCHES.values() if arch.name == architecture), None)
+
+
+def foreign_arch(path: str, target: Arch) -> Arch | None:
+    """The other architecture whose multiarch directory or loader `path` names, if any.
+
+    `/usr/lib/x86_64-linux-gnu/libfoo.so.1` in a profile applied to an arm64 image names a
+    directory that image does not have; the profile should say `$MULTIARCH` instead.
+    """
+    parts = path.split("/")
+    for arch in ARCHES.values():
+        if arch is target:
+            continue
+        if arch.triplet in parts or path == arch.glibc_interp or f"ld-musl-{arch.musl_arch}.so.1" in parts:
+            return arch
+    return None
+
+
 @dataclass(frozen=True)
 class Platform:
     """An OCI platform (os/architecture/variant): what an image, and so the loader it carries, targets."""
@@ -61,6 +83,22 @@ class Platform:
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
 
     @classmethod
+    def parse_list(cls, text: str) -> tuple[Platform, ...]:
+        """`linux/amd64,linux/arm64`: each platform once, in the order given."""
+        out: list[Platform] = []
+        for part in text.split(","):
+            platform = cls.parse(part.strip())
+            if platform in out:
+                raise UsageError(f"--platform {text}: {platform} is named twice")
+            out.append(platform)
+        return tuple(out)
+
+    @classmethod
+    def any(cls) -> Platform:
+        """Matches every platform: opens the first image of an index (to learn what else it offers)."""
+        return cls("*", "*")
+
+    @classmethod
     def host(cls) -> Platform:
         machine = host_platform.machine().lower()
         arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le",
@@ -68,6 +106,8 @@ class Platform:
         return cls("linux", arch, "v7" if arch == "arm" else None)
 
     def matches(self, os: str, architecture: str, variant: str | None) -> bool:
+        if self.architecture == "*":
+            return True
         if (os, architecture) != (self.os, self.architecture):
             return False
         if self.variant is None or self.variant == variant:

@@ -21,14 +21,16 @@ class Transport:
     destination: bool  # usable with --out
     image: bool  # carries an image (manifest, config, layers), not just a filesystem
     local: bool  # a path on this machine, checked before anything is read or written
+    platforms: bool = False  # as a destination, holds several platforms under one image index (--platform all)
 
 
 TRANSPORTS: tuple[Transport, ...] = (
     Transport("docker", "docker://REF, or a bare REF", "a registry image (normalised as Docker does)",
-              source=True, destination=True, image=True, local=False),
-    Transport("oci", "oci:DIR[:REF]", "an OCI image layout directory", source=True, destination=True, image=True, local=True),
+              source=True, destination=True, image=True, local=False, platforms=True),
+    Transport("oci", "oci:DIR[:REF]", "an OCI image layout directory", source=True, destination=True, image=True, local=True,
+              platforms=True),
     Transport("oci-archive", "oci-archive:FILE[:REF]", "a tar of an OCI image layout",
-              source=True, destination=True, image=True, local=True),
+              source=True, destination=True, image=True, local=True, platforms=True),
     Transport("docker-archive", "docker-archive:FILE[:REF|@N]", "`docker save` / `podman save` output (legacy or OCI-dual)",
               source=True, destination=True, image=True, local=True),
     Transport("docker-daemon", "docker-daemon:REF", "an image in a Docker-API daemon (docker, podman system service)",

@@ -26,7 +26,7 @@ from distill.profile import Profile
 from distill.tarstream import reproducible_gzip, write_tar
 from distill.view import View
 
-__all__ = ["Blob", "BuiltImage", "build_image", "rfc3339", "canonical_json"]
+__all__ = ["Blob", "BuiltImage", "BuiltIndex", "build_image", "build_index", "rfc3339", "canonical_json"]
 BASE_NAME = "org.opencontainers.image.base.name"
 BASE_DIGEST = "org.opencontainers.image.base.digest"
 _DOCKER_TO_OCI = {
@@ -66,6 +66,46 @@ class BuiltImage:
     @property
     def blobs(self) -> list[Blob]:
         return [*self.layers, self.config_blob]
+
+
+@dataclass(frozen=True)
+class BuiltIndex:
+    """Several platforms' images under one OCI image index (what `--platform all` writes).
+
+    `docker_list_bytes` is the same list as a Docker manifest list, for registries that refuse
+    the OCI index media type (see sinks/image.py for when it is used).
+    """
+
+    images: list[BuiltImage]
+    index: dict[str, Any]
+    index_bytes: bytes
+    index_digest: str
+    docker_list_bytes: bytes
+    created: int
+
+    @property
+    def blobs(self) -> list[Blob]:
+        """Every layer and config once, sorted by digest (platforms share base layers)."""
+        unique = {blob.descriptor.digest: blob for image in self.images for blob in image.blobs}
+        return [unique[digest] for digest in sorted(unique)]
+
+
+def _platform_of(config: dict[str, Any]) -> dict[str, str]:
+    platform = {"architecture": config["architecture"], "os": config["os"]}
+    if config.get("variant"):
+        platform["variant"] = config["variant"]
+    return platform
+
+
+def build_index(images: list[BuiltImage]) -> BuiltIndex:
+    """The index over `images`, in the order given (the source index's order, or the user's list)."""
+    manifests = [{"mediaType": media.OCI_MANIFEST, "digest": image.manifest_digest, "size": len(image.manifest_bytes),
+                  "platform": _platform_of(image.config)} for image in images]
+    index: dict[str, Any] = {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": manifests}
+    index_bytes = canonical_json(index)
+    docker_list = canonical_json({**index, "mediaType": media.DOCKER_LIST})
+    return BuiltIndex(images, index, index_bytes, sha256_of(index_bytes), docker_list,
+                      max(image.created for image in images))
 
 
 class _HashingWriter:

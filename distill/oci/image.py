@@ -17,7 +17,8 @@ from distill.oci import media
 from distill.oci.digest import valid_digest
 from distill.target import Platform
 
-__all__ = ["MAX_MANIFEST_BYTES", "Descriptor", "Platform", "Image", "parse_json", "parse_manifest", "select_platform"]
+__all__ = ["MAX_MANIFEST_BYTES", "Descriptor", "Platform", "Image", "parse_json", "parse_manifest", "index_platforms",
+           "select_platform"]
 
 MAX_MANIFEST_BYTES = 4 << 20  # manifests and configs are small; a huge one is hostile or broken
 
@@ -61,6 +62,7 @@ class Image:
     config_descriptor: Descriptor
     layers: list[Descriptor]
     open_blob: Callable[[Descriptor], BinaryIO]
+    offered: tuple[Platform, ...] = ()  # every platform of the index this image was picked from, in its order
 
     def __post_init__(self) -> None:
         """Check the config against the manifest and the shapes distill reads, before any layer is read."""
@@ -130,17 +132,28 @@ def parse_manifest(data: bytes, where: str, media_type: str | None = None) -> tu
     raise SourceError(f"{where}: unsupported manifest media type {str(kind)[:100]!r}")
 
 
-def select_platform(index: dict[str, Any], wanted: Platform, where: str) -> Descriptor:
-    """The manifest for `wanted` in an index; attestation and unknown-platform entries are skipped."""
-    offered = []
+def index_platforms(index: dict[str, Any], where: str) -> list[tuple[Platform, Descriptor]]:
+    """The runnable images of an index with their platforms, in index order (attestations and
+    unknown-platform entries skipped, a platform listed twice kept once)."""
+    out: list[tuple[Platform, Descriptor]] = []
     for number, item in enumerate(index.get("manifests", [])):
         descriptor = Descriptor.from_json(item, f"{where}: manifests[{number}]")
         annotations = item.get("annotations") or {}
         plat = item.get("platform") or {}
         if annotations.get("vnd.docker.reference.type") == "attestation-manifest" or plat.get("os") == "unknown":
             continue
-        os_name, arch, variant = str(plat.get("os", "")), str(plat.get("architecture", "")), plat.get("variant")
-        offered.append("/".join(p for p in (os_name, arch, variant) if p))
-        if wanted.matches(os_name, arch, variant):
+        variant = plat.get("variant")
+        platform = Platform(str(plat.get("os", "")), str(plat.get("architecture", "")), str(variant) if variant else None)
+        if all(platform != seen for seen, _ in out):
+            out.append((platform, descriptor))
+    return out
+
+
+def select_platform(index: dict[str, Any], wanted: Platform, where: str) -> Descriptor:
+    """The manifest for `wanted` in an index; attestation and unknown-platform entries are skipped."""
+    offered = index_platforms(index, where)
+    for platform, descriptor in offered:
+        if wanted.matches(platform.os, platform.architecture, platform.variant):
             return descriptor
-    raise SourceError(f"{where}: no image for platform {wanted}; the index offers {', '.join(offered) or 'nothing'} (use --platform)")
+    names = ", ".join(str(p) for p, _ in offered)
+    raise SourceError(f"{where}: no image for platform {wanted}; the index offers {names or 'nothing'} (use --platform)")

@@ -7,7 +7,7 @@ from typing import BinaryIO
 
 from distill.errors import SourceError
 from distill.oci.digest import VerifiedReader, sha256_of
-from distill.oci.image import MAX_MANIFEST_BYTES, Descriptor, Image, parse_json, parse_manifest, select_platform
+from distill.oci.image import MAX_MANIFEST_BYTES, Descriptor, Image, index_platforms, parse_json, parse_manifest, select_platform
 from distill.target import Platform
 
 __all__ = ["resolve_image", "read_verified"]
@@ -36,7 +36,9 @@ def resolve_image(
     """Pick `platform` from an index if `top` is one, then load the manifest's config."""
     kind, document = parse_manifest(top, name, top_media_type)
     manifest_bytes = top
+    offered: tuple[Platform, ...] = ()
     if kind == "index":
+        offered = tuple(p for p, _ in index_platforms(document, name))
         chosen = select_platform(document, platform, name)
         manifest_bytes = read_manifest(chosen)
         kind, document = parse_manifest(manifest_bytes, f"{name}: {chosen.digest[:19]}", chosen.media_type)
@@ -47,7 +49,7 @@ def resolve_image(
     config = parse_json(config_bytes, f"{name}: config")
     layers = [Descriptor.from_json(layer, f"{name}: layers[{i}]") for i, layer in enumerate(document["layers"])]
     image = Image(name, document, manifest_bytes, sha256_of(manifest_bytes), config, config_bytes, config_descriptor,
-                  layers, open_blob)
+                  layers, open_blob, offered)
     if kind == "manifest" and top is manifest_bytes and platform.architecture and image.platform.architecture \
             and not platform.matches(image.platform.os, image.platform.architecture, image.platform.variant):
         raise SourceError(f"{name}: the image is for {image.platform}, not {platform} (use --platform {image.platform})")
