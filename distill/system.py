@@ -69,6 +69,21 @@ def add_system_files(builder: PlanBuilder, context: PlanContext) -> None:
     if config.os_release:
         builder.ship("/etc/os-release", _system("system.os-release: tells scanners the distribution"))
     _loader_cache(builder, context)
+    _musl_path_file(builder)
+
+
+def _musl_path_file(builder: PlanBuilder) -> None:
+    """Ship musl's `/etc/ld-musl-<arch>.path` when a library was found through it.
+
+    Where the file exists musl searches only the directories it lists; without it, only its
+    defaults (/lib, /usr/local/lib, /usr/lib), so a library in a listed directory would not load.
+    """
+    for closure in builder.plan.closures:
+        if closure.flavor is not Flavor.MUSL:
+            continue
+        files = sorted({link.detail for link in closure.links if link.rule is Rule.MUSL_PATH and link.detail.startswith("/")})
+        for path in files:
+            builder.ship(path, _system(f"musl path file: {closure.root} loads libraries from the directories it lists"))
 
 
 def _loader_cache(builder: PlanBuilder, context: PlanContext) -> None:
