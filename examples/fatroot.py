@@ -6,7 +6,15 @@ $DISTILL_TEST_CACHE (default ~/.cache/distill-test), and is built in a temporary
 renamed into place, under a lock, so an interrupted build never leaves a half rootfs.
 Used by `make demo`, the tests and the benchmarks.
 
+`variant="extract"` unpacks the packages and their dependencies without running any maintainer
+script, so it needs no emulation and builds a root for any Debian architecture on this machine
+(`arch="arm64"`). The only thing a maintainer script would have done that programs need at run
+time is base-passwd's accounts, so /etc/passwd and /etc/group are copied from its master files
+when base-passwd is among the packages. These roots come from the release alone (no -security or
+-updates suites), so they stay the same from one day to the next on every architecture.
+
     examples/fatroot.py nginx,ca-certificates,tzdata,curl
+    examples/fatroot.py nginx,jq,base-passwd arm64 extract
 """
 
 from __future__ import annotations
@@ -23,27 +31,38 @@ from pathlib import Path
 SUITE = "bookworm"
 VARIANT = "apt"
 DEFAULT_PACKAGES = ("nginx", "ca-certificates", "tzdata", "curl")
+MIRROR = "http://deb.debian.org/debian"
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("DISTILL_TEST_CACHE", Path.home() / ".cache" / "distill-test"))
 
 
-def fat_rootfs(packages: tuple[str, ...] = DEFAULT_PACKAGES, *, arch: str = "amd64") -> Path:
-    """The path of a cached rootfs with `packages` installed, building it if needed."""
-    key = hashlib.sha256(f"{SUITE}|{VARIANT}|{arch}|{','.join(sorted(packages))}".encode()).hexdigest()[:16]
+# what base-passwd's postinst does, for roots whose maintainer scripts never ran
+_ACCOUNTS_HOOK = ('if [ -f "$1/usr/share/base-passwd/passwd.master" ]; then '
+                  'cp "$1/usr/share/base-passwd/passwd.master" "$1/etc/passwd"; '
+                  'cp "$1/usr/share/base-passwd/group.master" "$1/etc/group"; fi')
+
+
+def fat_rootfs(packages: tuple[str, ...] = DEFAULT_PACKAGES, *, arch: str = "amd64", variant: str = VARIANT) -> Path:
+    """The path of a cached rootfs with `packages` installed (or, with variant "extract", unpacked)."""
+    release_only = "|release-only" if variant == "extract" else ""  # keeps the keys of existing roots
+    key = hashlib.sha256(f"{SUITE}|{variant}|{arch}|{','.join(sorted(packages))}{release_only}".encode()).hexdigest()[:16]
     home = cache_dir() / "rootfs"
     home.mkdir(parents=True, exist_ok=True)
     final = home / key
     with open(home / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (final / "root" / "etc" / "os-release").exists():
+        if (final / "packages").exists():  # written last, before the rename
             return final / "root"
         shutil.rmtree(final, ignore_errors=True)
         work = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=home))
         try:
-            command = ["mmdebstrap", f"--variant={VARIANT}", f"--architectures={arch}",
+            command = ["mmdebstrap", f"--variant={variant}", f"--architectures={arch}",
                        f"--include={','.join(packages)}", SUITE, str(work / "root")]
+            if variant == "extract":
+                command[1:1] = ["--mode=root", f"--extract-hook={_ACCOUNTS_HOOK}"]
+                command.append(f"deb {MIRROR} {SUITE} main")
             print(f"building fat rootfs: {' '.join(command)}", file=sys.stderr)
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
             (work / "packages").write_text("\n".join(packages) + "\n")
@@ -56,4 +75,5 @@ def fat_rootfs(packages: tuple[str, ...] = DEFAULT_PACKAGES, *, arch: str = "amd
 
 if __name__ == "__main__":
     wanted = tuple(sys.argv[1].split(",")) if len(sys.argv) > 1 else DEFAULT_PACKAGES
-    print(fat_rootfs(wanted))
+    print(fat_rootfs(wanted, arch=sys.argv[2] if len(sys.argv) > 2 else "amd64",
+                     variant=sys.argv[3] if len(sys.argv) > 3 else VARIANT))

@@ -348,6 +348,42 @@ def probe_openssl(root: str, tls_dir: str) -> dict[str, Any]:
     return result
 
 
+def probe_platform(root: str, qemu: str) -> dict[str, Any]:
+    """jq and nginx of one platform's output, under qemu-user-static when `qemu` is not "-".
+
+    Everything runs chrooted into ROOT (with the static qemu copied in), so every path a program
+    opens or creates (loader, libraries, logs, pid file) is the output's, never the host's. jq also
+    runs as `qemu-ARCH-static -L ROOT ROOT/usr/bin/jq` (`jq_L`), the way one tries a foreign root by
+    hand; that form cannot follow an absolute symlink to the loader (ppc64el's /lib64/ld64.so.2).
+    """
+    out = Path(root)
+    # nginx's postinst, which an unpacked root never ran, would have enabled the default site
+    (out / "etc/nginx/sites-enabled/probe").write_text("server { listen 80; root /usr/share/nginx/html; }\n")
+    prefix: list[str] = []
+    document = '{"a": [1, "two", {"three": 3}]}'
+    result: dict[str, Any] = {}
+    if qemu != "-":
+        host_qemu = subprocess.run(["which", qemu], capture_output=True, text=True, check=True).stdout.strip()
+        (out / ".qemu").write_bytes(Path(host_qemu).read_bytes())
+        (out / ".qemu").chmod(0o755)
+        prefix = ["/.qemu"]
+        ran = subprocess.run([host_qemu, "-L", root, f"{root}/usr/bin/jq", "-c", ".a"], input=document, capture_output=True,
+                             text=True, timeout=120)
+        result["jq_L"] = [ran.returncode, ran.stdout.strip(), ran.stderr[-500:]]
+    ran = subprocess.run(["chroot", root, *prefix, "/usr/bin/jq", "-c", ".a"], input=document, capture_output=True, text=True,
+                         timeout=120)
+    result["jq"] = [ran.returncode, ran.stdout.strip(), ran.stderr[-500:]]
+    tested = subprocess.run(["chroot", root, *prefix, "/usr/sbin/nginx", "-t"], capture_output=True, text=True, timeout=120)
+    result["nginx_t"] = [tested.returncode, tested.stderr[-800:]]
+    server = subprocess.Popen(["chroot", root, *prefix, "/usr/sbin/nginx", "-g", "daemon off;"], stderr=subprocess.PIPE)
+    result["started"] = wait_port(80, server, timeout=60)
+    if result["started"]:
+        status, body = fetch("http://127.0.0.1/")
+        result["http"], result["welcome"] = status, "Welcome to nginx!" in body
+    result["stderr"] = stop(server, signal.SIGQUIT)
+    return result
+
+
 if __name__ == "__main__":
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     runtime_mounts(sys.argv[2])
