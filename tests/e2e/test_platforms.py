@@ -127,6 +127,15 @@ def test_one_platform_sinks_refuse_several(out: str, tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("command", [["explain"], ["--sbom", "{tmp}/sbom.json", "--out", "oci:{tmp}/out"]])
+def test_explain_and_sbom_describe_one_platform(command: list[str], tmp_path: Path) -> None:
+    words = [word.format(tmp=tmp_path) for word in command]
+    head, tail = (words, []) if words == ["explain"] else ([], words)
+    result = run_distill(*head, "/usr/bin/jq", "--from", f"oci:{tmp_path}/nowhere", "--platform", "all", *tail)
+    assert result.code == 2 and "one platform" in result.stderr, result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_directory_source_has_one_platform(tmp_path: Path) -> None:
     result = run_distill("/usr/bin/jq", "--from", str(tmp_path), "--platform", "linux/amd64,linux/arm64",
                          "--out", f"oci:{tmp_path}/out")
