@@ -139,7 +139,7 @@ def test_explain_and_sbom_describe_one_platform(command: list[str], tmp_path: Pa
 def test_a_directory_source_has_one_platform(tmp_path: Path) -> None:
     result = run_distill("/usr/bin/jq", "--from", str(tmp_path), "--platform", "linux/amd64,linux/arm64",
                          "--out", f"oci:{tmp_path}/out")
-    assert result.code == 2 and "a directory holds one platform" in result.stderr, result.stderr
+    assert result.code == 2 and "one platform" in result.stderr, result.stderr
 
 
 class _RefusesOciIndex(http.server.BaseHTTPRequestHandler):
