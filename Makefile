@@ -35,8 +35,9 @@ lint: venv
 	$(BIN)/ruff check distill tests bench examples
 	$(BIN)/mypy
 
+# shuffled (the seed is printed in the header: --shuffle=SEED repeats an order); a missing tool fails
 test: deb-deps venv lint
-	$(BIN)/python -m pytest
+	DISTILL_TEST_STRICT=1 $(BIN)/python -m pytest --shuffle=random
 
 bench: deb-deps venv
 	$(BIN)/python bench/run.py

@@ -3,6 +3,7 @@ and (where the host can run them) the same answer from glibc's own ld.so inside 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,10 +12,23 @@ import pytest
 from distill.loader import Closure, Loader, LoaderEnv
 from distill.sources.rootfs import DirView
 
+from helpers import require
 from helpers.tree import TRIPLET, Tree, model_list, same_answer
 
 LIBDIR = f"/usr/lib/{TRIPLET}"
 MUSL_LDSO = Path("/lib/ld-musl-x86_64.so.1").resolve()
+ARM_SYSROOT = Path("/usr/aarch64-linux-gnu/lib")
+
+
+@pytest.fixture
+def musl() -> None:
+    require(MUSL_LDSO.exists() and shutil.which("musl-gcc") is not None, "musl-tools (musl-gcc, ld-musl-x86_64.so.1)")
+
+
+@pytest.fixture
+def aarch64() -> None:
+    require((ARM_SYSROOT / "libc.so.6").exists() and shutil.which("aarch64-linux-gnu-gcc") is not None,
+            "gcc-aarch64-linux-gnu and libc6-dev-arm64-cross")
 
 
 def closure(tree: Tree, path: str) -> Closure:
@@ -245,7 +259,7 @@ def test_a_library_root_sees_the_loader_as_already_loaded(tree: Tree) -> None:
     agrees_with_real_loader(tree, "/opt/plugin.so", found)
 
 
-@pytest.mark.skipif(not MUSL_LDSO.exists(), reason="musl-tools not installed")
+@pytest.mark.usefixtures("musl")
 def test_musl_uses_its_path_file_and_answers_libc_names_itself(tree: Tree) -> None:
     musl_libc = MUSL_LDSO
     tree.copy(musl_libc, "/lib/ld-musl-x86_64.so.1")
@@ -261,7 +275,7 @@ def test_musl_uses_its_path_file_and_answers_libc_names_itself(tree: Tree) -> No
     assert (libc.path, libc.detail) == ("/lib/ld-musl-x86_64.so.1", "musl libc itself")
 
 
-@pytest.mark.skipif(not MUSL_LDSO.exists(), reason="musl-tools not installed")
+@pytest.mark.usefixtures("musl")
 def test_musl_reads_the_path_file_next_to_its_own_prefix(tree: Tree) -> None:
     tree.copy(MUSL_LDSO, "/opt/musl/lib/ld-musl-x86_64.so.1")
     tree.write("/opt/musl/etc/ld-musl-x86_64.path", "/opt/musl/lib:/opt/m3\n")
@@ -273,7 +287,7 @@ def test_musl_reads_the_path_file_next_to_its_own_prefix(tree: Tree) -> None:
     assert (hit.path, hit.detail) == ("/opt/m3/libm3.so.1", "/opt/musl/etc/ld-musl-x86_64.path")
 
 
-@pytest.mark.skipif(not MUSL_LDSO.exists(), reason="musl-tools not installed")
+@pytest.mark.usefixtures("musl")
 def test_musl_defaults_without_a_path_file(tree: Tree) -> None:
     tree.copy(MUSL_LDSO, "/lib/ld-musl-x86_64.so.1")
     tree.lib("/usr/local/lib/libm2.so.1", soname="libm2.so.1", compiler="musl-gcc")
@@ -282,10 +296,7 @@ def test_musl_defaults_without_a_path_file(tree: Tree) -> None:
     assert (hit.path, hit.rule, hit.detail) == ("/usr/local/lib/libm2.so.1", "musl path", "musl default")
 
 
-ARM_SYSROOT = Path("/usr/aarch64-linux-gnu/lib")
-
-
-@pytest.mark.skipif(not (ARM_SYSROOT / "libc.so.6").exists(), reason="libc6-dev-arm64-cross not installed")
+@pytest.mark.usefixtures("aarch64")
 def test_foreign_architecture_uses_the_targets_layout_and_tokens(tree: Tree) -> None:
     tree.copy(ARM_SYSROOT / "libc.so.6", "/usr/lib/aarch64-linux-gnu/libc.so.6")
     tree.copy(ARM_SYSROOT / "ld-linux-aarch64.so.1", "/usr/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1")
