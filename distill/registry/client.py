@@ -82,7 +82,7 @@ class RegistryClient:
         self.options = options
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"distill/{__version__}"
-        self.session.verify = options.tls_verify
+        self.session.verify = options.tls_verify  # each request passes it too: see _verify
         secure = not _loopback(self.host)
         self.base = f"{'https' if secure else 'http'}://{self.host}"
         self.tokens: dict[frozenset[str], _Token] = {}
@@ -123,12 +123,13 @@ class RegistryClient:
                 # an identity token (from `docker login`) is an OAuth2 refresh token: exchange it with a POST
                 form = {"grant_type": "refresh_token", "refresh_token": creds.password, "client_id": "distill",
                         "scope": " ".join(sorted(scopes)), **({"service": service} if service else {})}
-                response = self.session.post(realm, data=form, timeout=self.options.timeout)
+                response = self.session.post(realm, data=form, timeout=self.options.timeout, verify=self._verify)
             else:
                 query = [("service", service)] if service else []
                 query.extend(("scope", scope) for scope in sorted(scopes))
                 auth = (creds.username, creds.password) if creds is not None else None
-                response = self.session.get(f"{realm}?{urlencode(query)}", auth=auth, timeout=self.options.timeout)
+                response = self.session.get(f"{realm}?{urlencode(query)}", auth=auth, timeout=self.options.timeout,
+                                            verify=self._verify)
         except requests.RequestException as exc:
             raise self._error(f"{self.registry}: cannot reach its token service ({type(exc).__name__})") from None
         if response.status_code in (400, 401, 403):
@@ -165,7 +166,8 @@ class RegistryClient:
         for attempt in range(_ATTEMPTS):
             try:
                 response = self.session.request(method, url, headers={**(headers or {}), **auth}, stream=stream,
-                                                data=body() if body else None, timeout=self.options.timeout)
+                                                data=body() if body else None, timeout=self.options.timeout,
+                                                verify=self._verify)
             except requests.exceptions.SSLError:
                 if self._plain_http_allowed(url):
                     url = self._downgrade(url)
@@ -203,6 +205,12 @@ class RegistryClient:
                 return response
             raise self._status_error(response, method, repository, actions)
         raise self._error(f"{self.registry}: gave up after {_ATTEMPTS} attempts")
+
+    @property
+    def _verify(self) -> bool:
+        """Given on every request: requests lets $REQUESTS_CA_BUNDLE or $CURL_CA_BUNDLE override a session's
+        `verify=False`, which would turn --tls-verify=false back on (and, after the failure, fall to http)."""
+        return self.options.tls_verify
 
     def _plain_http_allowed(self, url: str) -> bool:
         """With --tls-verify=false, a registry that does not speak TLS is tried over plain http (as skopeo does)."""

@@ -77,12 +77,18 @@ def test_registry_in_layout_and_registry_out_runs_and_is_reproducible(registry: 
 
 
 def test_warm_cache_is_reused(registry: Registry, cache: Path, tmp_path: Path) -> None:
-    report("nginx", "--from", f"{registry.host}/library/nginx:latest", "--out", f"oci:{tmp_path / 'a'}:x")
-    spools = sorted((cache / "distill/layers/sha256").glob("*.tar"))
-    assert spools, "layer spools are cached"
-    stamps = [p.stat().st_mtime_ns for p in spools]
-    report("nginx", "--from", f"{registry.host}/library/nginx:latest", "--out", f"oci:{tmp_path / 'b'}:x")
-    assert [p.stat().st_mtime_ns for p in spools] == stamps
+    """Judged by the registry's own access log: the warm run asks for the manifest and no blob."""
+    source = f"{registry.host}/library/nginx:latest"
+    cold_mark = registry.log_mark()
+    cold = report("nginx", "--from", source, "--out", f"oci:{tmp_path / 'a'}:x")
+    layers = len(skopeo_inspect(f"docker://{source}")["Layers"])
+    cold_blobs = [r for r in registry.requests(cold_mark) if r.agent.startswith("distill/") and "/blobs/" in r.path]
+    assert len({r.path for r in cold_blobs if r.method == "GET"}) == layers + 1, cold_blobs  # the config and each layer
+    warm_mark = registry.log_mark()
+    warm = report("nginx", "--from", source, "--out", f"oci:{tmp_path / 'b'}:x")
+    asked = [r for r in registry.requests(warm_mark) if r.agent.startswith("distill/")]
+    assert asked and all("/manifests/" in r.path for r in asked), asked
+    assert warm["image"] == cold["image"]
 
 
 def test_distroless_base_ships_neither_libc_nor_libssl_and_runs(registry: Registry, cache: Path, tmp_path: Path) -> None:

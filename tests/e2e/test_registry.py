@@ -8,6 +8,10 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import os
+import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +24,9 @@ from distill.reference import parse_reference
 from distill.registry.auth import Credentials
 from distill.registry.client import RegistryClient, RegistryOptions
 
-from helpers.cli import run_distill
+from helpers import REPO
+from helpers.cli import Result, run_distill
+from helpers.probes import make_tls
 from helpers.registry import Registry, TokenServer, build_image_layout, free_port, skopeo_copy
 from helpers.tree import Tree
 
@@ -166,6 +172,21 @@ def test_push_mounts_base_layers_from_the_same_registry(anonymous: Registry, tmp
     assert "mount=" in log and "from=base" in log.replace("%2F", "/")
 
 
+def test_push_skips_blobs_the_registry_has(anonymous: Registry, tmp_path: Path) -> None:
+    """The second push of the same image uploads nothing: the registry's log shows HEADs and the manifest PUT."""
+    args = ("--from", f"{anonymous.host}/library/app:1", "--json", "-q")
+    first = distill_app(*args, "--out", f"docker://{anonymous.host}/distilled/app:1")
+    assert first.code == 0, first.stderr
+    mark = anonymous.log_mark()
+    second = distill_app(*args, "--out", f"docker://{anonymous.host}/distilled/app:2")
+    assert second.code == 0, second.stderr
+    writes = [(r.method, r.path.split("?")[0]) for r in anonymous.requests(mark) if r.method in ("POST", "PUT", "PATCH")]
+    assert writes == [("PUT", "/v2/distilled/app/manifests/2")], writes
+    heads = {r.path for r in anonymous.requests(mark) if r.method == "HEAD" and "/blobs/" in r.path}
+    image = json.loads(second.stdout)["image"]
+    assert {f"/v2/distilled/app/blobs/{image['config_digest']}", f"/v2/distilled/app/blobs/{image['layer_digest']}"} <= heads
+
+
 class _Fake(http.server.BaseHTTPRequestHandler):
     """A fake registry endpoint for what real registries do not do on demand (429, cross-host redirects)."""
 
@@ -207,6 +228,27 @@ def test_429_is_retried_honouring_retry_after(fake: str) -> None:
     data, _ = client.get_manifest("x/y", "1")
     assert data == manifest
     assert waits[0] == 2.0 and len(waits) == 2
+
+
+def documented_retry_cap() -> float:
+    """docs/images.md: '429 and 5xx are retried up to 5 times, honouring `Retry-After` (at most N s)'."""
+    match = re.search(r"honouring `Retry-After` \(at most (\d+) s\)", (REPO / "docs/images.md").read_text())
+    assert match, "docs/images.md no longer states the Retry-After cap"
+    return float(match.group(1))
+
+
+@pytest.mark.parametrize(("header", "expected"), [("3600", "cap"), ("-5", 0.0), ("1.5", 1.5)])
+def test_retry_after_is_capped(fake: str, header: str, expected: float | str) -> None:
+    """A registry asking for an hour's pause gets the documented cap, not an hour. Measured on the client's
+    wait (not through the command line, which would then really sleep for the cap)."""
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {}, "layers": []}).encode()
+    _Fake.plan = [(429, {"Retry-After": header}, b""), (200, {"Content-Type": "application/json"}, manifest)]
+    client = RegistryClient(parse_reference(f"{fake}/x/y:1"), RegistryOptions())
+    waits: list[float] = []
+    client.retry_sleep = waits.append
+    assert client.get_manifest("x/y", "1")[0] == manifest
+    assert waits == [documented_retry_cap() if expected == "cap" else expected]
 
 
 def test_a_redirect_to_another_host_does_not_carry_credentials(fake: str, tmp_path: Path) -> None:
@@ -306,3 +348,52 @@ def test_uploads_fall_back_to_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- --tls-verify through the command line --------------------------------------------------------------
+# Registries on loopback addresses are spoken to over plain http, so these runs name the registry
+# `app.test`, which an /etc/hosts bind-mounted in a private mount namespace points at 127.0.0.1.
+
+
+def distill_via_name(registry: Registry, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Result:
+    """`distill /usr/bin/app --from app.test:PORT/library/app:1 ARGS`, in a mount namespace where app.test is 127.0.0.1."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost app.test\n")
+    command = ["unshare", "-m", "--propagation", "private", "--", "sh", "-c", 'mount --bind "$0" /etc/hosts && shift && exec "$@"',
+               str(hosts), "--", sys.executable, "-m", "distill", "/usr/bin/app",
+               "--from", f"app.test:{registry.port}/library/app:1", "--out", f"rootfs:{tmp_path / 'out'}", "-q", *args]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+# A CA bundle named in the environment (as corporate machines do) must not turn --tls-verify=false back on
+BUNDLE_ENV = [{}, {"REQUESTS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt", "CURL_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt"}]
+
+
+def environment(extra: dict[str, str]) -> dict[str, str]:
+    return {**{k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}, **extra}
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_ENV, ids=["no-bundle-env", "bundle-env"])
+def test_tls_verify_false_accepts_a_certificate_nobody_trusts(tmp_path: Path, tiny_layout: Path, bundle: dict[str, str]) -> None:
+    certificate, key = make_tls(tmp_path / "tls")[1:]
+    with Registry(tmp_path / "reg", tls=(certificate, key)) as registry:
+        skopeo_copy(f"oci:{tiny_layout}:latest", registry.ref("library/app:1"))
+        strict = distill_via_name(registry, tmp_path, env=environment(bundle))
+        assert strict.code == 3
+        assert error_line(strict.stderr) == (f"distill: error: app.test:{registry.port}: TLS verification failed; "
+                                             "use --tls-verify=false for a registry without a trusted certificate")
+        relaxed = distill_via_name(registry, tmp_path, "--tls-verify=false", env=environment(bundle))
+        assert relaxed.code == 0, relaxed.stderr
+        assert (tmp_path / "out/usr/bin/app").is_file()
+        assert any(r.method == "GET" and "/manifests/" in r.path and r.agent.startswith("distill/") for r in registry.requests())
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_ENV, ids=["no-bundle-env", "bundle-env"])
+def test_tls_verify_false_falls_back_to_plain_http_on_the_command_line(anonymous: Registry, tmp_path: Path,
+                                                                      bundle: dict[str, str]) -> None:
+    strict = distill_via_name(anonymous, tmp_path, env=environment(bundle))
+    assert strict.code == 3 and "distill: error: " in strict.stderr and "Traceback" not in strict.stderr
+    relaxed = distill_via_name(anonymous, tmp_path, "--tls-verify=false", env=environment(bundle))
+    assert relaxed.code == 0, relaxed.stderr
+    assert (tmp_path / "out/usr/bin/app").is_file()

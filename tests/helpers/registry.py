@@ -15,9 +15,11 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -383,6 +385,20 @@ def _stop_http_server(server: http.server.HTTPServer, thread: threading.Thread) 
 # --------------------------------------------------------------------------------------------
 
 
+# distribution's access log: `127.0.0.1 - - [time] "GET /v2/... HTTP/1.1" 200 123 "" "user-agent"`
+_ACCESS = re.compile(r'^\S+ - \S+ \[[^]]*\] "(\w+) (\S+) HTTP/[\d.]+" (\d+) \S+ "[^"]*" "([^"]*)"$', re.M)
+
+
+@dataclass(frozen=True)
+class Access:
+    """One request in the registry's access log."""
+
+    method: str
+    path: str
+    status: int
+    agent: str
+
+
 class RegistryStartError(RuntimeError):
     pass
 
@@ -407,6 +423,7 @@ class Registry:
     `auth="none"`: anyone may pull and push. `auth="basic"`: an htpasswd file with bcrypt
     hashes of `users` (default `DEFAULT_BASIC_USERS`). `auth="token"`: Docker token auth backed
     by `token_server`; `username`/`password` are then the token server's first user.
+    `tls=(certificate, key)`: HTTPS with that certificate instead of plain HTTP.
     """
 
     def __init__(
@@ -417,6 +434,7 @@ class Registry:
         users: Mapping[str, str] | None = None,
         token_server: TokenServer | None = None,
         start_timeout: float = 20.0,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         if auth not in ("none", "basic", "token"):
             raise ValueError(f"auth must be 'none', 'basic' or 'token', not {auth!r}")
@@ -424,6 +442,7 @@ class Registry:
             raise ValueError("auth='token' needs a token_server")
         self.auth = auth
         self.token_server = token_server
+        self.tls = tls
         self.dir = Path(tmp_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.storage = self.dir / "storage"
@@ -468,7 +487,7 @@ class Registry:
         for _attempt in range(3):
             self.port = free_port()
             self.host = f"127.0.0.1:{self.port}"
-            self.url = f"http://{self.host}"
+            self.url = f"{'https' if tls else 'http'}://{self.host}"
             self._write_config(auth_config)
             try:
                 self._start(start_timeout)
@@ -498,6 +517,8 @@ class Registry:
         }
         if auth_config:
             config["auth"] = auth_config
+        if self.tls:
+            config["http"]["tls"] = {"certificate": str(self.tls[0]), "key": str(self.tls[1])}
         # JSON is YAML: no need for a YAML writer.
         self.config_path.write_text(json.dumps(config, indent=2) + "\n")
 
@@ -523,7 +544,8 @@ class Registry:
                     f"docker-registry exited with status {self.process.returncode} before "
                     f"answering on {self.url}; log tail:\n{_tail(self.log_path)}")
             try:
-                with urllib.request.urlopen(f"{self.url}/v2/", timeout=1) as response:
+                unverified = ssl._create_unverified_context() if self.tls else None  # noqa: S323 - a readiness probe
+                with urllib.request.urlopen(f"{self.url}/v2/", timeout=1, context=unverified) as response:
                     status = response.status
             except urllib.error.HTTPError as error:
                 status = error.code
@@ -542,6 +564,17 @@ class Registry:
 
     def log_tail(self, limit: int = 4000) -> str:
         return _tail(self.log_path, limit)
+
+    def log_mark(self) -> int:
+        """Where the log ends now: `requests(since=mark)` then lists only what came after."""
+        return self.log_path.stat().st_size
+
+    def requests(self, since: int = 0) -> list[Access]:
+        """The registry's access log (what clients asked for, as the registry saw it) from offset `since`."""
+        with open(self.log_path, "rb") as log:
+            log.seek(since)
+            text = log.read().decode("utf-8", "replace")
+        return [Access(m.group(1), m.group(2), int(m.group(3)), m.group(4)) for m in _ACCESS.finditer(text)]
 
     def ref(self, name: str) -> str:
         """`docker://127.0.0.1:PORT/name` for skopeo."""
