@@ -122,36 +122,58 @@ def _locked(directory: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _put_blobs(content: _Content, root: Path) -> None:
+def _put_blobs(content: _Content, root: Path) -> list[Path]:
+    """Write the blobs `root` lacks; returns the files added, for an interrupted run to take back."""
     blobs = root / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
-    for blob in content.blobs:
-        target = blobs / hex_of(blob.descriptor.digest)
-        if target.is_file() and target.stat().st_size == blob.descriptor.size:
-            continue
-        with staged(target, directory=False) as temp, open(temp, "wb") as out:
-            _copy_blob(blob.open, blob.descriptor, out)
-        target.chmod(0o644)
-    for digest, data in content.documents.items():  # manifests before the index that names them
-        manifest = blobs / hex_of(digest)
-        if not manifest.exists():
-            with staged(manifest, directory=False) as temp:
-                temp.write_bytes(data)
-            manifest.chmod(0o644)
+    added: list[Path] = []
+    try:
+        for blob in content.blobs:
+            target = blobs / hex_of(blob.descriptor.digest)
+            if target.is_file() and target.stat().st_size == blob.descriptor.size:
+                continue
+            if not target.exists():
+                added.append(target)  # before the rename: a signal may end the run right after it
+            with staged(target, directory=False) as temp, open(temp, "wb") as out:
+                _copy_blob(blob.open, blob.descriptor, out)
+            target.chmod(0o644)
+        for digest, data in content.documents.items():  # manifests before the index that names them
+            manifest = blobs / hex_of(digest)
+            if not manifest.exists():
+                added.append(manifest)
+                with staged(manifest, directory=False) as temp:
+                    temp.write_bytes(data)
+                manifest.chmod(0o644)
+    except BaseException:
+        _take_back(added)
+        raise
+    return added
+
+
+def _take_back(added: list[Path]) -> None:
+    for path in added:
+        path.unlink(missing_ok=True)
 
 
 def _write_layout_dir(content: _Content, dest: Path, name: str | None) -> None:
     if (dest / "oci-layout").is_file():  # add to an existing layout, index.json last
         with _locked(dest):
-            _put_blobs(content, dest)
+            added = _put_blobs(content, dest)
             index_path = dest / "index.json"
-            index = parse_json(index_path.read_bytes(), f"oci:{dest}: index.json") if index_path.exists() else {}
-            kept = [m for m in index.get("manifests", [])
-                    if not (name and isinstance(m, dict) and (m.get("annotations") or {}).get(media.REF_NAME) == name)]
-            document = {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": [*kept, _index_entry(content, name)]}
-            with staged(index_path, directory=False) as temp:
-                temp.write_bytes(canonical_json(document))
-                temp.chmod(0o644)
+            document = b""
+            try:
+                index = parse_json(index_path.read_bytes(), f"oci:{dest}: index.json") if index_path.exists() else {}
+                kept = [m for m in index.get("manifests", [])
+                        if not (name and isinstance(m, dict) and (m.get("annotations") or {}).get(media.REF_NAME) == name)]
+                document = canonical_json({"schemaVersion": 2, "mediaType": media.OCI_INDEX,
+                                           "manifests": [*kept, _index_entry(content, name)]})
+                with staged(index_path, directory=False) as temp:
+                    temp.write_bytes(document)
+                    temp.chmod(0o644)
+            except BaseException:
+                if not (index_path.exists() and index_path.read_bytes() == document):  # not committed: take it all back
+                    _take_back(added)
+                raise
         return
     with staged(dest, directory=True) as fresh:
         fresh.chmod(0o755)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -93,13 +94,26 @@ def staged(dest: Path, *, directory: bool) -> Iterator[Path]:
             raise DestinationError(f"{dest}: cannot write in {dest.parent}: {exc.strerror}") from None
         yield temp
         try:
-            _replace(temp, dest)
+            with signals_held():
+                _replace(temp, dest)
         except OSError as exc:
             raise DestinationError(f"{dest}: cannot move the output into place: {exc.strerror or exc}") from None
     except BaseException:
         for leftover in dest.parent.glob(glob.escape(prefix) + "*"):
             _remove(leftover)
         raise
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done, so that an interruption never falls between two
+    steps that belong together (a destination moved aside but not yet replaced). A signal that arrived
+    meanwhile is raised as the block ends."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _replace(temp: Path, dest: Path) -> None:
