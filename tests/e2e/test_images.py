@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -15,6 +14,7 @@ import pytest
 
 from helpers.cli import run_distill
 from helpers.containers import run_bundle_http, unpack_bundle
+from helpers.daemon import write_docker25_archive
 from helpers.images import DEBIAN11_BASE, DEBIAN12_BASE, distroless_layout, fat_layout
 from helpers.registry import Registry, skopeo_copy, skopeo_inspect
 
@@ -164,7 +164,7 @@ def test_every_transport_gives_the_same_layer(registry: Registry, podman_service
     skopeo_copy(f"oci:{layout}:latest", f"oci-archive:{oci_archive}:latest")
     subprocess.run([*podman, "save", "--format", "docker-archive", "-o", str(podman_archive), "localhost/fat:latest"], check=True)
     dual = tmp_path / "fat.dual.tar"
-    make_dual_archive(layout, dual, "fat:latest")
+    write_docker25_archive(layout, dual, "fat:latest")
     diff_ids = {}
     for source in (f"{registry.host}/library/nginx:latest", f"oci:{layout}:latest", f"oci-archive:{oci_archive}",
                    f"docker-archive:{podman_archive}", f"docker-archive:{dual}:fat:latest", "docker-daemon:localhost/fat:latest"):
@@ -185,21 +185,6 @@ def test_zstd_layers_read_like_gzip_ones(cache: Path, tmp_path: Path) -> None:
     from_zstd = report("nginx", "--from", f"oci:{zstd_layout}:latest", "--out", f"oci:{tmp_path / 'a'}:x")
     from_gzip = report("nginx", "--from", f"oci:{fat_layout()}:latest", "--out", f"oci:{tmp_path / 'b'}:x")
     assert from_zstd["image"]["diff_id"] == from_gzip["image"]["diff_id"]
-
-
-def make_dual_archive(layout: Path, archive: Path, tag: str) -> None:
-    """Docker 25+'s `docker save`: the OCI layout plus manifest.json (built here from a umoci layout)."""
-    index = json.loads((layout / "index.json").read_text())
-    manifest = json.loads((layout / "blobs/sha256" / index["manifests"][0]["digest"].split(":")[1]).read_text())
-    legacy = [{"Config": f"blobs/sha256/{manifest['config']['digest'].split(':')[1]}", "RepoTags": [tag],
-               "Layers": [f"blobs/sha256/{layer['digest'].split(':')[1]}" for layer in manifest["layers"]]}]
-    with tarfile.open(archive, "w") as tar:
-        for name in ("oci-layout", "index.json", "blobs"):
-            tar.add(layout / name, arcname=name)
-        data = json.dumps(legacy).encode()
-        info = tarfile.TarInfo("manifest.json")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
 
 
 def test_docker_archive_output_loads_in_podman_and_the_docker_cli(registry: Registry, podman_service: dict[str, str],
