@@ -9,7 +9,7 @@ DEB_PACKAGES := mmdebstrap pax-utils strace gcc libc6-dev gcc-aarch64-linux-gnu 
 	musl-tools iproute2 util-linux curl ca-certificates openssl zstd python3-venv \
 	skopeo umoci runc podman buildah docker-registry docker.io postgresql-client qemu-user-static
 
-.PHONY: demo test lint bench fuzz deb-deps venv clean-cache
+.PHONY: demo test lint coverage bench fuzz deb-deps venv clean-cache
 
 deb-deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do \
@@ -38,6 +38,13 @@ lint: venv
 # shuffled (the seed is printed in the header: --shuffle=SEED repeats an order); a missing tool fails
 test: deb-deps venv lint
 	DISTILL_TEST_STRICT=1 $(BIN)/python -m pytest --shuffle=random
+
+# the suite under coverage.py (line and branch, every `distill` subprocess too): a slower run, not part of `make test`
+coverage: deb-deps venv
+	rm -f .coverage .coverage.*
+	COVERAGE_FILE=$(CURDIR)/.coverage DISTILL_TEST_STRICT=1 $(BIN)/python -m coverage run -m pytest --shuffle=random -p no:cacheprovider
+	$(BIN)/python -m coverage combine -q
+	$(BIN)/python -m coverage report
 
 bench: deb-deps venv
 	$(BIN)/python bench/run.py
