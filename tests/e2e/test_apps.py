@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from helpers import REPO, fat_rootfs
 from helpers.cli import run_distill
 from helpers.probes import run_probe

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from helpers.cli import run_distill
 from helpers.daemon import FakeDocker25, write_docker25_archive
 from helpers.registry import build_image_layout, skopeo_inspect

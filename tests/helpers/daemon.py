@@ -50,7 +50,7 @@ class FakeDocker25:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 path = urlparse(self.path).path
                 owner.paths.append(f"GET {path}")
                 if path == "/version":
@@ -64,7 +64,7 @@ class FakeDocker25:
                 else:
                     self._reply(404, b'{"message": "page not found"}')
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 path = urlparse(self.path).path
                 owner.paths.append(f"POST {path}")
                 body = self.rfile.read(int(self.headers["Content-Length"]))

@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+
+import distill
+
 from helpers import REPO
 from helpers.cli import run_distill
 from helpers.tree import TRIPLET, Tree
-
-import distill
 
 LIBDIR = f"/usr/lib/{TRIPLET}"
 

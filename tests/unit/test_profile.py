@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO
 
 from distill.errors import ProfileError
 from distill.profile import builtin_profiles, load_profile
 from distill.schema import parse_mode
+
+from helpers import REPO
 
 
 def write(directory: Path, name: str, text: str) -> Path:
