@@ -155,8 +155,9 @@ def probe_nginx(root: str, tls_dir: str) -> dict[str, Any]:
         workers = _children(server.pid)
         result["worker_uids"] = sorted({_uid(pid) for pid in workers})
         server.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and (set(_children(server.pid)) & set(workers) or not _children(server.pid)):
+        for _ in range(75):  # up to about 15 s for the old workers to go and new ones to start
+            if _children(server.pid) and not set(_children(server.pid)) & set(workers):
+                break
             time.sleep(0.2)
         result["reloaded"] = bool(_children(server.pid)) and not set(_children(server.pid)) & set(workers)
         result["after_reload"] = fetch("http://127.0.0.1/")[0]
