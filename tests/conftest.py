@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -30,6 +31,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # pytest removes old temporary directories recursively, one frame per level; the hostile corpora
+    # leave trees deeper than Python's default limit of 1000 frames
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
     config.addinivalue_line("markers", "timeout(seconds): this test's own time limit (default "
                                        f"{DEFAULT_TIMEOUT} s, $DISTILL_TEST_TIMEOUT)")
     choice = config.getoption("--shuffle")
