@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -173,6 +174,7 @@ def test_an_internal_error_is_one_line_and_exit_70(source: Path, tmp_path: Path)
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.xfail(strict=True, reason="issue 9: --debug is refused as 'No such option' in any position")
 @pytest.mark.parametrize("where", ["before-app", "after-options"])
 def test_debug_shows_the_traceback_of_an_internal_error(source: Path, tmp_path: Path, where: str) -> None:
     """docs/cli.md: `--debug` shows a traceback for an internal error; the message asks for it."""
@@ -200,9 +202,11 @@ def documented_json_keys() -> dict[str, set[str]]:
     block = text.split("`--json` writes to stdout:", 1)[1].split("```json", 1)[1].split("```", 1)[0]
     example = json.loads(block.replace("[...]", "[]"))
     entry = example["entries"][0]
+    on_base = re.search(r"On a base, `summary` also holds `(\w+)` and `(\w+)`", text)
+    assert on_base, "docs/cli.md no longer says what `summary` holds on a base"
     return {"": set(example), "profile": set(example["profile"]), "entry": set(entry), "reason": set(entry["reasons"][0]),
             "closure": set(example["closures"][0]), "checks": set(example["checks"]), "base": set(example["base"]),
-            "image": set(example["image"]), "summary": set(example["summary"])}
+            "image": set(example["image"]), "summary": set(example["summary"]) | set(on_base.groups())}
 
 
 def test_json_report_has_every_documented_key(source: Path, tmp_path: Path) -> None:
