@@ -19,8 +19,9 @@ from helpers import fat_rootfs
 from helpers.cli import run_distill
 from helpers.tree import Tree
 
-# Generous: the slowest test takes about 20 s warm on 2 cores. Fixtures (cold image builds) are not
-# limited, only the test's own call. `@pytest.mark.timeout(N)` sets another limit for one test.
+# Generous: the slowest test takes about 40 s warm on 2 cores. Only the test's own call is limited, not
+# its fixtures, and cached image builds pause the clock (helpers.untimed): a cold build takes minutes.
+# `@pytest.mark.timeout(N)` sets another limit for one test.
 DEFAULT_TIMEOUT = int(os.environ.get("DISTILL_TEST_TIMEOUT", "300"))
 
 

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from helpers import cache_dir, fat_rootfs
+from helpers import cache_dir, fat_rootfs, untimed
 from helpers.registry import build_image_layout
 
 DISTROLESS_PASSWD = ("root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"
@@ -28,7 +28,7 @@ def _cached(kind: str, key: str, build: Callable[[Path], None]) -> Path:
     home = cache_dir() / kind
     home.mkdir(parents=True, exist_ok=True)
     final = home / key
-    with open(home / f"{key}.lock", "w") as lock:
+    with untimed(), open(home / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (final / ".complete").exists():
             return final
