@@ -1,8 +1,8 @@
 """Reduce the source's /etc/passwd and /etc/group to the accounts the output needs.
 
 Entries are taken verbatim from the source (never from the host), except that a password
-field holding anything but a placeholder is replaced by `x`: without /etc/shadow the
-account is locked anyway, and a hash must not travel into the output.
+field holding anything but a placeholder is replaced by `x`: a hash must not travel into the
+output. /etc/shadow and /etc/gshadow, when written, are generated for the same accounts, locked.
 """
 
 from __future__ import annotations
@@ -107,3 +107,10 @@ class AccountDb:
         passwd = "".join(u.line + "\n" for u in self.users if u.name in user_names)
         group = "".join(g.line + "\n" for g in self.groups if g.name in group_names)
         return passwd, group
+
+    def render_shadow(self, user_names: set[str], group_names: set[str]) -> tuple[str, str]:
+        """shadow and gshadow text for the named accounts: no password can match (`*`), no aging
+        (empty fields, so PAM's account check passes), and nothing read from the source's files."""
+        shadow = "".join(f"{u.name}:*:::::::\n" for u in self.users if u.name in user_names)
+        gshadow = "".join(f"{g.name}:*::{','.join(g.members)}\n" for g in self.groups if g.name in group_names)
+        return shadow, gshadow

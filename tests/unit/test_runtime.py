@@ -162,3 +162,39 @@ def test_package_metadata_can_be_switched_off(base: Tree, tmp_path: Path) -> Non
 
 def test_host_libc_is_the_fixture_glibc() -> None:
     assert HOST_LIBC.exists() and shutil.which("gcc")
+
+
+def test_nsswitch_no_means_no_file_and_no_modules(base: Tree, tmp_path: Path) -> None:
+    base.lib(f"{LIBDIR}/libnss_myhostname.so.2", soname="libnss_myhostname.so.2")
+    base.write("/etc/nsswitch.conf", "hosts: files myhostname\n")
+    plan = plan_for(base, tmp_path, "binaries: [/usr/bin/app]\nruntime: {nss: auto}\nsystem: {nsswitch: no}\n")
+    assert "/etc/nsswitch.conf" not in plan.entries and not [p for p in plan.entries if "libnss_" in p]
+    shipped = plan_for(base, tmp_path, "binaries: [/usr/bin/app]\nruntime: {nss: auto}\nsystem: {nsswitch: no}\n"
+                                       "paths:\n  /etc/nsswitch.conf: {}\n")
+    assert "/etc/nsswitch.conf" in shipped.entries and f"{LIBDIR}/libnss_myhostname.so.2" in shipped.entries
+
+
+def test_tzdata_all_on_a_source_without_zones_warns(base: Tree, tmp_path: Path) -> None:
+    plan = plan_for(base, tmp_path, "extends: [tzdata]\nbinaries: [/usr/bin/app]\n")
+    assert any(w.startswith("runtime.tzdata: the source has no time-zone database") and "zoneinfo has no zones" in w
+               for w in plan.warnings)
+    with pytest.raises(ProfileError) as caught:
+        plan_for(base, tmp_path, "binaries: [/usr/bin/app]\nruntime: {tzdata: [Europe/Paris]}\n")
+    assert caught.value.issues == ["runtime.tzdata: zone 'Europe/Paris' is not in the source's /usr/share/zoneinfo"]
+
+
+def test_shadow_is_generated_for_the_shipped_accounts_locked(base: Tree, tmp_path: Path) -> None:
+    base.write("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\nother:x:1001:1001::/:/bin/sh\n")
+    base.write("/etc/group", "root:x:0:\nshadow:x:42:\napp:x:1000:other\nother:x:1001:\n")
+    base.write("/etc/shadow", "root:$6$salt$secrethash:19000:0:99999:7:::\napp:$y$j9T$anotherhash:19000:0:99999:7:::\n", 0o640)
+    base.lib(f"{LIBDIR}/security/pam_unix.so")
+    none = plan_for(base, tmp_path, "binaries: [/usr/bin/app]\naccounts: {users: [app]}\n")
+    assert "/etc/shadow" not in none.entries  # auto, and nothing reads it
+    plan = plan_for(base, tmp_path, f"binaries: [/usr/bin/app, {LIBDIR}/security/pam_unix.so]\naccounts: {{users: [app]}}\n")
+    shadow, gshadow = plan.entries["/etc/shadow"], plan.entries["/etc/gshadow"]
+    assert shadow.data == b"root:*:::::::\napp:*:::::::\n" and (shadow.mode, shadow.uid, shadow.gid) == (0o640, 0, 42)
+    assert gshadow.data == b"root:*::\nshadow:*::\napp:*::other\n"
+    assert shadow.reasons[0].detail == f"system.shadow: auto ({LIBDIR}/security/pam_unix.so reads it), every account locked"
+    assert b"shadow:x:42:" in plan.entries["/etc/group"].data
+    off = plan_for(base, tmp_path, f"binaries: [/usr/bin/app, {LIBDIR}/security/pam_unix.so]\nsystem: {{shadow: no}}\n")
+    assert "/etc/shadow" not in off.entries
