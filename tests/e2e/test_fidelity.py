@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from helpers import fat_rootfs
 from helpers.cli import Result, run_distill
 from helpers.probes import run_probe
