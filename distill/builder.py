@@ -18,6 +18,7 @@ from distill.loader import Loader
 from distill.packages import PackageDb, open_package_db
 from distill.plan import Entry, EntryKind, Plan, Reason, ReasonKind
 from distill.profile import Profile
+from distill.schema import SHADOW_FILES
 from distill.view import Node, NodeType, View
 
 __all__ = ["PlanContext", "PlanBuilder", "RUNTIME_PROVIDED"]
@@ -125,6 +126,10 @@ class PlanBuilder:
             return None
         if any(part.startswith(".wh.") for part in paths.split(found.path)):
             self.warn(f"{path}: not shipped: a name starting with .wh. would act as a whiteout in a layer")
+            return None
+        if found.path in SHADOW_FILES and found.node.type is NodeType.FILE:
+            self.warn(f"{path}: not shipped: the source's {found.path} holds password hashes "
+                      "(system.shadow writes a locked one for the shipped accounts)")
             return None
         if found.node.type not in (NodeType.FILE, NodeType.DIR, NodeType.SYMLINK):
             self.warn(f"{path}: not shipped: a {found.node.type.value} (the runtime provides device nodes)")

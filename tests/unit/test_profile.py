@@ -261,3 +261,22 @@ def test_a_paths_entry_for_a_shadow_file_is_refused(tmp_path: Path, path: str) -
     issues = refused(tmp_path, f"schema: distill/v1\npaths:\n  {path}: {{}}\n")
     assert issues == [f"{tmp_path}/app.yaml: paths[{path!r}]: the source's file holds password hashes and never ships; "
                       "set `system.shadow: yes` for one with the shipped accounts, locked"]
+
+
+def test_paths_and_accounts_can_be_replaced_or_cleared(tmp_path: Path) -> None:
+    write(tmp_path, "parent.yaml", """\
+        schema: distill/v1
+        paths: {/etc/a: {}, /etc/b: {text: b}}
+        accounts: {users: [www-data], groups: [www-data]}
+        """)
+    child = load(tmp_path, "schema: distill/v1\nextends: [./parent.yaml]\npaths: {replace: {/etc/c: {}}}\n"
+                           "accounts: {users: {replace: [app]}}\n")
+    assert [spec.path for spec, _ in child.paths] == ["/etc/c"]
+    assert [spec.name for spec, _ in child.users] == ["app"] and [spec.name for spec, _ in child.groups] == ["www-data"]
+    cleared = load(tmp_path, "schema: distill/v1\nextends: [./parent.yaml]\npaths: null\naccounts: null\n")
+    assert cleared.paths == () and cleared.users == () and cleared.groups == ()
+
+
+def test_an_app_profile_can_be_extended_and_its_fragment_cleared(tmp_path: Path) -> None:
+    profile = load(tmp_path, "schema: distill/v1\nextends: [python3]\nruntime: {tzdata: null}\n")
+    assert profile.runtime.tzdata == () and profile.runtime.gconv  # the other fragments stay

@@ -198,3 +198,11 @@ def test_shadow_is_generated_for_the_shipped_accounts_locked(base: Tree, tmp_pat
     assert b"shadow:x:42:" in plan.entries["/etc/group"].data
     off = plan_for(base, tmp_path, f"binaries: [/usr/bin/app, {LIBDIR}/security/pam_unix.so]\nsystem: {{shadow: no}}\n")
     assert "/etc/shadow" not in off.entries
+
+
+def test_a_glob_over_etc_never_ships_the_sources_shadow(base: Tree, tmp_path: Path) -> None:
+    base.write("/etc/shadow", "root:$6$salt$secrethash:19000:0:99999:7:::\n", 0o640)
+    plan = plan_for(base, tmp_path, "binaries: [/usr/bin/app]\npaths:\n  /etc/**: {}\nsystem: {shadow: no}\n")
+    assert "/etc/shadow" not in plan.entries and "/etc/passwd" in plan.entries
+    assert "/etc/shadow: not shipped: the source's /etc/shadow holds password hashes (system.shadow writes a locked one " \
+           "for the shipped accounts)" in plan.warnings
