@@ -69,6 +69,7 @@ def check_plan(plan: Plan, source: View, env: LoaderEnv | None = None, *, output
               if (entry := plan.entries.get(path)) is not None and entry.source == path and entry.data is None}
     loader = Loader(output, env, parsed=reused)
     reported: set[tuple[str, str]] = set()
+    shipped = {path.rsplit("/", 1)[-1]: path for path in sorted(plan.entries, reverse=True)}
     for root in plan.roots:
         host, companions = plan.hosts.get(root, (None, ()))
         try:
@@ -83,6 +84,9 @@ def check_plan(plan: Plan, source: View, env: LoaderEnv | None = None, *, output
             reported.add((link.name, link.requester))
             searched = f"; searched {', '.join(link.searched[:6])}{' ...' if len(link.searched) > 6 else ''}" if link.searched else ""
             skipped = f"; {link.notes[0]}" if link.notes else ""
+            if "/" not in link.name and link.name in shipped and not link.notes:
+                skipped += (f"; {shipped[link.name]} ships, off its search path: if one program loads both, list "
+                            f"{link.requester} under runtime.plugins with that program as the host")
             result.errors.append(Finding(FindingKind.MISSING_LIBRARY, link.requester,
                                          f"{link.name} (needed by {link.requester}) is not in the output{searched}{skipped}",
                                          library=link.name))

@@ -125,6 +125,8 @@ def test_plugins_of_a_host_are_checked_in_its_process(tree: Tree, tmp_path: Path
     assert sorted(str(e).split(" is not")[0] for e in errors) == [
         "libcore.so (needed by /opt/host/lib/liba.so)", "libcore.so (needed by /opt/host/lib/libb.so)",
         "libhost.so (needed by /opt/host/lib/liba.so)", "libhost.so (needed by /opt/host/lib/libb.so)"]
+    assert any(str(e).endswith("; /opt/host/lib/server/libcore.so ships, off its search path: if one program loads both, list "
+                               "/opt/host/lib/liba.so under runtime.plugins with that program as the host") for e in errors)
     hosted = make_plan(view, profile(tmp_path, "runtime:\n  plugins: [{host: /opt/host/bin/*, paths: ['/opt/host/lib/**/*.so']}]\n"))
     assert hosted.hosts["/opt/host/lib/liba.so"][0] == "/opt/host/bin/host"
     assert check_plan(hosted, view).errors == []
