@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Account", "Group", "AccountDb", "parse_passwd", "parse_group"]
+__all__ = ["Account", "Group", "ShadowLine", "AccountDb", "parse_passwd", "parse_group", "parse_shadow"]
 
 _PLACEHOLDERS = ("x", "*", "!", "!!", "")
 
@@ -28,6 +28,19 @@ class Group:
     gid: int
     members: tuple[str, ...]
     line: str
+
+
+@dataclass(frozen=True)
+class ShadowLine:
+    """One line of a shadow or gshadow file, by the account it is for."""
+
+    name: str
+    line: str
+
+
+def parse_shadow(text: str) -> list[ShadowLine]:
+    """shadow or gshadow lines, by name, in file order (only to merge with a base's; never shipped from a source)."""
+    return [ShadowLine(line.split(":", 1)[0], line) for line in text.splitlines() if ":" in line and line.split(":", 1)[0]]
 
 
 def _scrub(fields: list[str]) -> str:

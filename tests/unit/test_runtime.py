@@ -206,3 +206,14 @@ def test_a_glob_over_etc_never_ships_the_sources_shadow(base: Tree, tmp_path: Pa
     assert "/etc/shadow" not in plan.entries and "/etc/passwd" in plan.entries
     assert "/etc/shadow: not shipped: the source's /etc/shadow holds password hashes (system.shadow writes a locked one " \
            "for the shipped accounts)" in plan.warnings
+
+
+def test_shadow_on_a_base_keeps_the_bases_lines_and_adds_ours(base: Tree, tmp_path: Path) -> None:
+    from distill.layering import rebase_plan
+
+    plan = plan_for(base, tmp_path, "binaries: [/usr/bin/app]\nsystem: {shadow: yes}\n")
+    image_base = Tree(tmp_path / "base")
+    image_base.write("/etc/shadow", "nonroot:*:18000:0:99999:7:::\n", 0o640)
+    layer, report = rebase_plan(plan, DirView(base.root), DirView(image_base.root))
+    assert layer.entries["/etc/shadow"].data == b"nonroot:*:18000:0:99999:7:::\nroot:*:::::::\n"
+    assert "/etc/shadow" in report.merged
