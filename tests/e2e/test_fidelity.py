@@ -173,6 +173,9 @@ def test_python3_without_tzdata_works_and_says_zoneinfo_has_no_zones(fat: Path, 
     result, out = distill(fat, tmp_path, "python3")
     assert result.code == 0, result.stderr
     assert "runtime.tzdata: the source has no time-zone database" in result.stderr
-    run = command(out, "/usr/bin/python3", "-c", "import sqlite3, ssl, zoneinfo; print(len(zoneinfo.available_timezones()), "
-                                                 "sqlite3.connect(':memory:').execute('select 1').fetchone()[0])")
+    script = ("import sqlite3, ssl, zoneinfo\nfrom multiprocessing import shared_memory\n"
+              "segment = shared_memory.SharedMemory(create=True, size=16)  # in /dev/shm, which the runtime mounts\n"
+              "segment.close(); segment.unlink()\n"
+              "print(len(zoneinfo.available_timezones()), sqlite3.connect(':memory:').execute('select 1').fetchone()[0])")
+    run = command(out, "/usr/bin/python3", "-c", script)
     assert (run["exit"], run["stdout"]) == (0, "0 1\n"), run
