@@ -24,6 +24,7 @@ from distill.loader import Loader, LoaderEnv, Rule
 from distill.packages import PackageDb
 from distill.plan import Entry, EntryKind, Plan, Reason, ReasonKind
 from distill.profile import Profile, from_command_line
+from distill.schema import SHADOW_FILES
 from distill.specs import PathKind, PathSpec
 from distill.view import View
 
@@ -270,6 +271,10 @@ class Planner:
         if found.node is None or not found.node.is_file:
             if not spec.optional:
                 self.builder.issue(f"{origin}.copy: {spec.value} is not a file in {self.view.name}")
+            return
+        if found.path in SHADOW_FILES:
+            self.builder.issue(f"{origin}.copy: {found.path} holds password hashes and never ships; set `system.shadow: yes` "
+                               "for one with the shipped accounts, locked")
             return
         entry = replace(entry_from_node(found.node, explicit=True, mode=spec.mode, owner=owner), path=target)
         self.builder.add(entry, Reason(ReasonKind.PROFILE, f"{origin} (copy of {spec.value})"))

@@ -206,6 +206,11 @@ def test_a_glob_over_etc_never_ships_the_sources_shadow(base: Tree, tmp_path: Pa
     assert "/etc/shadow" not in plan.entries and "/etc/passwd" in plan.entries
     assert "/etc/shadow: not shipped: the source's /etc/shadow holds password hashes (system.shadow writes a locked one " \
            "for the shipped accounts)" in plan.warnings
+    base.symlink("/etc/innocent", "shadow")
+    with pytest.raises(ProfileError) as caught:
+        plan_for(base, tmp_path, "binaries: [/usr/bin/app]\npaths:\n  /etc/copy: {copy: /etc/innocent}\n")
+    assert caught.value.issues[0].endswith("paths['/etc/copy'].copy: /etc/shadow holds password hashes and never ships; "
+                                           "set `system.shadow: yes` for one with the shipped accounts, locked")
 
 
 def test_shadow_on_a_base_keeps_the_bases_lines_and_adds_ours(base: Tree, tmp_path: Path) -> None:
