@@ -214,25 +214,24 @@ class Planner:
         if db is None or not wanted:
             return
         seen = {spec.name for spec, _ in self.profile.packages}
-        queue = [(name, origin) for name, origin in wanted if db.get(name) is not None]
+        queue = [(package, origin) for name, origin in wanted if (package := db.get(name)) is not None]
         while queue:
-            name, origin = queue.pop(0)
-            source = (db.get(name) or db.packages[name]).source or name
-            for relation, package in db.depends(name):
+            needer, origin = queue.pop(0)
+            for relation, package in db.depends(needer.name):
                 if package is None:
-                    self.builder.warn(f"{origin}: {name} depends on {relation}, which {self.view.name} does not have")
+                    self.builder.warn(f"{origin}: {needer.name} depends on {relation}, which {self.view.name} does not have")
                     continue
                 if package.name in seen or db.essential(package.name):
                     continue
                 seen.add(package.name)
                 if any(db.canonical(listed) in self._covered for listed in db.files(package.name)):
-                    if (package.source or package.name) == source:
-                        queue.append((package.name, origin))
+                    if (package.source or package.name) == (needer.source or needer.name):
+                        queue.append((package, origin))
                     continue
-                detail = f"{origin}: {package.name}, which {name} depends on ({relation})"
+                detail = f"{origin}: {package.name}, which {needer.name} depends on ({relation})"
                 self._ship_package(db, package.name, Reason(ReasonKind.PACKAGE, detail))
                 self._shipped_elves()
-                queue.append((package.name, origin))
+                queue.append((package, origin))
 
     def _paths(self) -> None:
         for spec, origin in self.profile.paths:

@@ -222,3 +222,31 @@ def test_shadow_on_a_base_keeps_the_bases_lines_and_adds_ours(base: Tree, tmp_pa
     layer, report = rebase_plan(plan, DirView(base.root), DirView(image_base.root))
     assert layer.entries["/etc/shadow"].data == b"nonroot:*:18000:0:99999:7:::\nroot:*:::::::\n"
     assert "/etc/shadow" in report.merged
+
+
+def test_package_depends_are_followed_except_essential_and_closure_libraries(base: Tree, tmp_path: Path) -> None:
+    base.lib(f"{LIBDIR}/libapp.so.1", soname="libapp.so.1")
+    base.lib(f"{LIBDIR}/libother.so.1", soname="libother.so.1")
+    base.prog("/usr/bin/appbin", needs=[f"{LIBDIR}/libapp.so.1", f"{LIBDIR}/libother.so.1"])
+    stanzas = {
+        "app": "Depends: libapp1 (>= 1.0), libother1, data-a | data-b, virtual-thing, ess, missing (>= 2)",
+        "libapp1": "Source: app\nDepends: app-data",
+        "libother1": "Source: other\nDepends: other-data",
+        "data-b": "", "prov": "Provides: virtual-thing (= 1)", "ess": "Essential: yes", "app-data": "", "other-data": "",
+    }
+    base.write("/var/lib/dpkg/status", "\n\n".join(f"Package: {name}\nStatus: install ok installed\nArchitecture: amd64\n"
+                                                  f"Version: 1\n{extra}".strip() for name, extra in stanzas.items()) + "\n")
+    files = {"app": "/usr/bin/appbin", "libapp1": f"{LIBDIR}/libapp.so.1", "libother1": f"{LIBDIR}/libother.so.1"}
+    for name in stanzas:
+        path = files.get(name, f"/usr/share/{name}/file")
+        if name not in files:
+            base.write(path, name)
+        base.write(f"/var/lib/dpkg/info/{name}.list", f"{path}\n")
+    plan = plan_for(base, tmp_path, "packages: [{name: app, depends: true}]\n")
+    shipped = {p.split("/")[3] for p in plan.entries if p.startswith("/usr/share/") and p.endswith("/file")}
+    assert shipped == {"data-b", "prov", "app-data"}  # not ess (essential), not other-data (libother1 is another source's library)
+    reason = plan.entries["/usr/share/app-data/file"].reasons[0].detail
+    assert reason == f"{tmp_path}/p.yaml: packages[0]: app-data, which libapp1 depends on (app-data)"
+    assert f"{tmp_path}/p.yaml: packages[0]: app depends on missing (>= 2), which rootfs:{base.root} does not have" in plan.warnings
+    plain = plan_for(base, tmp_path, "packages: [app]\n")
+    assert not [p for p in plain.entries if p.endswith("/file")]
