@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
             click.echo(f"distill: error: {issue}", err=True)
         if len(exc.issues) > _MAX_LISTED:
             click.echo(f"distill: error: ... and {len(exc.issues) - _MAX_LISTED} more ({len(exc.issues)} in all; "
-                       "`distill explain ... --json` lists every one)", err=True)
+                       "--json lists every one)", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("distill: interrupted", err=True)

@@ -85,10 +85,12 @@ def test_jvm_plugins_are_checked_in_the_process_of_java(fat: Path, tmp_path: Pat
         packages: [openjdk-17-jre-headless]
         binaries: [{JAVA}/java, {JAVA}/keytool]
         """)
-    alone, _ = distill(fat, tmp_path, base)
+    alone, _ = distill(fat, tmp_path, base, "--json")
     assert alone.code == 4
     errors = [line for line in alone.stderr.splitlines() if line.startswith("distill: error: libjvm.so (needed by")]
     assert len(errors) == len(set(errors)) >= 10  # each plugin's missing libjvm.so once, not once per root reaching it
+    listed = json.loads(alone.stdout)["error"]["messages"]
+    assert len(listed) == len(set(listed)) >= len(errors) and "runtime.plugins" in listed[0]  # all, with the hint
     plugins = base + textwrap.dedent("""\
         runtime:
           plugins:
