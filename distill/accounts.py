@@ -1,15 +1,15 @@
 """Reduce the source's /etc/passwd and /etc/group to the accounts the output needs.
 
 Entries are taken verbatim from the source (never from the host), except that a password
-field holding anything but a placeholder is replaced by `x`: without /etc/shadow the
-account is locked anyway, and a hash must not travel into the output.
+field holding anything but a placeholder is replaced by `x`: a hash must not travel into the
+output. /etc/shadow and /etc/gshadow, when written, are generated for the same accounts, locked.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Account", "Group", "AccountDb", "parse_passwd", "parse_group"]
+__all__ = ["Account", "Group", "ShadowLine", "AccountDb", "parse_passwd", "parse_group", "parse_shadow"]
 
 _PLACEHOLDERS = ("x", "*", "!", "!!", "")
 
@@ -28,6 +28,19 @@ class Group:
     gid: int
     members: tuple[str, ...]
     line: str
+
+
+@dataclass(frozen=True)
+class ShadowLine:
+    """One line of a shadow or gshadow file, by the account it is for."""
+
+    name: str
+    line: str
+
+
+def parse_shadow(text: str) -> list[ShadowLine]:
+    """shadow or gshadow lines, by name, in file order (only to merge with a base's; never shipped from a source)."""
+    return [ShadowLine(line.split(":", 1)[0], line) for line in text.splitlines() if ":" in line and line.split(":", 1)[0]]
 
 
 def _scrub(fields: list[str]) -> str:
@@ -107,3 +120,10 @@ class AccountDb:
         passwd = "".join(u.line + "\n" for u in self.users if u.name in user_names)
         group = "".join(g.line + "\n" for g in self.groups if g.name in group_names)
         return passwd, group
+
+    def render_shadow(self, user_names: set[str], group_names: set[str]) -> tuple[str, str]:
+        """shadow and gshadow text for the named accounts: no password can match (`*`), no aging
+        (empty fields, so PAM's account check passes), and nothing read from the source's files."""
+        shadow = "".join(f"{u.name}:*:::::::\n" for u in self.users if u.name in user_names)
+        gshadow = "".join(f"{g.name}:*::{','.join(g.members)}\n" for g in self.groups if g.name in group_names)
+        return shadow, gshadow

@@ -18,6 +18,7 @@ from distill.loader import Loader
 from distill.packages import PackageDb, open_package_db
 from distill.plan import Entry, EntryKind, Plan, Reason, ReasonKind
 from distill.profile import Profile
+from distill.schema import SHADOW_FILES
 from distill.view import Node, NodeType, View
 
 __all__ = ["PlanContext", "PlanBuilder", "RUNTIME_PROVIDED"]
@@ -54,6 +55,9 @@ class PlanBuilder:
         self.plan = plan
         self.exclude = exclude
         self.issues: list[str] = []
+        # symlinks shipped as themselves whose targets are not shipped yet -> (whole trees?, the rule naming the link)
+        self.pending_links: dict[str, tuple[bool, str | None]] = {}
+        self._links: dict[str, bool] = {}  # every symlink shipped as itself -> whether its target's tree was asked for
 
     # -- problems -------------------------------------------------------------------------------
 
@@ -86,7 +90,8 @@ class PlanBuilder:
                 entry.reasons = existing.reasons
                 entries[entry.path] = entry
                 existing = entry
-            existing.reasons.append(reason)
+            if reason not in existing.reasons:
+                existing.reasons.append(reason)
             return existing
         if existing.explicit != entry.explicit:  # a profile rule beats a default or a dependency
             winner = existing if existing.explicit else entry
@@ -100,8 +105,11 @@ class PlanBuilder:
         )
 
     def ship(self, path: str, reason: Reason, *, follow: bool = True, explicit: bool = False, mode: int | None = None,
-             owner: tuple[int, int] | None = None) -> Entry | None:
-        """Ship what `path` names in the source, with every symlink on the way to it."""
+             owner: tuple[int, int] | None = None, whole: bool = False, named: str | None = None) -> Entry | None:
+        """Ship what `path` names in the source, with every symlink on the way to it. A symlink shipped as
+        itself (`follow=False`) gets its target too, later (`links.close_links`): a linked directory's whole
+        tree when the rule takes whole trees (`whole`). `named`: the origin of a rule that names the link
+        itself, which hears about a link that dangles in the source already (nobody else does)."""
         if self.excluded(path):
             self.plan.excluded.append(path)
             return None
@@ -119,23 +127,18 @@ class PlanBuilder:
         if any(part.startswith(".wh.") for part in paths.split(found.path)):
             self.warn(f"{path}: not shipped: a name starting with .wh. would act as a whiteout in a layer")
             return None
+        if found.path in SHADOW_FILES and found.node.type is NodeType.FILE:
+            self.warn(f"{path}: not shipped: the source's {found.path} holds password hashes "
+                      "(system.shadow writes a locked one for the shipped accounts)")
+            return None
         if found.node.type not in (NodeType.FILE, NodeType.DIR, NodeType.SYMLINK):
             self.warn(f"{path}: not shipped: a {found.node.type.value} (the runtime provides device nodes)")
             return None
-        return self.add(entry_from_node(found.node, explicit=explicit, mode=mode, owner=owner), reason)
-
-    def ship_link_target(self, link: str, named: str | None = None) -> None:
-        """Ship what a copied symlink points to, so it does not dangle.
-
-        A link that dangles in the source dangles alike in the output (Debian's
-        /usr/share/nginx/modules without module packages): nothing was left out, so only a
-        rule that names the link itself (`named`: its origin) hears about it.
-        """
-        found = self.view.resolve(link)
-        if found.node is not None:
-            self.ship(link, Reason(ReasonKind.TARGET, "target of a shipped symlink", via=link))
-        elif named is not None and not found.path.startswith(RUNTIME_PROVIDED):
-            self.warn(f"{named}: {link} is a symlink to {found.path}, which the source does not have")
+        entry = self.add(entry_from_node(found.node, explicit=explicit, mode=mode, owner=owner), reason)
+        if entry.kind is EntryKind.SYMLINK and self._links.get(entry.path) in (None, False) and self._links.get(entry.path) != whole:
+            self._links[entry.path] = whole
+            self.pending_links[entry.path] = (whole, named)
+        return entry
 
     def rebase(self, path: str, *, follow: bool) -> str:
         """Canonical location for a generated entry at `path`, shipping the source's symlinks on the way."""

@@ -13,10 +13,12 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from distill import paths
+from distill.builder import RUNTIME_PROVIDED
 from distill.elf import ElfInfo
 from distill.errors import ElfError
 from distill.loader import Closure, Loader, LoaderEnv
-from distill.plan import Plan, PlanView
+from distill.plan import EntryKind, Plan, PlanView
 from distill.view import View
 
 __all__ = ["FindingKind", "Finding", "CheckResult", "check_plan"]
@@ -27,6 +29,7 @@ class FindingKind(enum.StrEnum):
     MISSING_VERSION = "missing-version"  # a symbol version the resolved library does not define
     BAD_ELF = "bad-elf"  # a shipped root that cannot be parsed
     MISSING_ENTRYPOINT = "missing-entrypoint"  # the image's entrypoint is not a file of the output
+    DANGLING_LINK = "dangling-link"  # a shipped symlink whose target the output does not have
 
 
 @dataclass(frozen=True)
@@ -65,16 +68,25 @@ def check_plan(plan: Plan, source: View, env: LoaderEnv | None = None, *, output
     reused = {path: info for path, info in (known or {}).items()
               if (entry := plan.entries.get(path)) is not None and entry.source == path and entry.data is None}
     loader = Loader(output, env, parsed=reused)
+    reported: set[tuple[str, str]] = set()
+    shipped = {path.rsplit("/", 1)[-1]: path for path in sorted(plan.entries, reverse=True)}
     for root in plan.roots:
+        host, companions = plan.hosts.get(root, (None, ()))
         try:
-            closure = loader.closure(root)
+            closure = loader.closure(root, host=host, companions=companions)
         except ElfError as exc:
             result.errors.append(Finding(FindingKind.BAD_ELF, root, exc.message))
             continue
         result.closures.append(closure)
         for link in closure.missing:
+            if (link.name, link.requester) in reported:
+                continue  # the same library missing for the same object, reached from another root
+            reported.add((link.name, link.requester))
             searched = f"; searched {', '.join(link.searched[:6])}{' ...' if len(link.searched) > 6 else ''}" if link.searched else ""
             skipped = f"; {link.notes[0]}" if link.notes else ""
+            if "/" not in link.name and link.name in shipped and not link.notes:
+                skipped += (f"; {shipped[link.name]} ships, off its search path: if one program loads both, list "
+                            f"{link.requester} under runtime.plugins with that program as the host")
             result.errors.append(Finding(FindingKind.MISSING_LIBRARY, link.requester,
                                          f"{link.name} (needed by {link.requester}) is not in the output{searched}{skipped}",
                                          library=link.name))
@@ -84,7 +96,23 @@ def check_plan(plan: Plan, source: View, env: LoaderEnv | None = None, *, output
         if node is None or not node.is_file:
             result.errors.append(Finding(FindingKind.MISSING_ENTRYPOINT, entrypoint,
                                          f"image entrypoint {entrypoint} is not in the output; add it to binaries or set image.entrypoint"))
+    _check_links(plan, output, result)
     return _dedupe(result)
+
+
+def _check_links(plan: Plan, output: View, result: CheckResult) -> None:
+    """Every shipped symlink resolves in the output, unless it dangled in the source or the profile allows it."""
+    for entry in plan.ordered():
+        if entry.kind is not EntryKind.SYMLINK or entry.path in plan.broken_in_source:
+            continue
+        if any(paths.glob_match(pattern, entry.path) for pattern in plan.dangling):
+            continue
+        found = output.resolve(entry.path)
+        if found.node is None and not (found.path + "/").startswith(RUNTIME_PROVIDED):
+            excluded = " (excluded by the profile)" if found.path in plan.excluded else ""
+            result.errors.append(Finding(FindingKind.DANGLING_LINK, entry.path,
+                                         f"{entry.path}: symlink to {entry.target}, but {found.path} is not in the output{excluded}; "
+                                         "ship it, or list the link under `dangling` if it may point at nothing"))
 
 
 def _check_versions(loader: Loader, closure: Closure, result: CheckResult) -> None:

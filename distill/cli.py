@@ -384,7 +384,8 @@ def main(argv: list[str] | None = None) -> None:
         for issue in exc.issues[:_MAX_LISTED]:
             click.echo(f"distill: error: {issue}", err=True)
         if len(exc.issues) > _MAX_LISTED:
-            click.echo(f"distill: error: ... and {len(exc.issues) - _MAX_LISTED} more", err=True)
+            click.echo(f"distill: error: ... and {len(exc.issues) - _MAX_LISTED} more ({len(exc.issues)} in all; "
+                       "--json lists every one)", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("distill: interrupted", err=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from distill import paths
-from distill.accounts import Account, Group, parse_group, parse_passwd
+from distill.accounts import Account, Group, ShadowLine, parse_group, parse_passwd, parse_shadow
 from distill.pkgmeta import STATUS_D
 from distill.plan import Entry, EntryKind, Plan, PlanView, Reason, ReasonKind
 from distill.view import Node, NodeType, View
@@ -25,7 +25,8 @@ from distill.view import Node, NodeType, View
 __all__ = ["LayeringReport", "rebase_plan", "OverlayView", "overlay", "flattened"]
 
 _CLOSURE_REASONS = (ReasonKind.NEEDED,)
-_ACCOUNT_FILES: dict[str, Callable[[str], Sequence[Account | Group]]] = {"/etc/passwd": parse_passwd, "/etc/group": parse_group}
+_ACCOUNT_FILES: dict[str, Callable[[str], Sequence[Account | Group | ShadowLine]]] = {
+    "/etc/passwd": parse_passwd, "/etc/group": parse_group, "/etc/shadow": parse_shadow, "/etc/gshadow": parse_shadow}
 
 
 @dataclass
@@ -120,6 +121,8 @@ def rebase_plan(plan: Plan, source: View, base: View, *, replace_libs: bool = Fa
             report.same_in_base.append(target)
             continue  # a link over the base's directory would hide what the base keeps there
         layer.entries[target] = entry
+    layer.dangling, layer.broken_in_source = plan.dangling, {moved.get(p, p) for p in plan.broken_in_source}
+    layer.hosts = plan.hosts  # keyed like `roots`, which the checks resolve through the overlay
     _drop_records_of_packages_left_to_the_base(plan, layer, moved)
     _ensure_parents(layer, base)
     return layer, report

@@ -172,8 +172,15 @@ class Loader:
             self._configs[key] = musl_config(self.view, arch, interp) if flavor is Flavor.MUSL else glibc_config(self.view, arch)
         return self._configs[key]
 
-    def closure(self, path: str) -> Closure:
-        """What the loader maps for the ELF at `path` (a program, or a library opened by dlopen)."""
+    def closure(self, path: str, *, host: str | None = None, companions: tuple[str, ...] = ()) -> Closure:
+        """What the loader maps for the ELF at `path` (a program, or a library opened by dlopen).
+
+        With `host`, `path` is a plugin that program dlopens into its own process: a DT_NEEDED name
+        an object of that process already carries (the host's closure, and the `companions` the host
+        loads too, such as a JVM's libjvm.so) is reused, as glibc's dlopen does, before any search;
+        the search itself follows the plugin's RPATH and the host's, LD_LIBRARY_PATH, the plugin's
+        RUNPATH, the cache and the default directories.
+        """
         found = self.view.resolve(path)
         if found.node is None or not found.node.is_file:
             raise SourceError(f"{self.view.name}: {path}: no such file")
@@ -181,13 +188,34 @@ class Loader:
         config = self.config_for(info)
         if config is None or not (info.dynamic or info.interp):
             return Closure(path, None, (path,), ())
+        if host is None:
+            main, loaded, links, rtld = self._start(path, found.path, info, config)
+            self._walk([main], main, loaded, links, config, rtld)
+            used = {link.path for link in links if link.path is not None}
+            return Closure(path, config, tuple(obj.path for obj in loaded if obj is main or obj.path in used), tuple(links))
+        process, loaded, _, rtld = self._host_process(host, tuple(c for c in companions if c != path), config)
+        plugin = _Object(path, found.path, info, paths.parent(path), process, {path, *([info.soname] if info.soname else [])})
+        before = len(loaded)
+        loaded.append(plugin)
+        links = []
+        self._walk([plugin], process, loaded, links, config, rtld)
+        used = {link.path for link in links if link.path is not None and link.rule is not Rule.ALREADY_LOADED}
+        return Closure(path, config, (path, *[obj.path for obj in loaded[before + 1:] if obj.path in used]), tuple(links))
+
+    def _start(self, path: str, canonical: str, info: ElfInfo, config: LoaderConfig
+               ) -> tuple[_Object, list[_Object], list[Link], _Object | None]:
+        """A new process for the program (or library) at `path`: the object itself and the dynamic loader."""
         # the kernel reports a program's resolved path; a dlopen'ed library keeps the name it was opened by
-        origin = paths.parent(found.path if info.interp else path)
-        main = _Object(path, found.path, info, origin, names={path, *([info.soname] if info.soname else [])})
+        origin = paths.parent(canonical if info.interp else path)
+        main = _Object(path, canonical, info, origin, names={path, *([info.soname] if info.soname else [])})
         loaded = [main]
         links: list[Link] = []
         rtld = self._rtld(info, config, loaded, links, path)
-        queue = [main]
+        return main, loaded, links, rtld
+
+    def _walk(self, queue: list[_Object], main: _Object, loaded: list[_Object], links: list[Link], config: LoaderConfig,
+              rtld: _Object | None) -> None:
+        """Map the DT_NEEDED names of `queue` breadth first, as `_dl_map_object_deps` does."""
         while queue:
             obj = queue.pop(0)
             for name in obj.info.needed:
@@ -196,9 +224,27 @@ class Loader:
                 if new is not None:
                     loaded.append(new)
                     queue.append(new)
-        used = {link.path for link in links if link.path is not None}
-        objects = [obj.path for obj in loaded if obj is main or obj.path in used]
-        return Closure(path, config, tuple(objects), tuple(links))
+
+    def _host_process(self, host: str, companions: tuple[str, ...], config: LoaderConfig
+                      ) -> tuple[_Object, list[_Object], list[Link], _Object | None]:
+        """The objects of `host`'s process once it runs: its closure, then each companion it loads by path."""
+        found = self.view.resolve(host)
+        if found.node is None or not found.node.is_file:
+            raise SourceError(f"{self.view.name}: {host}: no such file (the host of a plugin)")
+        info = self.elf(found.path)
+        main, loaded, links, rtld = self._start(host, found.path, info, self.config_for(info) or config)
+        self._walk([main], main, loaded, links, config, rtld)
+        for companion in companions:
+            resolved = self.view.resolve(companion)
+            if resolved.node is None or not resolved.node.is_file or any(o.canonical == resolved.path for o in loaded):
+                continue
+            try:
+                extra = self.elf(resolved.path)
+            except ElfError:
+                continue
+            loaded.append(_Object(companion, resolved.path, extra, paths.parent(companion), main,
+                                  {companion, *([extra.soname] if extra.soname else [])}))
+        return main, loaded, links, rtld
 
     def locate(self, name: str, requester: str) -> Link:
         """Where `requester` would find `name` if it asked for it (as dlopen(name) does): its own search

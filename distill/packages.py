@@ -42,6 +42,7 @@ class PackageDb:
     view: View
     packages: dict[str, Package]
     _files: dict[str, list[str]] = field(default_factory=dict)
+    _provides: dict[str, Package] | None = None
 
     def get(self, name: str) -> Package | None:
         return self.packages.get(name) or self.packages.get(name.split(":", 1)[0])
@@ -58,6 +59,42 @@ class PackageDb:
             else:
                 self._files[package.name] = _apk_files(package.record)
         return self._files[package.name]
+
+    def essential(self, name: str) -> bool:
+        """dpkg's `Essential: yes` (always present on the system, never a dependency worth following)."""
+        package = self.get(name)
+        return package is not None and self.kind == "dpkg" and _field(package.record, "Essential") == "yes"
+
+    def depends(self, name: str) -> list[tuple[str, Package | None]]:
+        """Each Pre-Depends and Depends relation of `name` as written (`a | b`), with the installed
+        package that satisfies it (the first alternative installed, directly or by Provides), or None.
+        Versions are not compared: dpkg let the installed set through already."""
+        package = self.get(name)
+        if package is None:
+            return []
+        if self.kind == "dpkg":
+            text = ", ".join(f for f in (_field(package.record, "Pre-Depends"), _field(package.record, "Depends")) if f)
+            relations = [r.strip() for r in text.split(",") if r.strip()]
+        else:  # apk: D: tokens; so:, cmd: and pc: name what ELF files or commands provide
+            relations = [t for t in (_field(package.record, "D", ":") or "").split() if not t.startswith("!")]
+        out = []
+        for relation in relations:
+            alternatives = [_relation_name(a) for a in relation.split("|")]
+            out.append((relation, next((p for a in alternatives if (p := self._provider(a)) is not None), None)))
+        return out
+
+    def _provider(self, name: str) -> Package | None:
+        if name in self.packages:
+            return self.packages[name]
+        if self._provides is None:
+            self._provides = {}
+            for package in self.packages.values():
+                field_name, separator = ("Provides", ": ") if self.kind == "dpkg" else ("p", ":")
+                text = _field(package.record, field_name, separator) or ""
+                for item in text.replace(",", " ").split():
+                    if item and item[0] not in "(=<>":
+                        self._provides.setdefault(_relation_name(item), package)
+        return self._provides.get(name)
 
     def md5sums(self, name: str) -> list[tuple[str, str]]:
         """(md5, path) pairs dpkg recorded for the package's files."""
@@ -113,6 +150,12 @@ def _field(record: str, name: str, separator: str = ": ") -> str | None:
         if line.startswith(name + separator):
             return line[len(name) + len(separator):].strip()
     return None
+
+
+def _relation_name(text: str) -> str:
+    """`libc6 (>= 2.34)`, `python3:any`, `foo [amd64] <!nocheck>`, apk's `so:libc.musl-x86_64.so.1>=1` -> the name."""
+    name = re.split(r"[\s(\[<>=~]", text.strip(), maxsplit=1)[0]
+    return name.split(":", 1)[0] if not name.startswith(("so:", "cmd:", "pc:")) else name
 
 
 def _apk_files(record: str) -> list[str]:

@@ -92,6 +92,9 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)  # a path as rules and loaders spell it -> canonical path
     packages: dict[str, tuple[str, ...]] = field(default_factory=dict)  # package -> shipped paths it owns
+    dangling: tuple[str, ...] = ()  # globs of symlinks the profile lets point at nothing
+    broken_in_source: set[str] = field(default_factory=set)  # shipped symlinks that dangle in the source already
+    hosts: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)  # plugin -> (host, companions)
 
     def entry_for(self, path: str) -> Entry | None:
         """The entry a path names, by its canonical path or by a spelling through symlinks."""

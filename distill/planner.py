@@ -19,9 +19,12 @@ from distill.accounts import AccountDb, parse_group, parse_passwd
 from distill.builder import PlanBuilder, PlanContext, entry_from_node
 from distill.elf import is_elf
 from distill.errors import ElfError, SourceError
+from distill.links import close_links
 from distill.loader import Loader, LoaderEnv, Rule
+from distill.packages import PackageDb
 from distill.plan import Entry, EntryKind, Plan, Reason, ReasonKind
 from distill.profile import Profile, from_command_line
+from distill.schema import SHADOW_FILES
 from distill.specs import PathKind, PathSpec
 from distill.view import View
 
@@ -62,14 +65,18 @@ class Planner:
         return (
             self._profile_accounts,
             self._binaries,
+            self._plugins,
             self._packages,
             self._paths,
             builder.raise_issues,
+            self._close_links,
             self._root_closures,
             self._shipped_elves,
+            self._package_depends,
             lambda: runtime.add_runtime_files(builder, context),
-            self._shipped_elves,
+            self._close_links,
             lambda: system.add_system_files(builder, context),
+            self._close_links,
             lambda: pkgmeta.add_package_metadata(builder, context),
             builder.raise_issues,
             self._parents,
@@ -82,7 +89,13 @@ class Planner:
     def run(self) -> Plan:
         for step in self.steps():
             step()
+        self.plan.dangling = self.profile.dangling
         return self.plan
+
+    def _close_links(self) -> None:
+        """Ship the targets of the symlinks shipped so far, then the closures of any ELF among them."""
+        close_links(self.builder, self.context)
+        self._shipped_elves()
 
     # -- profile rules ---------------------------------------------------------------------
 
@@ -142,6 +155,29 @@ class Planner:
                 if self.builder.ship(match, Reason(ReasonKind.ROOT, origin), explicit=True, mode=spec.mode):
                     self._roots.append((match, origin))
 
+    def _plugins(self) -> None:
+        """`runtime.plugins`: ship each host as a root and its plugins, and remember which process loads them."""
+        for spec in self.profile.runtime.plugins:
+            origin = f"runtime.plugins: {spec.host}"
+            hosts = [m for m in self.view.glob(spec.host) if (n := self.view.stat(m)) is not None and n.is_file]
+            if not hosts:
+                if not spec.optional:
+                    self.builder.issue(f"{origin}: no such program in {self.view.name}; check the host path or mark it optional")
+                continue
+            host = hosts[0]
+            if self.builder.ship(host, Reason(ReasonKind.ROOT, f"{origin} (the host of plugins)"), explicit=True):
+                self._roots.append((host, origin))
+            plugins: list[str] = []
+            for pattern in spec.paths:
+                matches = [m for m in self.view.glob(pattern) if (n := self.view.stat(m)) is not None and n.is_file]
+                if not matches and not spec.optional:
+                    self.builder.issue(f"{origin}: plugins {pattern} not found in {self.view.name}; check the path or mark it optional")
+                for match in matches:
+                    if self.builder.ship(match, Reason(ReasonKind.RUNTIME, f"{origin}: a plugin {host} loads")) is not None:
+                        plugins.append(self.view.resolve(match).path)
+            for plugin in plugins:
+                self.plan.hosts[plugin] = (host, tuple(plugins))
+
     def _packages(self) -> None:
         if not self.profile.packages:
             return
@@ -155,16 +191,47 @@ class Planner:
                     self.builder.issue(f"{origin}: package {spec.name!r} is not installed in {self.view.name}; "
                                        "check the name or mark it optional")
                 continue
-            reason = Reason(ReasonKind.PACKAGE, f"{origin}: {spec.name}")
-            for listed in db.files(spec.name):
-                if any(paths.glob_match(pattern, listed) for pattern in PACKAGE_EXCLUDES):
+            self._ship_package(db, spec.name, Reason(ReasonKind.PACKAGE, f"{origin}: {spec.name}"))
+
+    def _ship_package(self, db: PackageDb, name: str, reason: Reason) -> None:
+        listed_files = db.files(name)
+        directories = {paths.parent(p) for p in listed_files}  # a directory of the package, even where it is a link (/lib)
+        for listed in listed_files:
+            if listed in directories or any(paths.glob_match(pattern, listed) for pattern in PACKAGE_EXCLUDES):
+                continue
+            node = self.view.resolve(listed, follow=False).node
+            if node is None or node.is_dir:
+                continue  # directories ship as parents of what they hold
+            self.builder.ship(listed, reason, follow=False)  # a linked directory's other files belong to other packages
+
+    def _package_depends(self) -> None:
+        """`depends: true`: follow Pre-Depends and Depends, breadth first, shipping each package reached whole,
+        except essential packages and those the ELF closures already load from (a library package: the closure
+        takes what loads). The dependencies of such a library are followed only when it comes from the same
+        source package as the package that needs it (the app split into a library, like nodejs and libnode108)."""
+        db = self.context.package_db()
+        wanted = [(spec.name, origin) for spec, origin in self.profile.packages if spec.depends]
+        if db is None or not wanted:
+            return
+        seen = {spec.name for spec, _ in self.profile.packages}
+        queue = [(package, origin) for name, origin in wanted if (package := db.get(name)) is not None]
+        while queue:
+            needer, origin = queue.pop(0)
+            for relation, package in db.depends(needer.name):
+                if package is None:
+                    self.builder.warn(f"{origin}: {needer.name} depends on {relation}, which {self.view.name} does not have")
                     continue
-                node = self.view.resolve(listed, follow=False).node
-                if node is None or node.is_dir:
-                    continue  # directories ship as parents of what they hold
-                entry = self.builder.ship(listed, reason, follow=False)
-                if entry is not None and entry.kind is EntryKind.SYMLINK:
-                    self.builder.ship_link_target(listed)
+                if package.name in seen or db.essential(package.name):
+                    continue
+                seen.add(package.name)
+                if any(db.canonical(listed) in self._covered for listed in db.files(package.name)):
+                    if (package.source or package.name) == (needer.source or needer.name):
+                        queue.append((package, origin))
+                    continue
+                detail = f"{origin}: {package.name}, which {needer.name} depends on ({relation})"
+                self._ship_package(db, package.name, Reason(ReasonKind.PACKAGE, detail))
+                self._shipped_elves()
+                queue.append((package, origin))
 
     def _paths(self) -> None:
         for spec, origin in self.profile.paths:
@@ -192,16 +259,21 @@ class Planner:
         matches = self.view.glob(spec.path)
         if not matches and not spec.optional:
             self.builder.issue(f"{origin}: {spec.path} not found in {self.view.name}; {self._missing_fix(origin)}")
+        whole = "**" in paths.split(spec.path)  # the rule takes whole trees, so a linked directory brings its tree
+        named = None if paths.is_glob(spec.path) else origin  # a link the rule names itself is worth a warning
         for match in matches:
-            entry = self.builder.ship(match, Reason(ReasonKind.PROFILE, origin), follow=False, explicit=True, mode=spec.mode, owner=owner)
-            if entry is not None and entry.kind is EntryKind.SYMLINK:
-                self.builder.ship_link_target(match, named=None if paths.is_glob(spec.path) else origin)
+            self.builder.ship(match, Reason(ReasonKind.PROFILE, origin), follow=False, explicit=True, mode=spec.mode, owner=owner,
+                              whole=whole, named=named)
 
     def _copy_from(self, spec: PathSpec, origin: str, target: str, owner: tuple[int, int] | None) -> None:
         found = self.view.resolve(spec.value or "")
         if found.node is None or not found.node.is_file:
             if not spec.optional:
                 self.builder.issue(f"{origin}.copy: {spec.value} is not a file in {self.view.name}")
+            return
+        if found.path in SHADOW_FILES:
+            self.builder.issue(f"{origin}.copy: {found.path} holds password hashes and never ships; set `system.shadow: yes` "
+                               "for one with the shipped accounts, locked")
             return
         entry = replace(entry_from_node(found.node, explicit=True, mode=spec.mode, owner=owner), path=target)
         self.builder.add(entry, Reason(ReasonKind.PROFILE, f"{origin} (copy of {spec.value})"))
@@ -228,8 +300,9 @@ class Planner:
             self.builder.issue(f"{origin}: {path} is neither an ELF file nor a #! script; {fix}")
 
     def _elf_root(self, path: str, canonical: str, origin: str, *, explicit: bool) -> None:
+        host, companions = self.plan.hosts.get(canonical, (None, ()))
         try:
-            closure = self.loader.closure(path)
+            closure = self.loader.closure(path, host=host, companions=companions)
         except ElfError as exc:
             if explicit:
                 raise

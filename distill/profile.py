@@ -1,8 +1,10 @@
 """Load a profile: find it, follow `extends` (a DAG), merge, and freeze it as a `Profile`.
 
-Merging: parents in order, then the file itself. A child may override anything it inherits.
-Two parents that set the same key (a path, an account, a system or image setting) to
-different values conflict, and the child must settle it. Lists (binaries, exclude, exposed
+Merging: parents in order, then the file itself. A child may override anything it inherits:
+it sets a setting, adds to a list, or clears (`null`) or replaces (`{replace: ...}`) what its
+parents gave under a key (the markers `schema.CLEAR`, applied here). Two parents that set the
+same key (a path, an account, a system or image setting) to different values conflict, and the
+child must settle it. Lists (binaries, exclude, exposed
 ports, volumes) are unions. Every problem in every file is reported before anything runs.
 """
 
@@ -16,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import ProfileError
-from distill.schema import MAX_PROFILE_BYTES, SCHEMA, TOKEN, Settings, validate_document
-from distill.specs import BinarySpec, DlopenPriority, GroupSpec, PackageSpec, PathKind, PathSpec, Switch, UserSpec
+from distill.schema import CLEAR, EMPTY, MAX_PROFILE_BYTES, SCHEMA, TOKEN, Settings, validate_document
+from distill.specs import BinarySpec, DlopenPriority, GroupSpec, PackageSpec, PathKind, PathSpec, PluginSpec, Switch, UserSpec
 from distill.yamlsafe import parse_yaml
 
 __all__ = ["Profile", "SystemConfig", "RuntimeConfig", "ImageConfig", "builtin_dir", "builtin_profiles", "load_profile", "adhoc_layer",
@@ -27,6 +29,7 @@ __all__ = ["Profile", "SystemConfig", "RuntimeConfig", "ImageConfig", "builtin_d
 @dataclass(frozen=True)
 class SystemConfig:
     passwd: bool = True
+    shadow: Switch = Switch.AUTO
     nsswitch: bool = True
     tmp: bool = True
     run: bool = True
@@ -47,6 +50,7 @@ class RuntimeConfig:
     locales: tuple[str, ...] = ()
     tzdata: tuple[str, ...] = ()  # zones, or ("*",) for all
     dlopen_notes: DlopenPriority = DlopenPriority.NO
+    plugins: tuple[PluginSpec, ...] = ()  # plugin sets and the program that loads each
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class Profile:
     packages: tuple[tuple[PackageSpec, str], ...] = ()
     paths: tuple[tuple[PathSpec, str], ...] = ()
     exclude: tuple[str, ...] = ()
+    dangling: tuple[str, ...] = ()  # symlinks allowed to point at nothing in the output
     users: tuple[tuple[UserSpec, str], ...] = ()
     groups: tuple[tuple[GroupSpec, str], ...] = ()
     runtime: RuntimeConfig = RuntimeConfig()
@@ -208,9 +213,14 @@ class _Resolver:
         return builtin_dir() / f"{reference}.yaml"
 
     def _merge(self, parents: list[Settings], own: Settings, display: str) -> Settings:
+        clears = {key[1:]: origin for key, (_, origin) in own.items() if key[0] == CLEAR}
+        empties = {key[1:]: origin for key, (_, origin) in own.items() if key[0] == EMPTY}
+        own = {key: item for key, item in own.items() if key[0] not in (CLEAR, EMPTY)}
         combined: Settings = {}
         for parent in parents:
             for key, (value, origin) in parent.items():
+                if any(key[: len(prefix)] == prefix for prefix in clears):
+                    continue  # the child cleared or replaced it
                 if key not in combined:
                     combined[key] = (value, origin)
                 elif combined[key][0] != value and key not in own:
@@ -218,13 +228,18 @@ class _Resolver:
                     self.issues.append(
                         f"{display}: extends: {first} and {origin} set {_key(key)} differently; set it in {display} to choose"
                     )
+        for prefix, origin in empties.items():
+            inherited = next((item for key, item in combined.items() if key[: len(prefix)] == prefix), None)
+            if inherited is not None:
+                self.issues.append(f"{origin}: empty, which adds nothing to what {inherited[1]} gives (lists merge as unions); "
+                                   "write `null` to clear it, or `{replace: [...]}` to replace it")
         combined.update(own)
         return combined
 
 
 def _key(key: tuple[str, ...]) -> str:
     head, *rest = key
-    return f"{head}[{rest[0]!r}]" if head in ("paths", "binaries", "users", "groups", "exclude") else ".".join(key)
+    return f"{head}[{rest[0]!r}]" if head in ("paths", "binaries", "packages", "users", "groups", "exclude", "dangling") else ".".join(key)
 
 
 def load_profile(reference: str, *, extra: Settings | None = None, cwd: Path | None = None) -> Profile:
@@ -242,7 +257,7 @@ def load_profile(reference: str, *, extra: Settings | None = None, cwd: Path | N
                                "(or give a file path such as ./my.yaml)")
     settings = resolver.load(path, (), "profile")
     if extra:
-        settings = {**settings, **extra}
+        settings = resolver._merge([settings], extra, "command line")
     if resolver.issues:
         raise ProfileError(resolver.issues[0], issues=resolver.issues)
     name, description = resolver.names.get(path.resolve(), (path.stem, ""))
@@ -276,7 +291,8 @@ def _freeze(name: str, description: str, files: tuple[str, ...], settings: Setti
     runtime_settings: dict[str, Any] = {
         key[1].replace("-", "_"): value for key, (value, _) in settings.items() if key[0] == "runtime" and len(key) == 2}
     runtime_lists: dict[str, Any] = {name: tuple(sorted(keyed("runtime", name))) for name in ("gconv", "locales", "tzdata")}
-    runtime = RuntimeConfig(**runtime_settings, **runtime_lists)
+    plugins = tuple(settings[("runtime", "plugins", host)][0] for host in sorted(keyed("runtime", "plugins")))
+    runtime = RuntimeConfig(**runtime_settings, **runtime_lists, plugins=plugins)
     image = ImageConfig(
         entrypoint=scalar("image", "entrypoint"),
         cmd=scalar("image", "cmd"),
@@ -298,6 +314,7 @@ def _freeze(name: str, description: str, files: tuple[str, ...], settings: Setti
         packages=group("packages"),
         paths=group("paths"),
         exclude=tuple(key[1] for key in settings if key[0] == "exclude"),
+        dangling=tuple(key[1] for key in settings if key[0] == "dangling"),
         users=group("users"),
         groups=group("groups"),
         runtime=runtime,

@@ -33,6 +33,8 @@ __all__ = ["add_runtime_files"]
 _BUILTIN_NSS = ("files", "dns")  # inside libc.so.6 since glibc 2.34
 _NSS_DATABASES = ("passwd", "group", "shadow", "gshadow", "hosts", "networks", "protocols", "services", "ethers", "rpc",
                   "netgroup", "aliases", "publickey")
+# what glibc does without an nsswitch.conf: files for everything, and dns for hosts
+_NSS_DEFAULTS = "passwd: files\ngroup: files\nhosts: dns files\n"
 _THREAD_EXITS = frozenset({"pthread_cancel", "pthread_exit"})
 _OPENSSL_DIRS = re.compile(rb'(OPENSSLDIR|MODULESDIR|ENGINESDIR): "([^"\0]{1,200})"')
 
@@ -104,7 +106,7 @@ def _openssl(builder: PlanBuilder, context: PlanContext) -> None:
         directory = found.get(key)
         if directory and (node := context.view.stat(directory)) is not None and node.is_dir:
             for match in context.view.glob(paths.join(directory, "**")):
-                builder.ship(match, _reason(f"runtime.openssl: {key} of {libraries[0]}"), follow=False)
+                builder.ship(match, _reason(f"runtime.openssl: {key} of {libraries[0]}"), follow=False, whole=True)
 
 
 # -- gconv ------------------------------------------------------------------------------------------
@@ -127,7 +129,7 @@ def _gconv(builder: PlanBuilder, context: PlanContext, charsets: tuple[str, ...]
         return
     if "*" in charsets:
         for match in context.view.glob(paths.join(directory, "**")):
-            builder.ship(match, _reason("runtime.gconv: all"), follow=False)
+            builder.ship(match, _reason("runtime.gconv: all"), follow=False, whole=True)
         return
     configs = ["gconv-modules", "gconv-modules.cache", *[m.removeprefix(directory + "/")
                                                         for m in context.view.glob(paths.join(directory, "gconv-modules.d/*.conf"))]]
@@ -172,7 +174,7 @@ def _locales(builder: PlanBuilder, context: PlanContext, names: tuple[str, ...])
         found = next((c for c in candidates if (n := context.view.stat(c)) is not None and n.is_dir), None)
         if found:
             for match in context.view.glob(paths.join(found, "**")):
-                builder.ship(match, _reason(f"runtime.locales: {name}"), follow=False)
+                builder.ship(match, _reason(f"runtime.locales: {name}"), follow=False, whole=True)
         elif context.view.stat("/usr/lib/locale/locale-archive") is not None:
             builder.ship("/usr/lib/locale/locale-archive", _reason(f"runtime.locales: {name} (in the locale archive)"))
         else:
@@ -183,11 +185,18 @@ def _locales(builder: PlanBuilder, context: PlanContext, names: tuple[str, ...])
 def _tzdata(builder: PlanBuilder, context: PlanContext, zones: tuple[str, ...]) -> None:
     root = "/usr/share/zoneinfo"
     if "*" in zones:
-        if context.view.stat(root) is None:
-            builder.issue("runtime.tzdata: the source has no /usr/share/zoneinfo; install tzdata in it")
+        if context.view.stat(root) is None:  # the output keeps the source's behaviour, and says so
+            builder.warn("runtime.tzdata: the source has no time-zone database (/usr/share/zoneinfo, the "
+                                         "tzdata package), so none ships: programs know only UTC and Python's zoneinfo "
+                                         "has no zones; install tzdata in the source, or set `runtime.tzdata: null`")
             return
         for match in context.view.glob(f"{root}/**"):
-            builder.ship(match, _reason("runtime.tzdata: all zones"), follow=False)
+            node = context.view.lstat(match)
+            target = (node.target or "") if node is not None and node.is_symlink else None
+            if target is not None and not paths.clean(target if target.startswith("/") else paths.join(paths.parent(match), target)
+                                                      ).startswith(root + "/"):
+                continue  # Debian's zoneinfo/localtime -> /etc/localtime: the system's zone, which system.timezone writes
+            builder.ship(match, _reason("runtime.tzdata: all zones"), follow=False, whole=True)
         return
     for zone in zones:
         if builder.ship(f"{root}/{zone}", _reason(f"runtime.tzdata: {zone}")) is None:
@@ -206,14 +215,21 @@ def _glibc_version(builder: PlanBuilder, context: PlanContext) -> tuple[int, int
     return None
 
 
-def _nss(builder: PlanBuilder, context: PlanContext) -> None:
+def _output_nsswitch(builder: PlanBuilder, context: PlanContext) -> str:
+    """The nsswitch.conf the output will have: a `paths` entry's, else distill's, else none (glibc's defaults)."""
+    entry = builder.plan.entry_for("/etc/nsswitch.conf")
+    if entry is not None and entry.kind is EntryKind.FILE:
+        if entry.data is not None:
+            return entry.data.decode("utf-8", "replace")
+        if entry.source:
+            return context.view.read_bytes(entry.source, 1 << 20).decode("utf-8", "replace")
     if context.profile.system.nsswitch:
-        text = NSSWITCH  # the output gets distill's nsswitch.conf
-    else:
-        try:
-            text = context.view.read_bytes("/etc/nsswitch.conf", 1 << 20).decode("utf-8", "replace")
-        except FileNotFoundError:
-            return
+        return NSSWITCH
+    return _NSS_DEFAULTS
+
+
+def _nss(builder: PlanBuilder, context: PlanContext) -> None:
+    text = _output_nsswitch(builder, context)
     services: set[str] = set()
     for line in text.splitlines():
         database, colon, rest = line.split("#", 1)[0].partition(":")

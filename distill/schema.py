@@ -12,19 +12,25 @@ import re
 from typing import Any
 
 from distill import paths
-from distill.specs import BinarySpec, DlopenPriority, GroupSpec, PackageSpec, PathKind, PathSpec, Switch, UserSpec
+from distill.specs import BinarySpec, DlopenPriority, GroupSpec, PackageSpec, PathKind, PathSpec, PluginSpec, Switch, UserSpec
 
-__all__ = ["SCHEMA", "MAX_PROFILE_BYTES", "PATH_TOKENS", "TOKEN", "Settings", "validate_document", "parse_mode"]
+__all__ = ["SCHEMA", "MAX_PROFILE_BYTES", "PATH_TOKENS", "TOKEN", "Settings", "validate_document", "parse_mode", "CLEAR", "EMPTY",
+           "SHADOW_FILES"]
 
 SCHEMA = "distill/v1"
 MAX_PROFILE_BYTES = 1 << 20
 
-TOP_KEYS = ("schema", "name", "description", "extends", "binaries", "packages", "paths", "exclude", "accounts", "runtime",
-            "system", "image", "base")
+TOP_KEYS = ("schema", "name", "description", "extends", "binaries", "packages", "paths", "exclude", "dangling", "accounts",
+            "runtime", "system", "image", "base")
 PATH_KINDS = tuple(k.value for k in PathKind if k is not PathKind.SOURCE)
 PATH_MODIFIERS = ("mode", "owner", "optional")
-SYSTEM_KEYS = ("passwd", "nsswitch", "tmp", "run", "timezone", "ca-certificates", "os-release", "package-metadata")
-RUNTIME_KEYS = ("nss", "gconv", "openssl", "libgcc-s", "locales", "tzdata", "dlopen-notes")
+SYSTEM_KEYS = ("passwd", "shadow", "nsswitch", "tmp", "run", "timezone", "ca-certificates", "os-release", "package-metadata")
+RUNTIME_KEYS = ("nss", "gconv", "openssl", "libgcc-s", "locales", "tzdata", "dlopen-notes", "plugins")
+# the source's password databases hold hashes: they never ship from the source (system.shadow writes locked ones)
+SHADOW_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-")
+# merge markers (see profile.py): a child clears what its parents gave under a key, or gave an empty list there
+CLEAR = "-clear"
+EMPTY = "-empty"
 _DLOPEN_THRESHOLDS = tuple(p.value for p in DlopenPriority if p is not DlopenPriority.NO)
 IMAGE_KEYS = ("entrypoint", "cmd", "env", "workdir", "user", "expose", "stop-signal", "volumes", "labels")
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}\Z")
@@ -68,6 +74,29 @@ class _Validator:
 
     def set(self, key: Key, value: Any, origin: str) -> None:
         self.settings[key] = (value, f"{self.where}: {origin}")
+
+    def override(self, spec: dict[str, Any], name: str, where: str, *prefixes: Key, replaceable: bool = True) -> Any:
+        """The value of `name` in `spec`, after the override forms a child uses on what it inherits.
+
+        `null` clears what the parents gave under `prefixes` (a setting falls back to its default);
+        `{replace: VALUE}` clears it and gives VALUE instead (lists and mappings only). A plain value
+        adds to (lists, mappings) or overrides (settings) the inherited one; an empty list or mapping
+        is remembered, so that merging can say it adds nothing.
+        """
+        value = spec.get(name)
+        if value is None:
+            if name in spec:
+                for prefix in prefixes:
+                    self.settings[(CLEAR, *prefix)] = (True, f"{self.where}: {where}")
+            return None
+        if replaceable and isinstance(value, dict) and list(value) == ["replace"] and isinstance(value["replace"], (list, dict)):
+            for prefix in prefixes:
+                self.settings[(CLEAR, *prefix)] = (True, f"{self.where}: {where}")
+            return value["replace"]
+        if replaceable and value in ([], {}):
+            for prefix in prefixes:
+                self.settings[(EMPTY, *prefix)] = (True, f"{self.where}: {where}")
+        return value
 
     def mapping(self, value: Any, key: str, allowed: tuple[str, ...]) -> dict[str, Any]:
         if value is None:
@@ -136,17 +165,18 @@ def validate_document(document: Any, where: str) -> tuple[Settings, list[str], l
             if key == "name" and text is not None and not _NAME.match(text):
                 v.error(key, f"{text!r} must be lowercase letters, digits, '.', '_' or '-'")
     extends = [e for i, e in enumerate(v.sequence(top.get("extends"), "extends")) if v.string(e, f"extends[{i}]")]
-    _binaries(v, top.get("binaries"))
-    _packages(v, top.get("packages"))
-    _paths(v, top.get("paths"))
-    for i, pattern in enumerate(v.sequence(top.get("exclude"), "exclude")):
-        if (text := v.image_path(pattern, f"exclude[{i}]", glob=True)) is not None:
-            v.set(("exclude", text), True, f"exclude[{i}]")
-    _accounts(v, top.get("accounts"))
-    _runtime(v, top.get("runtime"))
-    _system(v, top.get("system"))
-    _image(v, top.get("image"))
-    if "base" in top and (base := v.string(top["base"], "base")) is not None:
+    _binaries(v, v.override(top, "binaries", "binaries", ("binaries",)))
+    _packages(v, v.override(top, "packages", "packages", ("packages",)))
+    _paths(v, v.override(top, "paths", "paths", ("paths",)))
+    for key in ("exclude", "dangling"):
+        for i, pattern in enumerate(v.sequence(v.override(top, key, key, (key,)), key)):
+            if (text := v.image_path(pattern, f"{key}[{i}]", glob=True)) is not None:
+                v.set((key, text), True, f"{key}[{i}]")
+    _accounts(v, v.override(top, "accounts", "accounts", ("users",), ("groups",), replaceable=False))
+    _runtime(v, v.override(top, "runtime", "runtime", ("runtime",), replaceable=False))
+    _system(v, v.override(top, "system", "system", ("system",), replaceable=False))
+    _image(v, v.override(top, "image", "image", ("image",), replaceable=False))
+    if (base := v.override(top, "base", "base", ("base",), replaceable=False)) is not None and v.string(base, "base"):
         v.set(("base",), base, "base")
     return v.settings, extends, v.issues
 
@@ -173,20 +203,29 @@ def _packages(v: _Validator, value: Any) -> None:
         key = f"packages[{i}]"
         if isinstance(item, str):
             item = {"name": item}
-        spec = v.mapping(item, key, ("name", "optional"))
+        spec = v.mapping(item, key, ("name", "optional", "depends"))
         name = spec.get("name")
         if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9][a-z0-9+.-]*(:[a-z0-9]+)?", name):
             v.error(f"{key}.name" if isinstance(item, dict) else key, f"{name!r} is not a package name such as libssl3")
             continue
         optional = v.boolean(spec["optional"], f"{key}.optional") if "optional" in spec else False
-        v.set(("packages", name), PackageSpec(name, bool(optional)), key)
+        depends = v.boolean(spec["depends"], f"{key}.depends") if "depends" in spec else False
+        v.set(("packages", name), PackageSpec(name, bool(optional), bool(depends)), key)
 
 
 def _runtime(v: _Validator, value: Any) -> None:
     spec = v.mapping(value, "runtime", RUNTIME_KEYS)
-    for key, item in spec.items():
+    for key in spec:
         where = f"runtime.{key}"
-        if key in ("gconv", "locales", "tzdata"):
+        lists = key in ("gconv", "locales", "tzdata", "plugins")
+        if lists and spec[key] is False:  # `tzdata: no`: none of it, whatever the parents say
+            spec[key] = None
+        item = v.override(spec, key, where, ("runtime", key), replaceable=lists)
+        if item is None:
+            continue
+        if key == "plugins":
+            _plugins(v, item)
+        elif key in ("gconv", "locales", "tzdata"):
             names = ["*"] if item == "all" else (v.sequence(item, where) if not isinstance(item, str) else None)
             if names is None or not all(isinstance(n, str) and re.fullmatch(r"[A-Za-z0-9_.+@/*-]+", n) for n in names):
                 v.error(where, f"must be `all` or a list of names, not {item!r}")
@@ -205,6 +244,22 @@ def _runtime(v: _Validator, value: Any) -> None:
                 v.error(where, f"must be auto, yes or no, not {item!r}")
         elif (flag := v.boolean(item, where)) is not None:
             v.set(("runtime", key), flag, where)
+
+
+def _plugins(v: _Validator, value: Any) -> None:
+    """`runtime.plugins`: [{host: program glob, paths: [plugin globs], optional}], keyed by host."""
+    for i, item in enumerate(v.sequence(value, "runtime.plugins")):
+        key = f"runtime.plugins[{i}]"
+        spec = v.mapping(item, key, ("host", "paths", "optional"))
+        if "host" not in spec or "paths" not in spec:
+            if isinstance(item, dict):
+                v.error(key, "needs a `host` (the program that loads the plugins) and `paths` (the plugins)")
+            continue
+        host = v.image_path(spec["host"], f"{key}.host", glob=True)
+        globs = [v.image_path(p, f"{key}.paths[{j}]", glob=True) for j, p in enumerate(v.sequence(spec["paths"], f"{key}.paths"))]
+        optional = v.boolean(spec["optional"], f"{key}.optional") if "optional" in spec else False
+        if host is not None and globs and all(g is not None for g in globs):
+            v.set(("runtime", "plugins", host), PluginSpec(host, tuple(g for g in globs if g), bool(optional)), key)
 
 
 def _mode(v: _Validator, spec: dict[str, Any], key: str) -> int | None:
@@ -242,6 +297,10 @@ def _paths(v: _Validator, value: Any) -> None:
                 v.error(f"{key}.{kind}", f"must be a string, not {_kind(spec[kind])}")
             else:
                 entry_value = spec[kind]
+        if path is not None and kind is PathKind.SOURCE and path.rstrip("/") in SHADOW_FILES:
+            v.error(key, "the source's file holds password hashes and never ships; set `system.shadow: yes` "
+                         "for one with the shipped accounts, locked")
+            continue
         if path is not None and kind is not PathKind.SOURCE and paths.is_glob(path):
             v.error(key, f"{kind} entries need a literal path; globs are allowed only for copies from the source")
             continue
@@ -267,6 +326,8 @@ def _owner(v: _Validator, spec: dict[str, Any], key: str) -> str | None:
 
 def _accounts(v: _Validator, value: Any) -> None:
     spec = v.mapping(value, "accounts", ("users", "groups"))
+    for name in ("users", "groups"):
+        spec[name] = v.override(spec, name, f"accounts.{name}", (name,))
     for i, item in enumerate(v.sequence(spec.get("users"), "accounts.users")):
         key = f"accounts.users[{i}]"
         if isinstance(item, str):
@@ -319,16 +380,19 @@ def _account(v: _Validator, fields: dict[str, Any], key: str, ids: tuple[str, ..
 
 def _system(v: _Validator, value: Any) -> None:
     spec = v.mapping(value, "system", SYSTEM_KEYS)
-    for key, item in spec.items():
+    for key in spec:
         where = f"system.{key}"
+        item = v.override(spec, key, where, ("system", key), replaceable=False)
+        if item is None:
+            continue
         if key == "timezone":
-            if item is None or item is False or item == "none":
+            if item is False or item == "none":
                 v.set(("system", key), None, where)
             elif isinstance(item, str) and re.fullmatch(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*", item):
                 v.set(("system", key), item, where)
             else:
                 v.error(where, f"{item!r} is not a zone name such as UTC or Europe/Paris (or `none`)")
-        elif key in ("ca-certificates", "package-metadata"):
+        elif key in ("ca-certificates", "package-metadata", "shadow"):
             if item == "auto" or isinstance(item, bool):
                 v.set(("system", key), _switch(item), where)
             else:
@@ -339,6 +403,10 @@ def _system(v: _Validator, value: Any) -> None:
 
 def _image(v: _Validator, value: Any) -> None:
     spec = v.mapping(value, "image", IMAGE_KEYS)
+    for key in list(spec):
+        spec[key] = v.override(spec, key, f"image.{key}", ("image", key), replaceable=key in ("env", "labels", "expose", "volumes"))
+        if spec[key] is None:
+            del spec[key]
     for key in ("entrypoint", "cmd"):
         if key in spec:
             items = v.sequence(spec[key], f"image.{key}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["PathKind", "Switch", "DlopenPriority", "BinarySpec", "PackageSpec", "PathSpec", "UserSpec", "GroupSpec"]
+__all__ = ["PathKind", "Switch", "DlopenPriority", "BinarySpec", "PackageSpec", "PathSpec", "PluginSpec", "UserSpec", "GroupSpec"]
 
 
 class PathKind(enum.StrEnum):
@@ -60,6 +60,16 @@ class PackageSpec:
     """A package whose every file ships (from the source's dpkg or apk database)."""
 
     name: str
+    optional: bool = False
+    depends: bool = False  # also its Depends and Pre-Depends, except what the ELF closure provides and essential ones
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """Plugins (`paths`, globs) that `host` loads into its own process: checked as its dlopen would load them."""
+
+    host: str
+    paths: tuple[str, ...]
     optional: bool = False
 
 

@@ -3,7 +3,8 @@
 /tmp (1777), /run and the source's /var/run link, /etc/nsswitch.conf for glibc programs,
 /etc/localtime with the one zone file it names, the source's CA bundle when TLS libraries
 ship, /etc/os-release, and /etc/passwd and /etc/group reduced to the accounts in use.
-No /etc/shadow is ever written.
+/etc/shadow and /etc/gshadow are generated (never copied: the source's hold password hashes) for
+the same accounts, locked, when `system.shadow` asks for them (`auto`: when PAM's pam_unix ships).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ CA_BUNDLES = (
 )
 # OpenSSL's compiled-in defaults point here; the distribution links them to the bundle
 _OPENSSL_LINKS = ("/usr/lib/ssl/cert.pem", "/usr/lib/ssl/certs", "/etc/pki/tls/cert.pem", "/etc/ssl/cert.pem")
+_SHADOW_READERS = ("pam_unix.so", "unix_chkpwd")  # PAM's account check needs an entry per user
 _TLS_LIBRARY = re.compile(r"lib(ssl|crypto|gnutls|mbedtls|wolfssl|nss3)[.-].*so")
 
 
@@ -227,8 +229,31 @@ def add_account_files(builder: PlanBuilder, context: PlanContext) -> None:
         account = db.user(name)
         if account is not None and (group := db.group(account.gid)) is not None:
             groups.add(group.name)
+    shadow = _shadow_wanted(builder, context)
+    shadow_group = db.group("shadow") if shadow else None
+    if shadow_group is not None:
+        groups.add(shadow_group.name)  # Debian's: unix_chkpwd is setgid shadow to read /etc/shadow
     builder.raise_issues()
     passwd, group_text = db.render(users, groups)
     for path, text, what in (("/etc/passwd", passwd, "users"), ("/etc/group", group_text, "groups")):
         names = ", ".join(sorted(users if what == "users" else groups))
         builder.generate(path, text.encode(), _system(f"system.passwd: {what} {names}"))
+    if shadow:
+        gid = shadow_group.gid if shadow_group is not None else 0
+        for path, text in zip(("/etc/shadow", "/etc/gshadow"), db.render_shadow(users, groups), strict=True):
+            data = text.encode()
+            target = builder.rebase(path, follow=False)
+            builder.add(Entry(target, EntryKind.FILE, 0o640, 0, gid, size=len(data), data=data),
+                        _system(f"system.shadow: {shadow}, every account locked"))
+
+
+def _shadow_wanted(builder: PlanBuilder, context: PlanContext) -> str | None:
+    """Why shadow files are written (`yes`, or what reads them for `auto`), or None."""
+    setting = context.profile.system.shadow
+    if setting is Switch.YES:
+        return "yes"
+    if setting is Switch.AUTO:
+        readers = sorted(p for p in builder.plan.entries if p.rsplit("/", 1)[-1] in _SHADOW_READERS)
+        if readers:
+            return f"auto ({readers[0]} reads it)"
+    return None

@@ -385,6 +385,40 @@ def probe_platform(root: str, qemu: str) -> dict[str, Any]:
     return result
 
 
+def probe_squid(root: str) -> dict[str, Any]:
+    """squid as a forward proxy: a request to a closed port answers with squid's error page, from its
+    templates (which live behind the `errors -> ../squid-langpack` directory link), in the language asked for."""
+    out = Path(root)
+    (out / "etc/squid/conf.d").mkdir(exist_ok=True)
+    (out / "etc/squid/conf.d/probe.conf").write_text("shutdown_lifetime 0 seconds\nvisible_hostname probe\n")
+    server = subprocess.Popen(["chroot", root, "/usr/sbin/squid", "-N", "-f", "/etc/squid/squid.conf"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    result: dict[str, Any] = {"started": wait_port(3128, server)}
+    if result["started"]:
+        with socket.create_connection(("127.0.0.1", 3128), timeout=30) as sock:
+            sock.sendall(b"GET http://127.0.0.1:1999/ HTTP/1.1\r\nHost: 127.0.0.1:1999\r\nAccept-Language: de\r\n"
+                         b"Connection: close\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        head, _, body = data.decode("utf-8", "replace").partition("\r\n\r\n")
+        result["status"] = head.split("\r\n", 1)[0]
+        result["error"] = next((line.split(": ", 1)[1] for line in head.split("\r\n") if line.startswith("X-Squid-Error:")), None)
+        result["missing_template"] = "Missing Template" in body
+        result["german"] = "FEHLER" in body
+    result["stderr"] = stop(server, signal.SIGINT)
+    return result
+
+
+def probe_command(root: str, spec: str) -> dict[str, Any]:
+    """One command in the root: spec is JSON {argv, env, user}; exit code, stdout and stderr come back."""
+    command = json.loads(spec)
+    user = [f"--userspec={ids(Path(root), command['user'])}"] if command.get("user") else []
+    run = subprocess.run(["chroot", *user, root, *command["argv"]], capture_output=True, text=True, timeout=240,
+                         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **command.get("env", {})})
+    return {"exit": run.returncode, "stdout": run.stdout[-3000:], "stderr": run.stderr[-3000:]}
+
+
 if __name__ == "__main__":
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     runtime_mounts(sys.argv[2])

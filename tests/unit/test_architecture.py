@@ -85,7 +85,7 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 def test_collectors_never_see_the_planner() -> None:
     graph = _graph()
-    for collector in ("distill.runtime", "distill.system", "distill.pkgmeta", "distill.builder"):
+    for collector in ("distill.runtime", "distill.system", "distill.pkgmeta", "distill.links", "distill.builder"):
         assert "distill.planner" not in graph[collector], collector
 
 

@@ -79,3 +79,56 @@ def test_a_library_found_only_through_ld_so_conf_gets_a_cache(tree: Tree, tmp_pa
     names = [line.split()[0] for line in listed.stdout.splitlines()[1:]]
     assert "liblocal.so.1" in names and "libc.so.6" in names
     assert len(names) == len(set(names)) and len(names) < 10  # only what ships, not the source's whole cache
+
+
+def test_a_shipped_symlink_brings_its_target_or_fails_naming_it(tree: Tree, tmp_path: Path) -> None:
+    """A `**` rule over a directory link takes the target's tree; a literal rule takes the target itself;
+    a target left out fails the check naming the link, unless `dangling` allows it."""
+    tree.app()
+    tree.write("/usr/share/pack/de/page", "Seite")
+    tree.symlink("/usr/share/pack/de-de", "de")
+    tree.symlink("/usr/share/app/errors", "../pack")
+    tree.symlink("/usr/share/app/gone", "/nowhere")
+    view = DirView(tree.root)
+    plan = make_plan(view, profile(tmp_path, "binaries: [/usr/bin/app]\npaths:\n  /usr/share/app/**: {}\n"))
+    assert {"/usr/share/pack/de/page", "/usr/share/pack/de-de"} <= set(plan.entries)
+    assert plan.entries["/usr/share/pack/de/page"].reasons[0].describe() == \
+        "in /usr/share/pack, the target of a shipped symlink <- /usr/share/app/errors"
+    assert not [w for w in plan.warnings if "/nowhere" in w]  # it dangles in the source alike, and no rule named it
+    named = make_plan(view, profile(tmp_path, "binaries: [/usr/bin/app]\npaths:\n  /usr/share/app/gone: {}\n"))
+    assert f"{tmp_path}/app.yaml: paths['/usr/share/app/gone']: /usr/share/app/gone is a symlink to /nowhere, " \
+           "which the source does not have" in named.warnings
+    assert check_plan(named, view).errors == []
+    assert check_plan(plan, view).errors == []
+    literal = make_plan(view, profile(tmp_path, "binaries: [/usr/bin/app]\npaths:\n  /usr/share/app/errors: {}\n"))
+    assert "/usr/share/pack" in literal.entries and "/usr/share/pack/de/page" not in literal.entries
+    cut = make_plan(view, profile(tmp_path, "binaries: [/usr/bin/app]\npaths:\n  /usr/share/app/errors: {}\n"
+                                             "exclude: [/usr/share/pack]\n"))
+    assert [(f.kind, str(f)) for f in check_plan(cut, view).errors] == [(FindingKind.DANGLING_LINK,
+        "/usr/share/app/errors: symlink to ../pack, but /usr/share/pack is not in the output (excluded by the profile); "
+        "ship it, or list the link under `dangling` if it may point at nothing")]
+    allowed = make_plan(view, profile(tmp_path, "binaries: [/usr/bin/app]\npaths:\n  /usr/share/app/errors: {}\n"
+                                                 "exclude: [/usr/share/pack]\ndangling: [/usr/share/app/*]\n"))
+    assert check_plan(allowed, view).errors == []
+
+
+def test_plugins_of_a_host_are_checked_in_its_process(tree: Tree, tmp_path: Path) -> None:
+    tree.glibc()
+    tree.lib("/opt/host/lib/libhost.so", soname="libhost.so")
+    tree.prog("/opt/host/bin/host", needs=["/opt/host/lib/libhost.so"], flags=["-Wl,-rpath,$ORIGIN/../lib"])
+    tree.lib("/opt/host/lib/server/libcore.so", soname="libcore.so")
+    for name in ("a", "b"):
+        tree.lib(f"/opt/host/lib/lib{name}.so", soname=f"lib{name}.so", needs=["/opt/host/lib/libhost.so", "/opt/host/lib/server/libcore.so"])
+    view = DirView(tree.root)
+    alone = make_plan(view, profile(tmp_path, "binaries: [/opt/host/bin/host]\npaths:\n  /opt/host/lib/**: {}\n"))
+    errors = check_plan(alone, view).errors
+    assert sorted(str(e).split(" is not")[0] for e in errors) == [
+        "libcore.so (needed by /opt/host/lib/liba.so)", "libcore.so (needed by /opt/host/lib/libb.so)",
+        "libhost.so (needed by /opt/host/lib/liba.so)", "libhost.so (needed by /opt/host/lib/libb.so)"]
+    assert any(str(e).endswith("; /opt/host/lib/server/libcore.so ships, off its search path: if one program loads both, list "
+                               "/opt/host/lib/liba.so under runtime.plugins with that program as the host") for e in errors)
+    hosted = make_plan(view, profile(tmp_path, "runtime:\n  plugins: [{host: /opt/host/bin/*, paths: ['/opt/host/lib/**/*.so']}]\n"))
+    assert hosted.hosts["/opt/host/lib/liba.so"][0] == "/opt/host/bin/host"
+    assert check_plan(hosted, view).errors == []
+    core = hosted.entries["/opt/host/lib/server/libcore.so"]
+    assert core.reasons[0].describe() == "runtime.plugins: /opt/host/bin/*: a plugin /opt/host/bin/host loads"

@@ -327,3 +327,47 @@ def test_ld_library_path_comes_after_rpath_and_before_runpath(tree: Tree) -> Non
     from helpers.tree import parse_ld_list
 
     assert same_answer(model_list(found), parse_ld_list(real.stdout, real.stderr))
+
+
+HOST_SOURCE = r"""
+#include <dlfcn.h>
+#include <stdio.h>
+int host_api(void) { return 42; }
+int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (!dlopen(argv[i], RTLD_NOW | RTLD_GLOBAL)) { printf("%s\n", dlerror()); return 1; }
+    }
+    printf("loaded\n");
+    return 0;
+}
+"""
+
+
+def test_a_plugin_reuses_what_its_host_process_has_loaded(tree: Tree) -> None:
+    """A plugin linking back to its host's libraries (a JVM's lib/*.so and libjvm.so): alone it misses
+    them; in the host's process, dlopen reuses them by soname. glibc's own dlopen, run in the tree, agrees."""
+    tree.glibc()
+    tree.lib("/opt/host/lib/libhost.so", soname="libhost.so")
+    tree.prog("/opt/host/bin/host", needs=["/opt/host/lib/libhost.so"], flags=["-Wl,-rpath,$ORIGIN/../lib", "-ldl"],
+              source=HOST_SOURCE)
+    tree.lib("/opt/host/lib/server/libcore.so", soname="libcore.so")
+    tree.lib("/opt/host/lib/libplugin.so", soname="libplugin.so", needs=["/opt/host/lib/libhost.so", "/opt/host/lib/server/libcore.so"])
+    loader = Loader(DirView(tree.root))
+    alone = loader.closure("/opt/host/lib/libplugin.so")
+    assert {ln.name for ln in alone.missing} == {"libcore.so", "libhost.so"}  # opened alone, neither is on a search path
+    in_host = loader.closure("/opt/host/lib/libplugin.so", host="/opt/host/bin/host", companions=("/opt/host/lib/server/libcore.so",))
+    assert not in_host.missing
+    assert (link(in_host, "libcore.so").rule, link(in_host, "libcore.so").path) == ("already loaded", "/opt/host/lib/server/libcore.so")
+    assert link(in_host, "libhost.so").rule == "already loaded" and in_host.objects == ("/opt/host/lib/libplugin.so",)
+    without_companion = loader.closure("/opt/host/lib/libplugin.so", host="/opt/host/bin/host")
+    assert {ln.name for ln in without_companion.missing} == {"libcore.so"}
+    assert run_host(tree, "/opt/host/lib/server/libcore.so", "/opt/host/lib/libplugin.so") == "loaded\n"
+    assert "libcore.so: cannot open shared object file" in run_host(tree, "/opt/host/lib/libplugin.so")
+
+
+def run_host(tree: Tree, *plugins: str) -> str:
+    """Run the tree's host program in a chroot with its own /proc ($ORIGIN of a program comes from /proc/self/exe)."""
+    script = (f"mkdir -p {tree.root}/proc && mount -t proc proc {tree.root}/proc && "
+              f"exec chroot {tree.root} /opt/host/bin/host {' '.join(plugins)}")
+    result = subprocess.run(["unshare", "-m", "--propagation", "private", "--", "sh", "-c", script], capture_output=True, text=True)
+    return result.stdout + result.stderr

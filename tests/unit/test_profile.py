@@ -207,3 +207,88 @@ def test_modes_accept_octal_strings(value: str, mode: int) -> None:
 def test_modes_accept_yaml_octal_ints(tmp_path: Path) -> None:
     profile = load(tmp_path, "schema: distill/v1\npaths:\n  /etc/x: {text: a, mode: 0640}\n")
     assert [spec.mode for spec, _ in profile.paths] == [0o640]
+
+
+# -- overriding what a parent gives ----------------------------------------------------------------------
+
+
+def test_a_child_clears_or_replaces_inherited_lists(tmp_path: Path) -> None:
+    write(tmp_path, "parent.yaml", """\
+        schema: distill/v1
+        extends: [tzdata, gconv]
+        binaries: [/bin/a, /bin/b]
+        exclude: [/x/**]
+        image: {env: {A: "1", B: "2"}, expose: [80]}
+        system: {timezone: Europe/Paris, tmp: no}
+        """)
+    plain = load(tmp_path, "schema: distill/v1\nextends: [./parent.yaml]\nruntime: {tzdata: [UTC]}\n")
+    assert plain.runtime.tzdata == ("*", "UTC")  # a list adds to what the parent gives
+    child = load(tmp_path, """\
+        schema: distill/v1
+        extends: [./parent.yaml]
+        binaries: {replace: [/bin/c]}
+        exclude: null
+        runtime: {tzdata: null, gconv: {replace: [UTF-16]}}
+        image: {env: {replace: {C: "3"}}, expose: null}
+        system: {timezone: null, tmp: null}
+        """)
+    assert [spec.path for spec, _ in child.binaries] == ["/bin/c"]
+    assert child.exclude == () and child.runtime.tzdata == () and child.runtime.gconv == ("UTF-16",)
+    assert child.image.env == {"C": "3"} and child.image.expose == ()
+    assert child.system.timezone == "UTC" and child.system.tmp is True  # null: back to the default
+    assert load(tmp_path, "schema: distill/v1\nextends: [./parent.yaml]\nruntime: {tzdata: no}\n").runtime.tzdata == ()
+    cleared = load(tmp_path, "schema: distill/v1\nextends: [./parent.yaml]\nruntime: null\nimage: null\n")
+    assert cleared.runtime.tzdata == () and cleared.runtime.gconv == () and cleared.image.env == {}
+
+
+def test_an_empty_list_under_an_inherited_one_is_refused_with_the_forms(tmp_path: Path) -> None:
+    issues = refused(tmp_path, "schema: distill/v1\nextends: [tzdata]\nruntime: {tzdata: []}\n")
+    assert issues == [f"{tmp_path}/app.yaml: runtime.tzdata: empty, which adds nothing to what profiles/tzdata.yaml: runtime.tzdata "
+                      "gives (lists merge as unions); write `null` to clear it, or `{replace: [...]}` to replace it"]
+
+
+def test_a_cleared_key_settles_a_conflict_between_parents(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", "schema: distill/v1\nsystem: {timezone: UTC}\n")
+    write(tmp_path, "b.yaml", "schema: distill/v1\nsystem: {timezone: Europe/Paris}\n")
+    assert load(tmp_path, "schema: distill/v1\nextends: [./a.yaml, ./b.yaml]\nsystem: {timezone: null}\n").system.timezone == "UTC"
+
+
+def test_new_keys_shadow_plugins_depends_dangling(tmp_path: Path) -> None:
+    profile = load(tmp_path, """\
+        schema: distill/v1
+        packages: [{name: nodejs, depends: true}]
+        runtime:
+          plugins: [{host: /usr/lib/jvm/*/bin/java, paths: [/usr/lib/jvm/*/lib/*.so]}]
+        dangling: [/etc/alternatives/**]
+        system: {shadow: yes}
+        """)
+    assert [(spec.name, spec.depends) for spec, _ in profile.packages] == [("nodejs", True)]
+    assert [(p.host, p.paths) for p in profile.runtime.plugins] == [("/usr/lib/jvm/*/bin/java", ("/usr/lib/jvm/*/lib/*.so",))]
+    assert profile.dangling == ("/etc/alternatives/**",) and profile.system.shadow == "yes"
+    assert load_profile("glibc").system.shadow == "auto"
+
+
+@pytest.mark.parametrize("path", ["/etc/shadow", "/etc/gshadow"])
+def test_a_paths_entry_for_a_shadow_file_is_refused(tmp_path: Path, path: str) -> None:
+    issues = refused(tmp_path, f"schema: distill/v1\npaths:\n  {path}: {{}}\n")
+    assert issues == [f"{tmp_path}/app.yaml: paths[{path!r}]: the source's file holds password hashes and never ships; "
+                      "set `system.shadow: yes` for one with the shipped accounts, locked"]
+
+
+def test_paths_and_accounts_can_be_replaced_or_cleared(tmp_path: Path) -> None:
+    write(tmp_path, "parent.yaml", """\
+        schema: distill/v1
+        paths: {/etc/a: {}, /etc/b: {text: b}}
+        accounts: {users: [www-data], groups: [www-data]}
+        """)
+    child = load(tmp_path, "schema: distill/v1\nextends: [./parent.yaml]\npaths: {replace: {/etc/c: {}}}\n"
+                           "accounts: {users: {replace: [app]}}\n")
+    assert [spec.path for spec, _ in child.paths] == ["/etc/c"]
+    assert [spec.name for spec, _ in child.users] == ["app"] and [spec.name for spec, _ in child.groups] == ["www-data"]
+    cleared = load(tmp_path, "schema: distill/v1\nextends: [./parent.yaml]\npaths: null\naccounts: null\n")
+    assert cleared.paths == () and cleared.users == () and cleared.groups == ()
+
+
+def test_an_app_profile_can_be_extended_and_its_fragment_cleared(tmp_path: Path) -> None:
+    profile = load(tmp_path, "schema: distill/v1\nextends: [python3]\nruntime: {tzdata: null}\n")
+    assert profile.runtime.tzdata == () and profile.runtime.gconv  # the other fragments stay

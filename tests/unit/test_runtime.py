@@ -162,3 +162,91 @@ def test_package_metadata_can_be_switched_off(base: Tree, tmp_path: Path) -> Non
 
 def test_host_libc_is_the_fixture_glibc() -> None:
     assert HOST_LIBC.exists() and shutil.which("gcc")
+
+
+def test_nsswitch_no_means_no_file_and_no_modules(base: Tree, tmp_path: Path) -> None:
+    base.lib(f"{LIBDIR}/libnss_myhostname.so.2", soname="libnss_myhostname.so.2")
+    base.write("/etc/nsswitch.conf", "hosts: files myhostname\n")
+    plan = plan_for(base, tmp_path, "binaries: [/usr/bin/app]\nruntime: {nss: auto}\nsystem: {nsswitch: no}\n")
+    assert "/etc/nsswitch.conf" not in plan.entries and not [p for p in plan.entries if "libnss_" in p]
+    shipped = plan_for(base, tmp_path, "binaries: [/usr/bin/app]\nruntime: {nss: auto}\nsystem: {nsswitch: no}\n"
+                                       "paths:\n  /etc/nsswitch.conf: {}\n")
+    assert "/etc/nsswitch.conf" in shipped.entries and f"{LIBDIR}/libnss_myhostname.so.2" in shipped.entries
+
+
+def test_tzdata_all_on_a_source_without_zones_warns(base: Tree, tmp_path: Path) -> None:
+    plan = plan_for(base, tmp_path, "extends: [tzdata]\nbinaries: [/usr/bin/app]\n")
+    assert any(w.startswith("runtime.tzdata: the source has no time-zone database") and "zoneinfo has no zones" in w
+               for w in plan.warnings)
+    with pytest.raises(ProfileError) as caught:
+        plan_for(base, tmp_path, "binaries: [/usr/bin/app]\nruntime: {tzdata: [Europe/Paris]}\n")
+    assert caught.value.issues == ["runtime.tzdata: zone 'Europe/Paris' is not in the source's /usr/share/zoneinfo"]
+
+
+def test_shadow_is_generated_for_the_shipped_accounts_locked(base: Tree, tmp_path: Path) -> None:
+    base.write("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\nother:x:1001:1001::/:/bin/sh\n")
+    base.write("/etc/group", "root:x:0:\nshadow:x:42:\napp:x:1000:other\nother:x:1001:\n")
+    base.write("/etc/shadow", "root:$6$salt$secrethash:19000:0:99999:7:::\napp:$y$j9T$anotherhash:19000:0:99999:7:::\n", 0o640)
+    base.lib(f"{LIBDIR}/security/pam_unix.so")
+    none = plan_for(base, tmp_path, "binaries: [/usr/bin/app]\naccounts: {users: [app]}\n")
+    assert "/etc/shadow" not in none.entries  # auto, and nothing reads it
+    plan = plan_for(base, tmp_path, f"binaries: [/usr/bin/app, {LIBDIR}/security/pam_unix.so]\naccounts: {{users: [app]}}\n")
+    shadow, gshadow = plan.entries["/etc/shadow"], plan.entries["/etc/gshadow"]
+    assert shadow.data == b"root:*:::::::\napp:*:::::::\n" and (shadow.mode, shadow.uid, shadow.gid) == (0o640, 0, 42)
+    assert gshadow.data == b"root:*::\nshadow:*::\napp:*::other\n"
+    assert shadow.reasons[0].detail == f"system.shadow: auto ({LIBDIR}/security/pam_unix.so reads it), every account locked"
+    assert b"shadow:x:42:" in plan.entries["/etc/group"].data
+    off = plan_for(base, tmp_path, f"binaries: [/usr/bin/app, {LIBDIR}/security/pam_unix.so]\nsystem: {{shadow: no}}\n")
+    assert "/etc/shadow" not in off.entries
+
+
+def test_a_glob_over_etc_never_ships_the_sources_shadow(base: Tree, tmp_path: Path) -> None:
+    base.write("/etc/shadow", "root:$6$salt$secrethash:19000:0:99999:7:::\n", 0o640)
+    plan = plan_for(base, tmp_path, "binaries: [/usr/bin/app]\npaths:\n  /etc/**: {}\nsystem: {shadow: no}\n")
+    assert "/etc/shadow" not in plan.entries and "/etc/passwd" in plan.entries
+    assert "/etc/shadow: not shipped: the source's /etc/shadow holds password hashes (system.shadow writes a locked one " \
+           "for the shipped accounts)" in plan.warnings
+    base.symlink("/etc/innocent", "shadow")
+    with pytest.raises(ProfileError) as caught:
+        plan_for(base, tmp_path, "binaries: [/usr/bin/app]\npaths:\n  /etc/copy: {copy: /etc/innocent}\n")
+    assert caught.value.issues[0].endswith("paths['/etc/copy'].copy: /etc/shadow holds password hashes and never ships; "
+                                           "set `system.shadow: yes` for one with the shipped accounts, locked")
+
+
+def test_shadow_on_a_base_keeps_the_bases_lines_and_adds_ours(base: Tree, tmp_path: Path) -> None:
+    from distill.layering import rebase_plan
+
+    plan = plan_for(base, tmp_path, "binaries: [/usr/bin/app]\nsystem: {shadow: yes}\n")
+    image_base = Tree(tmp_path / "base")
+    image_base.write("/etc/shadow", "nonroot:*:18000:0:99999:7:::\n", 0o640)
+    layer, report = rebase_plan(plan, DirView(base.root), DirView(image_base.root))
+    assert layer.entries["/etc/shadow"].data == b"nonroot:*:18000:0:99999:7:::\nroot:*:::::::\n"
+    assert "/etc/shadow" in report.merged
+
+
+def test_package_depends_are_followed_except_essential_and_closure_libraries(base: Tree, tmp_path: Path) -> None:
+    base.lib(f"{LIBDIR}/libapp.so.1", soname="libapp.so.1")
+    base.lib(f"{LIBDIR}/libother.so.1", soname="libother.so.1")
+    base.prog("/usr/bin/appbin", needs=[f"{LIBDIR}/libapp.so.1", f"{LIBDIR}/libother.so.1"])
+    stanzas = {
+        "app": "Depends: libapp1 (>= 1.0), libother1, data-a | data-b, virtual-thing, ess, missing (>= 2)",
+        "libapp1": "Source: app\nDepends: app-data",
+        "libother1": "Source: other\nDepends: other-data",
+        "data-b": "", "prov": "Provides: virtual-thing (= 1)", "ess": "Essential: yes", "app-data": "", "other-data": "",
+    }
+    base.write("/var/lib/dpkg/status", "\n\n".join(f"Package: {name}\nStatus: install ok installed\nArchitecture: amd64\n"
+                                                  f"Version: 1\n{extra}".strip() for name, extra in stanzas.items()) + "\n")
+    files = {"app": "/usr/bin/appbin", "libapp1": f"{LIBDIR}/libapp.so.1", "libother1": f"{LIBDIR}/libother.so.1"}
+    for name in stanzas:
+        path = files.get(name, f"/usr/share/{name}/file")
+        if name not in files:
+            base.write(path, name)
+        base.write(f"/var/lib/dpkg/info/{name}.list", f"{path}\n")
+    plan = plan_for(base, tmp_path, "packages: [{name: app, depends: true}]\n")
+    shipped = {p.split("/")[3] for p in plan.entries if p.startswith("/usr/share/") and p.endswith("/file")}
+    assert shipped == {"data-b", "prov", "app-data"}  # not ess (essential), not other-data (libother1 is another source's library)
+    reason = plan.entries["/usr/share/app-data/file"].reasons[0].detail
+    assert reason == f"{tmp_path}/p.yaml: packages[0]: app-data, which libapp1 depends on (app-data)"
+    assert f"{tmp_path}/p.yaml: packages[0]: app depends on missing (>= 2), which rootfs:{base.root} does not have" in plan.warnings
+    plain = plan_for(base, tmp_path, "packages: [app]\n")
+    assert not [p for p in plain.entries if p.endswith("/file")]
