@@ -132,6 +132,8 @@ class PlanBuilder:
         rule that names the link itself (`named`: its origin) hears about it.
         """
         found = self.view.resolve(link)
+        if found.error:  # a loop, or a chain longer than the kernel follows: the source is broken
+            raise SourceError(f"{self.view.name}: {link}: {found.error}")
         if found.node is not None:
             self.ship(link, Reason(ReasonKind.TARGET, "target of a shipped symlink", via=link))
         elif named is not None and not found.path.startswith(RUNTIME_PROVIDED):

@@ -154,13 +154,16 @@ class ImageView(View):
             self.children.setdefault(node.path, set())
 
     def _remove(self, path: str) -> None:
-        node = self.nodes.pop(path, None)
-        if node is None:
+        """Remove `path` and everything below it, with an explicit stack (a layer sets the depth)."""
+        if path not in self.nodes:
             return
-        self.data.pop(path, None)
         self.children.get(paths.parent(path), set()).discard(path.rsplit("/", 1)[1])
-        for name in self.children.pop(path, set()):
-            self._remove(paths.join(path, name))
+        stack = [path]
+        while stack:
+            current = stack.pop()
+            self.nodes.pop(current, None)
+            self.data.pop(current, None)
+            stack.extend(paths.join(current, name) for name in self.children.pop(current, ()))
 
     def _add(self, member: Member, layer: int, where: str) -> None:
         target = self._place(member.name, where)
