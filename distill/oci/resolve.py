@@ -32,6 +32,7 @@ def resolve_image(
     read_blob: Callable[[Descriptor], bytes],
     open_blob: Callable[[Descriptor], BinaryIO],
     platform: Platform,
+    probe_blob: Callable[[Descriptor], None] | None = None,
 ) -> Image:
     """Pick `platform` from an index if `top` is one, then load the manifest's config."""
     kind, document = parse_manifest(top, name, top_media_type)
@@ -49,7 +50,7 @@ def resolve_image(
     config = parse_json(config_bytes, f"{name}: config")
     layers = [Descriptor.from_json(layer, f"{name}: layers[{i}]") for i, layer in enumerate(document["layers"])]
     image = Image(name, document, manifest_bytes, sha256_of(manifest_bytes), config, config_bytes, config_descriptor,
-                  layers, open_blob, offered)
+                  layers, open_blob, offered, probe_blob)
     if kind == "manifest" and top is manifest_bytes and platform.architecture and image.platform.architecture \
             and not platform.matches(image.platform.os, image.platform.architecture, image.platform.variant):
         raise SourceError(f"{name}: the image is for {image.platform}, not {platform} (use --platform {image.platform})")
