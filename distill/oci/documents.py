@@ -29,6 +29,7 @@ __all__ = [
     "check_manifest",
     "check_config",
     "check_archive_manifest",
+    "check_layout_file",
     "check_token",
     "created_seconds",
 ]
@@ -180,6 +181,7 @@ CONFIG = obj({"created": string, "author": string, "architecture": string, "os":
               "history": nullable(listof(_HISTORY))}, required=("rootfs",))
 ARCHIVE_MANIFEST = listof(obj({"Config": string, "Layers": listof(string), "RepoTags": _STRINGS,
                                "LayerSources": nullable(mapof(DESCRIPTOR))}, required=("Config", "Layers")), nonempty=True)
+LAYOUT_FILE = obj({"imageLayoutVersion": string}, required=("imageLayoutVersion",))
 TOKEN = obj({"token": string, "access_token": string, "expires_in": number, "issued_at": string,
              "refresh_token": string})
 
@@ -254,6 +256,11 @@ def check_config(value: dict[str, Any], document: str) -> dict[str, Any]:
 def check_archive_manifest(value: Any, document: str) -> list[dict[str, Any]]:
     _run(ARCHIVE_MANIFEST, value, document)
     return value  # type: ignore[no-any-return]
+
+
+def check_layout_file(value: dict[str, Any], document: str) -> dict[str, Any]:
+    _run(LAYOUT_FILE, value, document)
+    return value
 
 
 def check_token(value: Any, document: str) -> dict[str, Any]:
