@@ -281,6 +281,23 @@ def profiles_command() -> None:
         click.echo(f"{name:<16} {description}")
 
 
+@cli.group("cache")
+def cache_group() -> None:
+    """The layer cache ($XDG_CACHE_HOME/distill), bounded by DISTILL_CACHE_MAX."""
+
+
+@cache_group.command("prune")
+@click.option("--max", "limit", metavar="SIZE", help="keep at most this much, e.g. 2G (default: DISTILL_CACHE_MAX, else 5G)")
+@click.option("--all", "everything", is_flag=True, help="empty the cache")
+def cache_prune(limit: str | None, everything: bool) -> None:
+    """Remove what was used least recently until the cache fits."""
+    from distill.oci.layers import Cache, parse_size
+
+    cache = Cache()
+    removed, freed = cache.trim(0 if everything else parse_size(limit, "--max") if limit else None)
+    _say(f"cache {cache.root}: removed {removed} entries, freed {freed:,} bytes")
+
+
 def _profile(flags: dict[str, Any]) -> Profile:
     """APP plus the ad-hoc flags, as one validated profile; each setting's origin is the flag that made it."""
     app: str | None = flags["app"]

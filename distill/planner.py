@@ -48,7 +48,8 @@ class Planner:
         self.profile = profile
         self.epoch = epoch
         self.loader = Loader(view, env or LoaderEnv(cwd=profile.image.workdir or "/"))
-        self.builder = PlanBuilder(view, Plan(source=view.name, profile=profile.name), profile.exclude)
+        self.builder = PlanBuilder(view, Plan(source=view.name, profile=profile.name), profile.exclude,
+                                   keep_setuid=profile.system.setuid == "keep")
         self.plan = self.builder.plan
         self.context = PlanContext(view, profile, self.loader, AccountDb(parse_passwd(_text(view, "/etc/passwd")),
                                                                          parse_group(_text(view, "/etc/group"))))
@@ -77,12 +78,27 @@ class Planner:
             self._parents,
             self._hardlinks,
             self._times,
+            self._setuid_report,
         )
 
     def run(self) -> Plan:
         for step in self.steps():
             step()
         return self.plan
+
+    def _setuid_report(self) -> None:
+        """Say which shipped files lost their setuid/setgid bits, and which keep them."""
+        stripped, kept = [], []
+        for entry in self.plan.ordered():
+            if entry.kind is EntryKind.FILE and entry.source is not None:
+                node = self.view.lstat(entry.source)
+                if node is not None and node.mode & 0o6000:
+                    (kept if entry.mode & 0o6000 else stripped).append(entry.path)
+        for found, what in ((stripped, "setuid/setgid bits stripped (system.setuid: keep, or a `mode`, keeps them)"),
+                            (kept, "shipped with setuid/setgid bits")):
+            if found:
+                shown = ", ".join(found[:10]) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
+                self.builder.warn(f"{what}: {shown}")
 
     # -- profile rules ---------------------------------------------------------------------
 
@@ -203,7 +219,8 @@ class Planner:
             if not spec.optional:
                 self.builder.issue(f"{origin}.copy: {spec.value} is not a file in {self.view.name}")
             return
-        entry = replace(entry_from_node(found.node, explicit=True, mode=spec.mode, owner=owner), path=target)
+        mode = spec.mode if spec.mode is not None or not self.builder.keep_setuid else found.node.mode
+        entry = replace(entry_from_node(found.node, explicit=True, mode=mode, owner=owner), path=target)
         self.builder.add(entry, Reason(ReasonKind.PROFILE, f"{origin} (copy of {spec.value})"))
 
     # -- closures ----------------------------------------------------------------------------

@@ -34,6 +34,7 @@ class SystemConfig:
     ca_certificates: Switch = Switch.AUTO
     os_release: bool = True
     package_metadata: Switch = Switch.AUTO
+    setuid: str = "strip"  # strip | keep: setuid/setgid bits of files copied from the source
 
 
 @dataclass(frozen=True)

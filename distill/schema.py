@@ -23,7 +23,8 @@ TOP_KEYS = ("schema", "name", "description", "extends", "binaries", "packages", 
             "system", "image", "base")
 PATH_KINDS = tuple(k.value for k in PathKind if k is not PathKind.SOURCE)
 PATH_MODIFIERS = ("mode", "owner", "optional")
-SYSTEM_KEYS = ("passwd", "nsswitch", "tmp", "run", "timezone", "ca-certificates", "os-release", "package-metadata")
+SYSTEM_KEYS = ("passwd", "nsswitch", "tmp", "run", "timezone", "ca-certificates", "os-release", "package-metadata",
+               "setuid")
 RUNTIME_KEYS = ("nss", "gconv", "openssl", "libgcc-s", "locales", "tzdata", "dlopen-notes")
 _DLOPEN_THRESHOLDS = tuple(p.value for p in DlopenPriority if p is not DlopenPriority.NO)
 IMAGE_KEYS = ("entrypoint", "cmd", "env", "workdir", "user", "expose", "stop-signal", "volumes", "labels")
@@ -328,6 +329,11 @@ def _system(v: _Validator, value: Any) -> None:
                 v.set(("system", key), item, where)
             else:
                 v.error(where, f"{item!r} is not a zone name such as UTC or Europe/Paris (or `none`)")
+        elif key == "setuid":
+            if item in ("strip", "keep"):
+                v.set(("system", key), item, where)
+            else:
+                v.error(where, f"must be strip or keep, not {item!r}")
         elif key in ("ca-certificates", "package-metadata"):
             if item == "auto" or isinstance(item, bool):
                 v.set(("system", key), _switch(item), where)
