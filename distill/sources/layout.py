@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import weakref
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -55,12 +56,24 @@ class TarStore:
                 self.tar = tarfile.open(fileobj=source, mode="r:")
         except (OSError, tarfile.TarError) as exc:
             raise SourceError(f"{name}: cannot read the archive ({getattr(exc, 'strerror', None) or exc})") from None
+        weakref.finalize(self, self.tar.close)  # the archive stays open while anything can still read a blob from it
         self.members: dict[str, tarfile.TarInfo] = {}
         try:
             for member in self.tar:
                 self.members[normalize_member_name(member.name, name)] = member
+            ended = self._ends_properly()
         except (OSError, tarfile.TarError, EOFError) as exc:
             raise SourceError(f"{name}: truncated or corrupt archive ({exc})") from None
+        if not ended:  # tarfile takes a header cut short for the end of the archive
+            raise SourceError(f"{name}: truncated archive: it stops before its end-of-archive marker")
+
+    def _ends_properly(self) -> bool:
+        """True when two zero blocks follow the last member, as every tar writer puts them."""
+        fileobj = self.tar.fileobj
+        assert fileobj is not None
+        fileobj.seek(self.tar.offset)
+        tail = fileobj.read(2 * tarfile.BLOCKSIZE)
+        return len(tail) == 2 * tarfile.BLOCKSIZE and not tail.strip(b"\0")
 
     def has(self, relpath: str) -> bool:
         return normalize_member_name(relpath, self.name) in self.members
