@@ -12,13 +12,18 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import subprocess
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
+from conftest import Result
+
+from distill import cli
 from distill.oci.image import Platform
 
 Mutate = Callable[[Any], Any]
@@ -28,13 +33,20 @@ void _start(void) { __asm__ volatile ("mov $60, %eax\n xor %edi, %edi\n syscall"
 """
 
 
+class AppBytes(bytes):
+    """The app's bytes, with a short repr for test reports (hypothesis prints its arguments)."""
+
+    def __repr__(self) -> str:
+        return f"<static ELF, {len(self)} bytes>"
+
+
 def tiny_static_app(path: Path) -> bytes:
     """A real, static ELF executable of a few KB with no libraries (compiled by gcc here)."""
     src = path.with_suffix(".c")
     src.write_text(TINY_APP)
     subprocess.run(["gcc", "-static", "-nostdlib", "-Os", "-s", "-o", str(path), str(src)], check=True, capture_output=True)
     src.unlink()
-    return path.read_bytes()
+    return AppBytes(path.read_bytes())
 
 
 def tar_bytes(members: list[tuple[tarfile.TarInfo, bytes | None]], fmt: int = tarfile.PAX_FORMAT) -> bytes:
@@ -168,3 +180,24 @@ def paths_of(document: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...
             found.append((*path, key))
             stack.append((child, (*path, key)))
     return sorted(found, key=lambda p: (len(p), [str(s) for s in p]))
+
+
+def run(*args: str) -> Result:
+    """The real `main`, in this process (much cheaper than a subprocess per run): exit code, stdout, stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    code: Any = 0
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            cli.main(list(args))
+        except SystemExit as exc:
+            code = exc.code
+    return Result(int(code or 0), out.getvalue(), err.getvalue())
+
+
+def snapshot(root: Path) -> dict[str, bytes | str]:
+    """Every path below `root` with its bytes (or link target, or 'dir')."""
+    found: dict[str, bytes | str] = {}
+    for path in sorted(root.rglob("*")):
+        key = str(path.relative_to(root))
+        found[key] = (f"-> {os.readlink(path)}" if path.is_symlink() else "dir" if path.is_dir() else path.read_bytes())
+    return found

@@ -6,36 +6,21 @@ static ELF compiled by the test; runs go through the real command line, in proce
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
 import subprocess
 import tarfile
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Result, Tree
-from crafted import Crafted, app_members, tar_bytes, tiny_static_app
+from crafted import Crafted, app_members, run, snapshot, tar_bytes, tiny_static_app
 
-from distill import cli
 from distill.errors import SourceError
 
 MAX_TIME = 253402300799  # 9999-12-31T23:59:59Z
-
-
-def run(*args: str) -> Result:
-    """The real `main`, in this process: exit code, stdout and stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    code: Any = 0
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            cli.main(list(args))
-        except SystemExit as exc:
-            code = exc.code
-    return Result(int(code or 0), out.getvalue(), err.getvalue())
 
 
 def refused(result: Result, code: int, *needles: str) -> str:
@@ -277,15 +262,6 @@ def test_the_internal_error_hint_is_usable(app: bytes, tmp_path: Path, monkeypat
 
 
 # -- 4. writing into an existing layout ------------------------------------------------------------------
-
-
-def snapshot(root: Path) -> dict[str, bytes | str]:
-    """Every path below `root` with its bytes (or link target, or 'dir')."""
-    found: dict[str, bytes | str] = {}
-    for path in sorted(root.rglob("*")):
-        key = str(path.relative_to(root))
-        found[key] = (f"-> {os.readlink(path)}" if path.is_symlink() else "dir" if path.is_dir() else path.read_bytes())
-    return found
 
 
 @pytest.fixture
