@@ -13,7 +13,6 @@ from typing import Any, BinaryIO
 
 from distill.errors import SourceError
 from distill.oci import documents, media
-from distill.oci.digest import valid_digest
 from distill.target import Platform
 
 __all__ = ["MAX_MANIFEST_BYTES", "Descriptor", "Platform", "Image", "parse_json", "parse_manifest", "index_platforms",
@@ -32,15 +31,9 @@ class Descriptor:
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
-    def from_json(cls, value: Any, where: str) -> Descriptor:
-        if not isinstance(value, dict):
-            raise SourceError(f"{where}: descriptor is not an object")
-        digest, size, kind = value.get("digest"), value.get("size"), value.get("mediaType", "")
-        if not valid_digest(digest):
-            raise SourceError(f"{where}: descriptor has an unsupported or malformed digest {str(digest)[:80]!r}")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise SourceError(f"{where}: descriptor of {digest} has an invalid size {size!r}")
-        return cls(str(kind), digest, size, dict(value))
+    def from_json(cls, value: dict[str, Any]) -> Descriptor:
+        """A descriptor from a document that `documents.py` has checked (digest and size are valid)."""
+        return cls(value.get("mediaType", ""), value["digest"], value["size"], dict(value))
 
     def to_json(self, media_type: str | None = None) -> dict[str, Any]:
         out = dict(self.raw) or {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
@@ -78,10 +71,9 @@ class Image:
 
     @property
     def diff_ids(self) -> list[str]:
-        rootfs = self.config.get("rootfs") if isinstance(self.config.get("rootfs"), dict) else {}
-        ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
-        if not isinstance(ids, list) or len(ids) != len(self.layers) or not all(valid_digest(d) for d in ids):
-            raise SourceError(f"{self.name}: config rootfs.diff_ids does not match the {len(self.layers)} layers of the manifest")
+        ids: list[str] = self.config["rootfs"]["diff_ids"]  # digests, checked with the config
+        if len(ids) != len(self.layers):
+            raise SourceError(f"{self.name}: config rootfs.diff_ids names {len(ids)} layers, the manifest {len(self.layers)}")
         return list(ids)
 
     @property
@@ -117,8 +109,8 @@ def index_platforms(index: dict[str, Any], where: str) -> list[tuple[Platform, D
     """The runnable images of an index with their platforms, in index order (attestations and
     unknown-platform entries skipped, a platform listed twice kept once)."""
     out: list[tuple[Platform, Descriptor]] = []
-    for number, item in enumerate(index.get("manifests", [])):
-        descriptor = Descriptor.from_json(item, f"{where}: manifests[{number}]")
+    for item in index["manifests"]:  # an index checked by documents.check_index
+        descriptor = Descriptor.from_json(item)
         annotations = item.get("annotations") or {}
         plat = item.get("platform") or {}
         if annotations.get("vnd.docker.reference.type") == "attestation-manifest" or plat.get("os") == "unknown":

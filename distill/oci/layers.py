@@ -143,10 +143,8 @@ class Cache:
         origins = self.root / "layers" / "from-blob"
         if removed and origins.is_dir():  # records of spools that are gone
             for record in origins.iterdir():
-                try:
-                    if not self.layer_path("sha256:" + record.read_text().strip().split(":")[-1]).exists():
-                        record.unlink(missing_ok=True)
-                except (OSError, SourceError):
+                diff_id = _recorded(record)
+                if diff_id is None or not self.layer_path(diff_id).exists():
                     record.unlink(missing_ok=True)
         return removed, freed
 

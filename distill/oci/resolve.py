@@ -45,10 +45,10 @@ def resolve_image(
         kind, document = parse_manifest(manifest_bytes, f"{name}: {chosen.digest[:19]}", chosen.media_type)
         if kind != "manifest":
             raise SourceError(f"{name}: nested indexes are not supported")
-    config_descriptor = Descriptor.from_json(document["config"], f"{name}: config")
+    config_descriptor = Descriptor.from_json(document["config"])
     config_bytes = read_blob(config_descriptor)
     config = parse_json(config_bytes, f"{name}: config")
-    layers = [Descriptor.from_json(layer, f"{name}: layers[{i}]") for i, layer in enumerate(document["layers"])]
+    layers = [Descriptor.from_json(layer) for layer in document["layers"]]
     image = Image(name, document, manifest_bytes, sha256_of(manifest_bytes), config, config_bytes, config_descriptor,
                   layers, open_blob, offered, probe_blob)
     if kind == "manifest" and top is manifest_bytes and platform.architecture and image.platform.architecture \

@@ -54,7 +54,7 @@ class TarStore:
                 self.tar = tarfile.open(source, mode="r:")
             else:
                 self.tar = tarfile.open(fileobj=source, mode="r:")
-        except (OSError, tarfile.TarError) as exc:
+        except (OSError, tarfile.TarError, ValueError, OverflowError) as exc:
             raise SourceError(f"{name}: cannot read the archive ({getattr(exc, 'strerror', None) or exc})") from None
         weakref.finalize(self, self.tar.close)  # the archive stays open while anything can still read a blob from it
         self.members: dict[str, tarfile.TarInfo] = {}
@@ -62,7 +62,7 @@ class TarStore:
             for member in self.tar:
                 self.members[normalize_member_name(member.name, name)] = member
             ended = self._ends_properly()
-        except (OSError, tarfile.TarError, EOFError) as exc:
+        except (OSError, tarfile.TarError, EOFError, ValueError, OverflowError) as exc:
             raise SourceError(f"{name}: truncated or corrupt archive ({exc})") from None
         if not ended:  # tarfile takes a header cut short for the end of the archive
             raise SourceError(f"{name}: truncated archive: it stops before its end-of-archive marker")
@@ -108,7 +108,7 @@ class _Checked(io.RawIOBase):
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         try:
             data = self.stream.read(len(buffer))
-        except (OSError, tarfile.TarError, EOFError) as exc:
+        except (OSError, tarfile.TarError, EOFError, ValueError, OverflowError) as exc:
             raise SourceError(f"{self.where}: the archive is truncated or corrupt here ({exc})") from None
         memoryview(buffer)[: len(data)] = data
         return len(data)
@@ -156,7 +156,7 @@ def layout_image(store: DirStore | TarStore, ref: str | None, platform: Platform
         raise SourceError(f"{store.name}: the layout holds {len(entries)} images; name one, e.g. {store.name}:{example}")
     else:
         chosen = entries
-    descriptor = Descriptor.from_json(chosen[0], f"{store.name}: index.json")
+    descriptor = Descriptor.from_json(chosen[0])
     return resolve_image(store.name, read(descriptor), descriptor.media_type, read, read, open_blob, platform, probe)
 
 
