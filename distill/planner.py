@@ -308,9 +308,12 @@ class Planner:
 
     def _parents(self) -> None:
         for path in list(self.plan.entries):
-            for ancestor in ["/", *paths.parents(path)]:
-                if ancestor in self.plan.entries:
-                    continue
+            missing: list[str] = []  # up to the first ancestor already planned (whose own are planned too)
+            ancestor = paths.parent(path)
+            while ancestor not in self.plan.entries and ancestor not in missing:
+                missing.append(ancestor)
+                ancestor = paths.parent(ancestor)
+            for ancestor in reversed(missing):
                 node = self.view.lstat(ancestor)
                 if node is not None and node.is_dir:
                     entry = entry_from_node(node)

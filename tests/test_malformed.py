@@ -231,6 +231,24 @@ def test_a_1200_level_tree_can_be_whited_out_or_replaced(app: bytes, tmp_path: P
     assert result.code == 0, result.stderr
 
 
+def test_a_1200_level_tree_ships_and_is_replaced_with_force(app: bytes, tmp_path: Path) -> None:
+    members = []
+    for depth in range(1200):
+        info = tarfile.TarInfo("deep/" + "d/" * depth)
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        members.append((info, None))
+    layout = Crafted([layer(app, *members)]).layout(tmp_path / "layout")
+    out = tmp_path / "out"
+    try:
+        for extra in ((), ("--force",)):  # the second run removes the first output, 1,200 levels deep
+            result = distill_from(f"oci:{layout}:latest", out, "--path", "/deep/**", *extra)
+            assert result.code == 0, result.stderr
+        assert (out / ("deep/" + "d/" * 1199)).is_dir()
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    finally:  # pytest's own clean-up of tmp_path recurses too deep for this tree
+        subprocess.run(["rm", "-rf", str(out)], check=True)
+
+
 # -- 3. --debug anywhere ------------------------------------------------------------------------------
 
 
