@@ -88,7 +88,8 @@ class Planner:
 
     def _setuid_report(self) -> None:
         """Say which shipped files lost their setuid/setgid bits, and which keep them."""
-        stripped, kept = [], []
+        stripped: list[str] = []
+        kept: list[str] = []
         for entry in self.plan.ordered():
             if entry.kind is EntryKind.FILE and entry.source is not None:
                 node = self.view.lstat(entry.source)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from distill.errors import SourceError
@@ -279,7 +279,7 @@ def created_seconds(config: dict[str, Any]) -> tuple[int, bool] | None:
     except ValueError:
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     try:
         seconds = int(moment.timestamp())
     except (OverflowError, ValueError):  # a local time that only exists outside years 1..9999 in UTC

@@ -12,14 +12,14 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import os
 import tarfile
-import math
 import tempfile
 import time
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -85,10 +85,8 @@ class Cache:
     def use(self, path: Path) -> Path:
         """Mark `path` as used now (the LRU clock) and protect it for the rest of the run."""
         self.in_use.add(path)
-        try:
+        with suppress(OSError):
             os.utime(path)
-        except OSError:
-            pass
         return path
 
     @contextmanager
@@ -289,7 +287,7 @@ def _member(info: tarfile.TarInfo, spool_size: int, where: str, notes: list[str]
         kind, name = "whiteout", paths.join(paths.parent(name), hidden)
     if kind is None:
         raise SourceError(f"{where}: member {info.name[:200]!r} has an unsupported type {info.type!r}")
-    if name == "/" and kind != "dir" and kind != "opaque":
+    if name == "/" and kind not in {"dir", "opaque"}:
         raise SourceError(f"{where}: member {info.name[:200]!r} names the root but is a {kind}, not a directory")
     for field, owner in (("uid", info.uid), ("gid", info.gid)):
         if not isinstance(owner, int) or not 0 <= owner <= MAX_ID:

@@ -19,8 +19,8 @@ import functools
 import hashlib
 import io
 import os
-import stat
 import shutil
+import stat
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -194,10 +194,8 @@ def _add_to_layout(content: _Content, dest: Path, name: str | None) -> None:
             for temp, _ in pending:
                 temp.unlink(missing_ok=True)
             for directory in reversed(made):
-                try:
+                with contextlib.suppress(OSError):
                     directory.rmdir()
-                except OSError:
-                    pass
 
 
 def _existing_index(dest: Path, where: str) -> dict[str, Any]:

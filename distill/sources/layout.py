@@ -92,7 +92,7 @@ class TarStore:
             raise SourceError(f"{self.name}: {relpath} links to {member.linkname[:200]!r}, which the archive does not hold") from None
         if stream is None:
             raise SourceError(f"{self.name}: {relpath} is missing from the archive")
-        return io.BufferedReader(_Checked(stream, f"{self.name}: {relpath}"))  # type: ignore[arg-type,return-value]
+        return io.BufferedReader(_Checked(stream, f"{self.name}: {relpath}"))  # type: ignore[arg-type]
 
 
 class _Checked(io.RawIOBase):

@@ -16,15 +16,15 @@ import os
 import subprocess
 import tarfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conftest import Result
-
 from distill import cli
-from distill.oci.image import Platform
+from distill.target import Platform
+
+from helpers.cli import Result
 
 Mutate = Callable[[Any], Any]
 
@@ -126,7 +126,7 @@ class Crafted:
 
     def docker_archive(self, path: Path) -> Path:
         """A `docker save` archive (legacy layout: <n>/layer.tar, config JSON, manifest.json)."""
-        blobs, config, _, _ = self.documents()
+        _blobs, config, _, _ = self.documents()
         config_bytes = _dump(config)
         config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
         members: list[tuple[tarfile.TarInfo, bytes | None]] = []

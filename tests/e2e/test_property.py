@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from crafted import DELETE, Crafted, app_members, paths_of, run, set_at, snapshot, tar_bytes, tiny_static_app
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+
+from helpers.crafted import DELETE, Crafted, app_members, paths_of, run, set_at, snapshot, tar_bytes, tiny_static_app
 
 ALLOWED = {0, 2, 3, 4, 5}
 SETTINGS = settings(max_examples=int(os.environ.get("DISTILL_PROPERTY_EXAMPLES", "100")), deadline=None, derandomize=True,
@@ -173,7 +174,7 @@ def header_mutations(draw: st.DrawFn) -> tuple[str, Any]:
 
 def _with_pax(app: bytes, member: int, key: str, value: str) -> bytes:
     members = app_members(app)
-    info, data = members[member % len(members)]
+    info, _data = members[member % len(members)]
     info.pax_headers = {key: value}
     try:
         return tar_bytes(members)

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Result, Tree
-from crafted import Crafted, app_members, run, snapshot, tar_bytes, tiny_static_app
 
 from distill.errors import SourceError
+
+from helpers.cli import Result
+from helpers.crafted import Crafted, app_members, run, snapshot, tar_bytes, tiny_static_app
+from helpers.tree import Tree
 
 MAX_TIME = 253402300799  # 9999-12-31T23:59:59Z
 
@@ -264,12 +266,12 @@ def test_debug_is_accepted_in_every_position(app: bytes, tmp_path: Path, where: 
 def test_the_internal_error_hint_is_usable(app: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug is simulated (monkeypatched planner: no real input may produce one); rerunning the same command
     with --debug, as the message says, shows the traceback."""
-    from distill import pipeline
+    from distill.planner import Planner
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(pipeline, "make_plan", broken)
+    monkeypatch.setattr(Planner, "run", broken)
     layout = Crafted([layer(app)]).layout(tmp_path / "layout")
     args = ["/usr/bin/app", "--from", f"oci:{layout}:latest", "--out", f"rootfs:{tmp_path / 'out'}"]
     first = run(*args)
