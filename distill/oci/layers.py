@@ -107,16 +107,16 @@ class Cache:
         """(last use, bytes, files) of every evictable unit: a blob, or a spool with its index."""
         units: dict[Path, list[Path]] = {}
         for directory in (self.root / "blobs" / "sha256", self.root / "layers" / "sha256"):
-            if not directory.is_dir():
-                continue
-            for path in directory.iterdir():
-                if path.name.startswith("."):
-                    continue
-                key = path.with_name(path.name.split(".", 1)[0])
-                units.setdefault(key, []).append(path)
+            with suppress(OSError):
+                for path in directory.iterdir():
+                    if not path.name.startswith("."):
+                        units.setdefault(path.with_name(path.name.split(".", 1)[0]), []).append(path)
         result = []
         for files in units.values():
-            stats = [(f, f.lstat()) for f in files]
+            try:
+                stats = [(f, f.lstat()) for f in files]
+            except OSError:  # another run removed it just now
+                continue
             used = max((st.st_mtime for f, st in stats if not f.name.endswith(".index.json")), default=0.0)
             result.append((used, sum(st.st_size for _, st in stats), files))
         return sorted(result, key=lambda unit: unit[0])

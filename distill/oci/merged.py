@@ -211,9 +211,13 @@ def open_image_view(image: Image, cache: Cache) -> ImageView:
     """Spool, index and merge every layer of `image`."""
     view = ImageView(image.name)
     for number in range(len(image.layers)):
-        spool, members, notes = layer_members(image, number, cache)
         where = f"{image.name}: layer {number + 1}"
-        view.apply(spool, members, where)
+        try:
+            spool, members, notes = layer_members(image, number, cache)
+            view.apply(spool, members, where)
+        except FileNotFoundError:  # another run evicted the spool between our lookup and our open: once more
+            spool, members, notes = layer_members(image, number, cache)
+            view.apply(spool, members, where)
         if notes:
             shown = ", ".join(notes[:3]) + (f" and {len(notes) - 3} more" if len(notes) > 3 else "")
             view.warnings.append(f"{where}: {len(notes)} member(s) with an mtime that is not finite or outside "
