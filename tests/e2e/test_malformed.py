@@ -247,8 +247,8 @@ def test_a_1200_level_tree_ships_and_is_replaced_with_force(app: bytes, tmp_path
             assert result.code == 0, result.stderr
         assert (out / ("deep/" + "d/" * 1199)).is_dir()
         assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
-    finally:  # pytest's own clean-up of tmp_path recurses too deep for this tree
-        subprocess.run(["rm", "-rf", str(out)], check=True)
+    finally:  # pytest's own clean-up of tmp_path recurses too deep for this tree (or a temporary sibling of it)
+        subprocess.run(["rm", "-rf", str(out), *map(str, tmp_path.glob(".out.*"))], check=True)
 
 
 # -- 3. --debug anywhere ------------------------------------------------------------------------------
