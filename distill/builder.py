@@ -50,10 +50,11 @@ class PlanContext:
 class PlanBuilder:
     """Adds entries to one plan, merging entries for the same path and refusing real conflicts."""
 
-    def __init__(self, view: View, plan: Plan, exclude: tuple[str, ...] = ()) -> None:
+    def __init__(self, view: View, plan: Plan, exclude: tuple[str, ...] = (), *, keep_setuid: bool = False) -> None:
         self.view = view
         self.plan = plan
         self.exclude = exclude
+        self.keep_setuid = keep_setuid  # system.setuid: keep
         self.issues: list[str] = []
         # symlinks shipped as themselves whose targets are not shipped yet -> (whole trees?, the rule naming the link)
         self.pending_links: dict[str, tuple[bool, str | None]] = {}
@@ -134,6 +135,8 @@ class PlanBuilder:
         if found.node.type not in (NodeType.FILE, NodeType.DIR, NodeType.SYMLINK):
             self.warn(f"{path}: not shipped: a {found.node.type.value} (the runtime provides device nodes)")
             return None
+        if mode is None and self.keep_setuid:
+            mode = found.node.mode
         entry = self.add(entry_from_node(found.node, explicit=explicit, mode=mode, owner=owner), reason)
         if entry.kind is EntryKind.SYMLINK and self._links.get(entry.path) in (None, False) and self._links.get(entry.path) != whole:
             self._links[entry.path] = whole

@@ -41,11 +41,18 @@ class _DefaultGroup(click.Group):
         if not args:  # bare `distill`: the help, as skopeo and podman print it
             click.echo(ctx.get_help())
             ctx.exit(0)
-        first = next((i for i, arg in enumerate(args) if arg != "--debug"), len(args))  # after the group's own flags
-        if first < len(args) and args[first] not in self.commands and args[first] not in ("--help", "-h", "--version"):
-            _suggest_command(args[first], [name for name, command in self.commands.items() if not command.hidden])
-            args = [*args[:first], "build", *args[first:]]
-        return super().parse_args(ctx, args)
+        args, debug = _without_debug(args)
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            _suggest_command(args[0], [name for name, command in self.commands.items() if not command.hidden])
+            args = ["build", *args]
+        return super().parse_args(ctx, ["--debug", *args] if debug else args)
+
+
+def _without_debug(args: list[str]) -> tuple[list[str], bool]:
+    """`--debug` may stand anywhere before a `--`: (the other arguments, whether it was given)."""
+    end = args.index("--") if "--" in args else len(args)
+    kept = [arg for arg in args[:end] if arg != "--debug"]
+    return [*kept, *args[end:]], len(kept) != end
 
 
 def _suggest_command(word: str, commands: list[str]) -> None:
@@ -274,6 +281,23 @@ def profiles_command() -> None:
         click.echo(f"{name:<16} {description}")
 
 
+@cli.group("cache")
+def cache_group() -> None:
+    """The layer cache ($XDG_CACHE_HOME/distill), bounded by DISTILL_CACHE_MAX."""
+
+
+@cache_group.command("prune")
+@click.option("--max", "limit", metavar="SIZE", help="keep at most this much, e.g. 2G (default: DISTILL_CACHE_MAX, else 5G)")
+@click.option("--all", "everything", is_flag=True, help="empty the cache")
+def cache_prune(limit: str | None, everything: bool) -> None:
+    """Remove what was used least recently until the cache fits."""
+    from distill.oci.layers import Cache, parse_size
+
+    cache = Cache()
+    removed, freed = cache.trim(0 if everything else parse_size(limit, "--max") if limit else None)
+    _say(f"cache {cache.root}: removed {removed} entries, freed {freed:,} bytes")
+
+
 def _profile(flags: dict[str, Any]) -> Profile:
     """APP plus the ad-hoc flags, as one validated profile; each setting's origin is the flag that made it."""
     app: str | None = flags["app"]
@@ -368,7 +392,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and map every outcome to a documented exit code."""
     args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args
+    debug = _without_debug(args)[1]
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         cli.main(args=args, prog_name="distill", standalone_mode=False)

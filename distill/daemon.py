@@ -63,7 +63,8 @@ class DaemonClient:
                 info = {}
             finally:
                 connection.close()
-            offered = tuple(int(p) for p in str(info.get("ApiVersion", "1.41")).split(".")[:2] if p.isdigit())
+            version = info.get("ApiVersion", "1.41") if isinstance(info, dict) else "1.41"
+            offered = tuple(int(p) for p in str(version).split(".")[:2] if p.isdigit() and len(p) < 6)
             chosen = min(offered or (1, 41), NEWEST_API)
             self._version = f"v{chosen[0]}.{chosen[1]}"
         return self._version

@@ -15,7 +15,6 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
 
 from distill.checks import CheckResult, Finding, FindingKind, check_plan
@@ -24,7 +23,8 @@ from distill.errors import ClosureError, DistillError, ProfileError, SourceError
 from distill.layering import LayeringReport, OverlayView, flattened, overlay, rebase_plan
 from distill.ldconf import glibc_config
 from distill.loader import LoaderEnv
-from distill.oci.compose import BuiltImage, BuiltIndex, build_image, build_index
+from distill.oci import documents
+from distill.oci.compose import BuiltImage, BuiltIndex, build_image, build_index, rfc3339
 from distill.oci.image import Image
 from distill.oci.merged import open_image_view
 from distill.plan import Plan
@@ -101,17 +101,19 @@ def prepare(request: Request) -> Prepared:
     full = planner.run()
     base = open_image(base_ref, request.options) if base_ref is not None else None
     base_name = (str(base_ref.image) if base_ref.image is not None else str(base_ref)) if base_ref is not None else None
+    read_notes: list[str] = list(getattr(source.view, "warnings", []))  # what reading the layers repaired
     layering = None
     output: OverlayView | None = None
     plan = full
     if base is not None:
         base_view = open_image_view(base, request.options.cache)
+        read_notes.extend(base_view.warnings)
         plan, layering = rebase_plan(full, source.view, base_view, replace_libs=request.replace_base_libs)
         output = overlay(plan, source.view, base_view)
     entrypoint = _entrypoint(request.profile, source.image) if any(ref.is_image for ref in request.outputs) else None
     checks = check_plan(plan, source.view, planner.loader.env, output=output, known=planner.loader.parsed(), entrypoint=entrypoint)
     prepared = Prepared(request, source, plan, full, checks, planner.loader.parsed(), base, base_name, layering, output,
-                        warnings=[*full.warnings, *map(str, checks.warnings)])
+                        warnings=[*read_notes, *full.warnings, *map(str, checks.warnings)])
     if base is not None and not request.profile.image.user:
         _note_inherited_user(prepared)
     if checks.errors:
@@ -204,12 +206,13 @@ def created_time(prepared: Prepared) -> int:
     request = prepared.request
     if request.epoch is not None:
         return request.epoch
-    stamp = prepared.source.image.config.get("created") if prepared.source.image else None
-    if isinstance(stamp, str):
-        try:
-            return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
-        except ValueError:
-            pass
+    created = documents.created_seconds(prepared.source.image.config) if prepared.source.image else None
+    if created is not None:
+        seconds, clamped = created
+        warning = f"source image: config `created` is outside 1970..9999; the output says {rfc3339(seconds)}"
+        if clamped and warning not in prepared.warnings:
+            prepared.warnings.append(warning)
+        return seconds
     return max((e.mtime or 0 for e in prepared.full_plan.entries.values()), default=0)
 
 

@@ -25,7 +25,7 @@ from distill.packages import PackageDb
 from distill.plan import Entry, EntryKind, Plan, Reason, ReasonKind
 from distill.profile import Profile, from_command_line
 from distill.schema import SHADOW_FILES
-from distill.specs import PathKind, PathSpec
+from distill.specs import PathKind, PathSpec, Setuid
 from distill.view import View
 
 __all__ = ["Planner", "make_plan", "DEFAULT_PATH", "PACKAGE_EXCLUDES"]
@@ -51,7 +51,8 @@ class Planner:
         self.profile = profile
         self.epoch = epoch
         self.loader = Loader(view, env or LoaderEnv(cwd=profile.image.workdir or "/"))
-        self.builder = PlanBuilder(view, Plan(source=view.name, profile=profile.name), profile.exclude)
+        self.builder = PlanBuilder(view, Plan(source=view.name, profile=profile.name), profile.exclude,
+                                   keep_setuid=profile.system.setuid is Setuid.KEEP)
         self.plan = self.builder.plan
         self.context = PlanContext(view, profile, self.loader, AccountDb(parse_passwd(_text(view, "/etc/passwd")),
                                                                          parse_group(_text(view, "/etc/group"))))
@@ -84,6 +85,7 @@ class Planner:
             self._parents,
             self._hardlinks,
             self._times,
+            self._setuid_report,
         )
 
     def run(self) -> Plan:
@@ -96,6 +98,21 @@ class Planner:
         """Ship the targets of the symlinks shipped so far, then the closures of any ELF among them."""
         close_links(self.builder, self.context)
         self._shipped_elves()
+
+    def _setuid_report(self) -> None:
+        """Say which shipped files lost their setuid/setgid bits, and which keep them."""
+        stripped: list[str] = []
+        kept: list[str] = []
+        for entry in self.plan.ordered():
+            if entry.kind is EntryKind.FILE and entry.source is not None:
+                node = self.view.lstat(entry.source)
+                if node is not None and node.mode & 0o6000:
+                    (kept if entry.mode & 0o6000 else stripped).append(entry.path)
+        for found, what in ((stripped, "setuid/setgid bits stripped (system.setuid: keep, or a `mode`, keeps them)"),
+                            (kept, "shipped with setuid/setgid bits")):
+            if found:
+                shown = ", ".join(found[:10]) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
+                self.builder.warn(f"{what}: {shown}")
 
     # -- profile rules ---------------------------------------------------------------------
 
@@ -275,7 +292,8 @@ class Planner:
             self.builder.issue(f"{origin}.copy: {found.path} holds password hashes and never ships; set `system.shadow: yes` "
                                "for one with the shipped accounts, locked")
             return
-        entry = replace(entry_from_node(found.node, explicit=True, mode=spec.mode, owner=owner), path=target)
+        mode = spec.mode if spec.mode is not None or not self.builder.keep_setuid else found.node.mode
+        entry = replace(entry_from_node(found.node, explicit=True, mode=mode, owner=owner), path=target)
         self.builder.add(entry, Reason(ReasonKind.PROFILE, f"{origin} (copy of {spec.value})"))
 
     # -- closures ----------------------------------------------------------------------------
@@ -364,9 +382,12 @@ class Planner:
 
     def _parents(self) -> None:
         for path in list(self.plan.entries):
-            for ancestor in ["/", *paths.parents(path)]:
-                if ancestor in self.plan.entries:
-                    continue
+            missing: list[str] = []  # up to the first ancestor already planned (whose own are planned too)
+            ancestor = paths.parent(path)
+            while ancestor not in self.plan.entries and ancestor not in missing:
+                missing.append(ancestor)
+                ancestor = paths.parent(ancestor)
+            for ancestor in reversed(missing):
                 node = self.view.lstat(ancestor)
                 if node is not None and node.is_dir:
                     entry = entry_from_node(node)

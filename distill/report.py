@@ -41,17 +41,26 @@ def _closure_lines(closure: Closure, root_reason: str) -> Iterator[str]:
     yield f"{closure.root}  [{root_reason}]"
     expanded = {closure.root}
 
-    def walk(requester: str, prefix: str) -> Iterator[str]:
-        links = children.get(requester, [])
-        for index, link in enumerate(links):
-            last = index == len(links) - 1
-            branch, indent = ("└── ", "    ") if last else ("├── ", "│   ")
-            yield f"{prefix}{branch}{link.path or 'NOT FOUND'}  {link.name} <- {link.requester} ({link.describe()})"
-            if link.path and link.path not in expanded and link.rule is not Rule.ALREADY_LOADED:
-                expanded.add(link.path)
-                yield from walk(link.path, prefix + indent)
+    # depth first with an explicit stack: a chain of DT_NEEDED in the source sets the depth
+    stack: list[Iterator[tuple[bool, Link]]] = [_with_last(children.get(closure.root, []))]
+    prefixes = [""]
+    while stack:
+        step = next(stack[-1], None)
+        if step is None:
+            stack.pop()
+            prefixes.pop()
+            continue
+        last, link = step
+        branch, indent = ("└── ", "    ") if last else ("├── ", "│   ")
+        yield f"{prefixes[-1]}{branch}{link.path or 'NOT FOUND'}  {link.name} <- {link.requester} ({link.describe()})"
+        if link.path and link.path not in expanded and link.rule is not Rule.ALREADY_LOADED:
+            expanded.add(link.path)
+            stack.append(_with_last(children.get(link.path, [])))
+            prefixes.append(prefixes[-1] + indent)
 
-    yield from walk(closure.root, "")
+
+def _with_last(links: list[Link]) -> Iterator[tuple[bool, Link]]:
+    return ((index == len(links) - 1, link) for index, link in enumerate(links))
 
 
 def explain_tree(plan: Plan, *, verbose: bool = False) -> str:

@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from distill import paths
-from distill.specs import BinarySpec, DlopenPriority, GroupSpec, PackageSpec, PathKind, PathSpec, PluginSpec, Switch, UserSpec
+from distill.specs import BinarySpec, DlopenPriority, GroupSpec, PackageSpec, PathKind, PathSpec, PluginSpec, Setuid, Switch, UserSpec
 
 __all__ = ["SCHEMA", "MAX_PROFILE_BYTES", "PATH_TOKENS", "TOKEN", "Settings", "validate_document", "parse_mode", "CLEAR", "EMPTY",
            "SHADOW_FILES"]
@@ -24,7 +24,8 @@ TOP_KEYS = ("schema", "name", "description", "extends", "binaries", "packages", 
             "runtime", "system", "image", "base")
 PATH_KINDS = tuple(k.value for k in PathKind if k is not PathKind.SOURCE)
 PATH_MODIFIERS = ("mode", "owner", "optional")
-SYSTEM_KEYS = ("passwd", "shadow", "nsswitch", "tmp", "run", "timezone", "ca-certificates", "os-release", "package-metadata")
+SYSTEM_KEYS = ("passwd", "shadow", "nsswitch", "tmp", "run", "timezone", "ca-certificates", "os-release", "package-metadata",
+               "setuid")
 RUNTIME_KEYS = ("nss", "gconv", "openssl", "libgcc-s", "locales", "tzdata", "dlopen-notes", "plugins")
 # the source's password databases hold hashes: they never ship from the source (system.shadow writes locked ones)
 SHADOW_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-")
@@ -392,6 +393,11 @@ def _system(v: _Validator, value: Any) -> None:
                 v.set(("system", key), item, where)
             else:
                 v.error(where, f"{item!r} is not a zone name such as UTC or Europe/Paris (or `none`)")
+        elif key == "setuid":
+            if item in tuple(Setuid):
+                v.set(("system", key), Setuid(item), where)
+            else:
+                v.error(where, f"must be strip or keep, not {item!r}")
         elif key in ("ca-certificates", "package-metadata", "shadow"):
             if item == "auto" or isinstance(item, bool):
                 v.set(("system", key), _switch(item), where)

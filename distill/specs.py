@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["PathKind", "Switch", "DlopenPriority", "BinarySpec", "PackageSpec", "PathSpec", "PluginSpec", "UserSpec", "GroupSpec"]
+__all__ = ["PathKind", "Switch", "Setuid", "DlopenPriority", "BinarySpec", "PackageSpec", "PathSpec", "PluginSpec", "UserSpec", "GroupSpec"]
 
 
 class PathKind(enum.StrEnum):
@@ -24,6 +24,13 @@ class Switch(enum.StrEnum):
     AUTO = "auto"
     YES = "yes"
     NO = "no"
+
+
+class Setuid(enum.StrEnum):
+    """`system.setuid`: what happens to the setuid/setgid bits of files copied from the source."""
+
+    STRIP = "strip"
+    KEEP = "keep"
 
 
 class DlopenPriority(enum.StrEnum):

@@ -7,20 +7,18 @@ index is resolved to one platform's manifest here.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from distill.errors import SourceError
-from distill.oci import media
-from distill.oci.digest import valid_digest
+from distill.oci import documents, media
 from distill.target import Platform
 
 __all__ = ["MAX_MANIFEST_BYTES", "Descriptor", "Platform", "Image", "parse_json", "parse_manifest", "index_platforms",
            "select_platform"]
 
-MAX_MANIFEST_BYTES = 4 << 20  # manifests and configs are small; a huge one is hostile or broken
+MAX_MANIFEST_BYTES = documents.MAX_DOCUMENT_BYTES
 
 
 @dataclass(frozen=True)
@@ -33,15 +31,9 @@ class Descriptor:
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
-    def from_json(cls, value: Any, where: str) -> Descriptor:
-        if not isinstance(value, dict):
-            raise SourceError(f"{where}: descriptor is not an object")
-        digest, size, kind = value.get("digest"), value.get("size"), value.get("mediaType", "")
-        if not valid_digest(digest):
-            raise SourceError(f"{where}: descriptor has an unsupported or malformed digest {str(digest)[:80]!r}")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise SourceError(f"{where}: descriptor of {digest} has an invalid size {size!r}")
-        return cls(str(kind), digest, size, dict(value))
+    def from_json(cls, value: dict[str, Any]) -> Descriptor:
+        """A descriptor from a document that `documents.py` has checked (digest and size are valid)."""
+        return cls(value.get("mediaType", ""), value["digest"], value["size"], dict(value))
 
     def to_json(self, media_type: str | None = None) -> dict[str, Any]:
         out = dict(self.raw) or {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
@@ -63,36 +55,31 @@ class Image:
     layers: list[Descriptor]
     open_blob: Callable[[Descriptor], BinaryIO]
     offered: tuple[Platform, ...] = ()  # every platform of the index this image was picked from, in its order
+    probe_blob: Callable[[Descriptor], None] | None = None  # proves a blob is there without reading it
 
     def __post_init__(self) -> None:
-        """Check the config against the manifest and the shapes distill reads, before any layer is read."""
+        """Check the config's shapes and its diff_ids against the manifest, before any layer is read."""
+        documents.check_config(self.config, f"{self.name}: config {self.config_descriptor.digest[:19]}")
         self.diff_ids  # noqa: B018
-        self.runtime_config  # noqa: B018
+
+    def check_blob(self, descriptor: Descriptor) -> None:
+        """SourceError unless the image still holds `descriptor`'s blob (of its size, where that is cheap to see)."""
+        if self.probe_blob is not None:
+            self.probe_blob(descriptor)
+        else:
+            self.open_blob(descriptor).close()
 
     @property
     def diff_ids(self) -> list[str]:
-        rootfs = self.config.get("rootfs") if isinstance(self.config.get("rootfs"), dict) else {}
-        ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
-        if not isinstance(ids, list) or len(ids) != len(self.layers) or not all(valid_digest(d) for d in ids):
-            raise SourceError(f"{self.name}: config rootfs.diff_ids does not match the {len(self.layers)} layers of the manifest")
+        ids: list[str] = self.config["rootfs"]["diff_ids"]  # digests, checked with the config
+        if len(ids) != len(self.layers):
+            raise SourceError(f"{self.name}: config rootfs.diff_ids names {len(ids)} layers, the manifest {len(self.layers)}")
         return list(ids)
 
     @property
     def runtime_config(self) -> dict[str, Any]:
-        """The config's `config` section (Env, Entrypoint, Cmd, Labels, ...); {} when there is none."""
-        section = self.config.get("config")
-        if section is None:
-            return {}
-        if not isinstance(section, dict):
-            raise SourceError(f"{self.name}: config `config` is not an object; fix or rebuild the image")
-        for key in ("Env", "Entrypoint", "Cmd"):
-            value = section.get(key)
-            if value is not None and not (isinstance(value, list) and all(isinstance(item, str) for item in value)):
-                raise SourceError(f"{self.name}: config `config.{key}` is not a list of strings; fix or rebuild the image")
-        labels = section.get("Labels")
-        if labels is not None and not (isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values())):
-            raise SourceError(f"{self.name}: config `config.Labels` is not an object of strings; fix or rebuild the image")
-        return section
+        """The config's `config` section (Env, Entrypoint, Cmd, Labels, ...; shapes checked); {} when there is none."""
+        return self.config.get("config") or {}
 
     @property
     def platform(self) -> Platform:
@@ -102,33 +89,19 @@ class Image:
 
 def parse_json(data: bytes, where: str) -> dict[str, Any]:
     """A JSON object from a manifest, index or config, refusing what is too large or malformed."""
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise SourceError(f"{where}: {len(data)} bytes, larger than the {MAX_MANIFEST_BYTES >> 20} MiB a manifest or config may be")
-    try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SourceError(f"{where}: not valid JSON ({str(exc)[:80]})") from None
-    except RecursionError:
-        raise SourceError(f"{where}: JSON nested too deeply") from None
-    if not isinstance(value, dict):
-        raise SourceError(f"{where}: not a JSON object")
-    return value
+    return documents.load_object(data, where)
 
 
 def parse_manifest(data: bytes, where: str, media_type: str | None = None) -> tuple[str, dict[str, Any]]:
-    """(kind, document): kind is 'index' or 'manifest'; schema 1 and unknown types are refused."""
+    """(kind, document): kind is 'index' or 'manifest', its shape checked; schema 1 and unknown types are refused."""
     document = parse_json(data, where)
     kind = document.get("mediaType") or media_type or ""
     if document.get("schemaVersion") == 1 or "signatures" in document:
         raise SourceError(f"{where}: Docker schema 1 manifests are not supported; push the image again with a current client")
     if kind in media.INDEX_TYPES or (not kind and "manifests" in document):
-        if not isinstance(document.get("manifests"), list):
-            raise SourceError(f"{where}: index without a manifests list")
-        return "index", document
+        return "index", documents.check_index(document, where)
     if kind in media.MANIFEST_TYPES or (not kind and "layers" in document):
-        if not isinstance(document.get("layers"), list) or not isinstance(document.get("config"), dict):
-            raise SourceError(f"{where}: manifest without config and layers")
-        return "manifest", document
+        return "manifest", documents.check_manifest(document, where)
     raise SourceError(f"{where}: unsupported manifest media type {str(kind)[:100]!r}")
 
 
@@ -136,8 +109,8 @@ def index_platforms(index: dict[str, Any], where: str) -> list[tuple[Platform, D
     """The runnable images of an index with their platforms, in index order (attestations and
     unknown-platform entries skipped, a platform listed twice kept once)."""
     out: list[tuple[Platform, Descriptor]] = []
-    for number, item in enumerate(index.get("manifests", [])):
-        descriptor = Descriptor.from_json(item, f"{where}: manifests[{number}]")
+    for item in index["manifests"]:  # an index checked by documents.check_index
+        descriptor = Descriptor.from_json(item)
         annotations = item.get("annotations") or {}
         plat = item.get("platform") or {}
         if annotations.get("vnd.docker.reference.type") == "attestation-manifest" or plat.get("os") == "unknown":

@@ -12,20 +12,23 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import os
 import tarfile
 import tempfile
+import time
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
 from distill import paths
-from distill.errors import SourceError
+from distill.errors import SourceError, UsageError
 from distill.oci import media
-from distill.oci.digest import VerifiedReader, hex_of
+from distill.oci.digest import VerifiedReader, hex_of, valid_digest
+from distill.oci.documents import MAX_TIME
 from distill.oci.image import Image
 
 try:  # Python 3.14
@@ -33,18 +36,38 @@ try:  # Python 3.14
 except ImportError:  # pragma: no cover - below 3.14
     from backports import zstd
 
-__all__ = ["Cache", "Member", "layer_members", "normalize_member_name"]
+__all__ = ["Cache", "Member", "layer_members", "normalize_member_name", "parse_size", "MAX_ID"]
 
-_INDEX_VERSION = 1
+_INDEX_VERSION = 2
 _CHUNK = 1 << 20
+MAX_ID = (1 << 32) - 2  # uid and gid: (uid_t)-1 means "unchanged" to chown(2)
+DEFAULT_CACHE_MAX = 5 << 30
+DEFAULT_LAYER_MAX = 8 << 30
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str, name: str) -> int:
+    """`5G`, `500M`, `1024`: bytes (binary units); a malformed value is a usage error naming `name`."""
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = value[-1:] if value[-1:] in _UNITS else ""
+    number = value[: len(value) - len(unit)]
+    if not number.isdigit():
+        raise UsageError(f"{name}={text!r}: write a size such as 5G, 500M or 1048576")
+    return int(number) * _UNITS[unit]
 
 
 class Cache:
-    """The content-addressed cache: verified blobs and layer spools with their indexes."""
+    """The content-addressed cache: verified blobs, layer spools with their indexes, and which blob
+    decompressed to which spool. Bounded by `DISTILL_CACHE_MAX`: what was used least recently goes first."""
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, *, limit: int | None = None, layer_limit: int | None = None) -> None:
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
         self.root = root or base / "distill"
+        env_max, env_layer = os.environ.get("DISTILL_CACHE_MAX"), os.environ.get("DISTILL_LAYER_MAX")
+        self.limit = limit if limit is not None else parse_size(env_max, "DISTILL_CACHE_MAX") if env_max else DEFAULT_CACHE_MAX
+        self.layer_limit = (layer_limit if layer_limit is not None
+                            else parse_size(env_layer, "DISTILL_LAYER_MAX") if env_layer else DEFAULT_LAYER_MAX)
+        self.in_use: set[Path] = set()  # never evicted by this run
 
     def blob_path(self, digest: str) -> Path:
         return self.root / "blobs" / "sha256" / hex_of(digest)
@@ -54,6 +77,17 @@ class Cache:
 
     def index_path(self, diff_id: str) -> Path:
         return self.root / "layers" / "sha256" / f"{hex_of(diff_id)}.index.json"
+
+    def origin_path(self, blob_digest: str) -> Path:
+        """Records that the blob `blob_digest` was verified and decompressed to a diff_id (the file's content)."""
+        return self.root / "layers" / "from-blob" / hex_of(blob_digest)
+
+    def use(self, path: Path) -> Path:
+        """Mark `path` as used now (the LRU clock) and protect it for the rest of the run."""
+        self.in_use.add(path)
+        with suppress(OSError):
+            os.utime(path)
+        return path
 
     @contextmanager
     def writing(self, final: Path) -> Iterator[BinaryIO]:
@@ -67,6 +101,61 @@ class Cache:
         except BaseException:
             Path(name).unlink(missing_ok=True)
             raise
+        self.use(final)
+
+    def entries(self) -> list[tuple[float, int, list[Path]]]:
+        """(last use, bytes, files) of every evictable unit: a blob, or a spool with its index."""
+        units: dict[Path, list[Path]] = {}
+        for directory in (self.root / "blobs" / "sha256", self.root / "layers" / "sha256"):
+            with suppress(OSError):
+                for path in directory.iterdir():
+                    if not path.name.startswith("."):
+                        units.setdefault(path.with_name(path.name.split(".", 1)[0]), []).append(path)
+        result = []
+        for files in units.values():
+            try:
+                stats = [(f, f.lstat()) for f in files]
+            except OSError:  # another run removed it just now
+                continue
+            used = max((st.st_mtime for f, st in stats if not f.name.endswith(".index.json")), default=0.0)
+            result.append((used, sum(st.st_size for _, st in stats), files))
+        return sorted(result, key=lambda unit: unit[0])
+
+    def trim(self, limit: int | None = None) -> tuple[int, int]:
+        """Evict least recently used units (never those this run uses) until the cache fits `limit`;
+        (units removed, bytes freed). Stale temporary files of killed runs go too."""
+        limit = self.limit if limit is None else limit
+        self._remove_stale()
+        units = self.entries()
+        total = sum(size for _, size, _ in units)
+        removed = freed = 0
+        for _, size, files in units:
+            if total <= limit:
+                break
+            if any(f in self.in_use for f in files):
+                continue
+            for path in files:
+                path.unlink(missing_ok=True)
+            total -= size
+            removed, freed = removed + 1, freed + size
+        origins = self.root / "layers" / "from-blob"
+        if removed and origins.is_dir():  # records of spools that are gone
+            for record in origins.iterdir():
+                diff_id = _recorded(record)
+                if diff_id is None or not self.layer_path(diff_id).exists():
+                    record.unlink(missing_ok=True)
+        return removed, freed
+
+    def _remove_stale(self, age: float = 3600.0) -> None:
+        now = time.time()
+        for directory in (self.root / "blobs" / "sha256", self.root / "layers" / "sha256", self.root / "layers" / "from-blob"):
+            if directory.is_dir():
+                for path in directory.glob(".*"):
+                    try:
+                        if now - path.lstat().st_mtime > age:
+                            path.unlink()
+                    except OSError:
+                        pass
 
 
 @dataclass(frozen=True)
@@ -115,19 +204,29 @@ def _decompressed(stream: BinaryIO, compression: str) -> BinaryIO:
 
 
 def _spool(image: Image, number: int, cache: Cache) -> Path:
-    diff_id = image.diff_ids[number]
-    target = cache.layer_path(diff_id)
-    if target.exists():
-        return target
-    descriptor = image.layers[number]
+    """The verified spool of layer `number`. The cache is keyed by the compressed blob's digest as well as
+    the diff_id: a spool is reused only for a blob that was verified to decompress to it, and only while
+    the image still holds that blob."""
+    diff_id, descriptor = image.diff_ids[number], image.layers[number]
     where = f"{image.name}: layer {number + 1} ({descriptor.digest[:19]})"
+    target, origin = cache.layer_path(diff_id), cache.origin_path(descriptor.digest)
+    recorded = _recorded(origin)
+    if recorded is not None and recorded != diff_id:
+        raise SourceError(f"{where}: the config names diff_id {diff_id}, but this blob decompresses to {recorded}")
+    if recorded == diff_id and target.exists():
+        image.check_blob(descriptor)
+        return cache.use(target)
     with image.open_blob(descriptor) as blob, cache.writing(target) as out:
         buffered = io.BufferedReader(cast(io.RawIOBase, blob), _CHUNK)
         compression = media.compression_of(descriptor.media_type) or media.sniff_compression(buffered.peek(4))
-        digest = hashlib.sha256()
+        digest, written = hashlib.sha256(), 0
         try:
             reader = _decompressed(buffered, compression)
             while chunk := reader.read(_CHUNK):
+                written += len(chunk)
+                if written > cache.layer_limit:
+                    raise SourceError(f"{where}: decompresses to more than {cache.layer_limit:,} bytes (DISTILL_LAYER_MAX); "
+                                      "a decompression bomb, or a layer larger than allowed: raise DISTILL_LAYER_MAX if you trust it")
                 digest.update(chunk)
                 out.write(chunk)
         except SourceError:
@@ -140,22 +239,42 @@ def _spool(image: Image, number: int, cache: Cache) -> Path:
             blob.verify()
         if "sha256:" + digest.hexdigest() != diff_id:
             raise SourceError(f"{where}: uncompressed content does not match diff_id {diff_id}")
+    with cache.writing(origin) as record:
+        record.write(diff_id.encode())
+    cache.trim()
     return target
 
 
-def _index(spool: Path, where: str) -> list[Member]:
+def _recorded(origin: Path) -> str | None:
+    try:
+        text = origin.read_text(errors="replace").strip()
+    except OSError:
+        return None
+    return text if valid_digest(text) else None
+
+
+def _index(spool: Path, where: str) -> tuple[list[Member], list[str]]:
+    """Members of a spool, each checked once, and notes on what was clamped."""
     size = spool.stat().st_size
     members: list[Member] = []
+    notes: list[str] = []
     try:
         with tarfile.open(spool, mode="r:", encoding="utf-8", errors="surrogateescape") as tar:
             for info in tar:
-                members.append(_member(info, size, where))
+                members.append(_member(info, size, where, notes))
     except tarfile.TarError as exc:
         raise SourceError(f"{where}: not a valid tar stream ({exc})") from None
-    return members
+    except (EOFError, ValueError, OverflowError, UnicodeError) as exc:
+        raise SourceError(f"{where}: not a valid tar stream ({type(exc).__name__}: {str(exc)[:80]})") from None
+    return members, notes
 
 
-def _member(info: tarfile.TarInfo, spool_size: int, where: str) -> Member:
+def _member(info: tarfile.TarInfo, spool_size: int, where: str, notes: list[str]) -> Member:
+    """One member, its metadata checked: names without NUL or `..`, owners in 0..2^32-2, sizes inside the
+    layer; an mtime that is not finite or outside 1970..9999 is clamped (and noted)."""
+    for field, text in (("name", info.name), ("link target", info.linkname)):
+        if "\0" in text:
+            raise SourceError(f"{where}: member {text[:200]!r} has a NUL byte in its {field}")
     name = normalize_member_name(info.name, where)
     base = name.rsplit("/", 1)[1]
     kind = _TYPES.get(info.type)
@@ -168,17 +287,27 @@ def _member(info: tarfile.TarInfo, spool_size: int, where: str) -> Member:
         kind, name = "whiteout", paths.join(paths.parent(name), hidden)
     if kind is None:
         raise SourceError(f"{where}: member {info.name[:200]!r} has an unsupported type {info.type!r}")
-    if kind == "file" and info.offset_data + info.size > spool_size:
+    if name == "/" and kind not in {"dir", "opaque"}:
+        raise SourceError(f"{where}: member {info.name[:200]!r} names the root but is a {kind}, not a directory")
+    for field, owner in (("uid", info.uid), ("gid", info.gid)):
+        if not isinstance(owner, int) or not 0 <= owner <= MAX_ID:
+            raise SourceError(f"{where}: member {info.name[:200]!r} has {field} {owner!r}, outside 0..{MAX_ID}")
+    if kind == "file" and (info.size < 0 or info.offset_data + info.size > spool_size):
         raise SourceError(f"{where}: member {info.name[:200]!r} claims {info.size} bytes past the end of the layer")
+    mtime = info.mtime
+    if not isinstance(mtime, (int, float)) or not math.isfinite(mtime) or not 0 <= mtime <= MAX_TIME:
+        clamped = 0 if not isinstance(mtime, (int, float)) or not math.isfinite(mtime) or mtime < 0 else MAX_TIME
+        notes.append(f"{name} (mtime {mtime!r} -> {clamped})")
+        mtime = clamped
     linkname = info.linkname
     if kind == "hardlink":
         linkname = normalize_member_name(linkname, where)
-    return Member(name, kind, info.mode & 0o7777, info.uid, info.gid, int(info.mtime),
+    return Member(name, kind, info.mode & 0o7777, info.uid, info.gid, int(mtime),
                   info.size if kind == "file" else 0, linkname, info.offset_data)
 
 
-def layer_members(image: Image, number: int, cache: Cache) -> tuple[Path, list[Member]]:
-    """The spool file and member index of layer `number`, from the cache when present."""
+def layer_members(image: Image, number: int, cache: Cache) -> tuple[Path, list[Member], list[str]]:
+    """The spool file, member index and clamping notes of layer `number`, from the cache when present."""
     diff_id = image.diff_ids[number]
     spool = _spool(image, number, cache)
     index_file = cache.index_path(diff_id)
@@ -187,11 +316,11 @@ def layer_members(image: Image, number: int, cache: Cache) -> tuple[Path, list[M
         try:
             data = json.loads(index_file.read_text())
             if data.get("version") == _INDEX_VERSION:
-                return spool, [Member(*row) for row in data["members"]]
+                return spool, [Member(*row) for row in data["members"]], [str(n) for n in data["notes"]]
         except (ValueError, KeyError, TypeError, RecursionError):
             pass  # a damaged index is rebuilt from the verified spool
-    members = _index(spool, where)
+    members, notes = _index(spool, where)
     with cache.writing(index_file) as out:
         rows = [[m.name, m.type, m.mode, m.uid, m.gid, m.mtime, m.size, m.linkname, m.offset] for m in members]
-        out.write(json.dumps({"version": _INDEX_VERSION, "members": rows}, separators=(",", ":")).encode())
-    return spool, members
+        out.write(json.dumps({"version": _INDEX_VERSION, "members": rows, "notes": notes}, separators=(",", ":")).encode())
+    return spool, members, notes

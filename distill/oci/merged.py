@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -44,9 +45,9 @@ class _Data:
 class _Slice(io.RawIOBase):
     """A seekable window onto a region of a spool file."""
 
-    def __init__(self, path: Path, offset: int, size: int) -> None:
+    def __init__(self, fd: int, offset: int, size: int) -> None:
         super().__init__()
-        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.fd = fd  # the view's descriptor of the spool: pread needs no position, and eviction cannot take it away
         self.start, self.size, self.position = offset, size, 0
 
     def readable(self) -> bool:
@@ -72,10 +73,11 @@ class _Slice(io.RawIOBase):
     def tell(self) -> int:
         return self.position
 
-    def close(self) -> None:
-        if not self.closed:
-            os.close(self.fd)
-        super().close()
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 class ImageView(View):
@@ -87,6 +89,9 @@ class ImageView(View):
         self.nodes: dict[str, Node] = {"/": Node("/", NodeType.DIR, 0o755)}
         self.data: dict[str, _Data] = {}
         self.children: dict[str, set[str]] = {"/": set()}
+        self.warnings: list[str] = []  # what was repaired while reading the layers (clamped times)
+        self._fds: list[int] = []
+        weakref.finalize(self, _close_all, self._fds)
 
     # -- View primitives ---------------------------------------------------------------------
 
@@ -100,12 +105,13 @@ class ImageView(View):
         data = self.data.get(path)
         if data is None:
             raise SourceError(f"{self.name}: {path} is not a regular file")
-        return io.BufferedReader(_Slice(self.spools[data.spool], data.offset, data.size))
+        return io.BufferedReader(_Slice(self._fds[data.spool], data.offset, data.size))
 
     # -- applying layers ---------------------------------------------------------------------
 
     def apply(self, spool: Path, members: list[Member], where: str) -> None:
         """Apply one layer on top of what is there."""
+        self._fds.append(os.open(spool, os.O_RDONLY | os.O_CLOEXEC))
         self.spools.append(spool)
         layer = len(self.spools) - 1
         # whiteouts first: at this point everything in the tree comes from lower layers
@@ -154,13 +160,16 @@ class ImageView(View):
             self.children.setdefault(node.path, set())
 
     def _remove(self, path: str) -> None:
-        node = self.nodes.pop(path, None)
-        if node is None:
+        """Remove `path` and everything below it, with an explicit stack (a layer sets the depth)."""
+        if path not in self.nodes:
             return
-        self.data.pop(path, None)
         self.children.get(paths.parent(path), set()).discard(path.rsplit("/", 1)[1])
-        for name in self.children.pop(path, set()):
-            self._remove(paths.join(path, name))
+        stack = [path]
+        while stack:
+            current = stack.pop()
+            self.nodes.pop(current, None)
+            self.data.pop(current, None)
+            stack.extend(paths.join(current, name) for name in self.children.pop(current, ()))
 
     def _add(self, member: Member, layer: int, where: str) -> None:
         target = self._place(member.name, where)
@@ -202,6 +211,15 @@ def open_image_view(image: Image, cache: Cache) -> ImageView:
     """Spool, index and merge every layer of `image`."""
     view = ImageView(image.name)
     for number in range(len(image.layers)):
-        spool, members = layer_members(image, number, cache)
-        view.apply(spool, members, f"{image.name}: layer {number + 1}")
+        where = f"{image.name}: layer {number + 1}"
+        try:
+            spool, members, notes = layer_members(image, number, cache)
+            view.apply(spool, members, where)
+        except FileNotFoundError:  # another run evicted the spool between our lookup and our open: once more
+            spool, members, notes = layer_members(image, number, cache)
+            view.apply(spool, members, where)
+        if notes:
+            shown = ", ".join(notes[:3]) + (f" and {len(notes) - 3} more" if len(notes) > 3 else "")
+            view.warnings.append(f"{where}: {len(notes)} member(s) with an mtime that is not finite or outside "
+                                 f"1970..9999, clamped: {shown}")
     return view

@@ -32,6 +32,7 @@ def resolve_image(
     read_blob: Callable[[Descriptor], bytes],
     open_blob: Callable[[Descriptor], BinaryIO],
     platform: Platform,
+    probe_blob: Callable[[Descriptor], None] | None = None,
 ) -> Image:
     """Pick `platform` from an index if `top` is one, then load the manifest's config."""
     kind, document = parse_manifest(top, name, top_media_type)
@@ -44,12 +45,12 @@ def resolve_image(
         kind, document = parse_manifest(manifest_bytes, f"{name}: {chosen.digest[:19]}", chosen.media_type)
         if kind != "manifest":
             raise SourceError(f"{name}: nested indexes are not supported")
-    config_descriptor = Descriptor.from_json(document["config"], f"{name}: config")
+    config_descriptor = Descriptor.from_json(document["config"])
     config_bytes = read_blob(config_descriptor)
     config = parse_json(config_bytes, f"{name}: config")
-    layers = [Descriptor.from_json(layer, f"{name}: layers[{i}]") for i, layer in enumerate(document["layers"])]
+    layers = [Descriptor.from_json(layer) for layer in document["layers"]]
     image = Image(name, document, manifest_bytes, sha256_of(manifest_bytes), config, config_bytes, config_descriptor,
-                  layers, open_blob, offered)
+                  layers, open_blob, offered, probe_blob)
     if kind == "manifest" and top is manifest_bytes and platform.architecture and image.platform.architecture \
             and not platform.matches(image.platform.os, image.platform.architecture, image.platform.variant):
         raise SourceError(f"{name}: the image is for {image.platform}, not {platform} (use --platform {image.platform})")

@@ -21,8 +21,8 @@ from urllib.parse import urlencode, urljoin
 import requests
 
 from distill import __version__
-from distill.errors import DistillError
-from distill.oci import media
+from distill.errors import DistillError, SourceError
+from distill.oci import documents, media
 from distill.oci.digest import sha256_of
 from distill.oci.image import MAX_MANIFEST_BYTES
 from distill.reference import ImageReference
@@ -139,12 +139,13 @@ class RegistryClient:
                               "check --creds or the auth file")
         if response.status_code != 200:
             raise self._error(f"{self.registry}: the token service answered HTTP {response.status_code}")
+        where = f"{self.registry}: token service answer"
         try:
-            body = response.json()
-            value = body.get("token") or body.get("access_token")
-            lifetime = float(body.get("expires_in") or 60)
-        except (ValueError, AttributeError, TypeError, RecursionError):
-            value, lifetime = None, 0.0
+            body = documents.check_token(documents.load_object(response.content, where), where)
+        except SourceError as exc:
+            raise self._error(str(exc)) from None
+        value = body.get("token") or body.get("access_token")
+        lifetime = min(float(body.get("expires_in") or 60), 86400.0)
         if not isinstance(value, str) or not value:
             raise self._error(f"{self.registry}: the token service answered without a token")
         return _Token(value, time.monotonic() + max(lifetime - 10, 1))

@@ -16,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import hashlib
 import io
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -27,11 +29,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from distill.errors import DestinationError
-from distill.oci import media
+from distill.errors import DestinationError, SourceError
+from distill.oci import documents, media
 from distill.oci.compose import Blob, BuiltImage, BuiltIndex, canonical_json
 from distill.oci.digest import VerifiedReader, hex_of, sha256_of
-from distill.oci.image import parse_json
 from distill.reference import ReferenceError, parse_reference
 from distill.refs import Ref
 from distill.registry.options import RegistryOptions
@@ -122,67 +123,122 @@ def _locked(directory: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _put_blobs(content: _Content, root: Path) -> list[Path]:
-    """Write the blobs `root` lacks; returns the files added, for an interrupted run to take back."""
-    blobs = root / "blobs" / "sha256"
-    blobs.mkdir(parents=True, exist_ok=True)
-    added: list[Path] = []
-    try:
-        for blob in content.blobs:
-            target = blobs / hex_of(blob.descriptor.digest)
-            if target.is_file() and target.stat().st_size == blob.descriptor.size:
-                continue
-            if not target.exists():
-                added.append(target)  # before the rename: a signal may end the run right after it
-            with staged(target, directory=False) as temp, open(temp, "wb") as out:
-                _copy_blob(blob.open, blob.descriptor, out)
-            target.chmod(0o644)
-        for digest, data in content.documents.items():  # manifests before the index that names them
-            manifest = blobs / hex_of(digest)
-            if not manifest.exists():
-                added.append(manifest)
-                with staged(manifest, directory=False) as temp:
-                    temp.write_bytes(data)
-                manifest.chmod(0o644)
-    except BaseException:
-        _take_back(added)
-        raise
-    return added
-
-
-def _take_back(added: list[Path]) -> None:
-    for path in added:
-        path.unlink(missing_ok=True)
-
-
 def _write_layout_dir(content: _Content, dest: Path, name: str | None) -> None:
-    if (dest / "oci-layout").is_file():  # add to an existing layout, index.json last
+    if (dest / "oci-layout").is_file():
         with _locked(dest):
-            added = _put_blobs(content, dest)
-            index_path = dest / "index.json"
-            document = b""
-            try:
-                index = parse_json(index_path.read_bytes(), f"oci:{dest}: index.json") if index_path.exists() else {}
-                kept = [m for m in index.get("manifests", [])
-                        if not (name and isinstance(m, dict) and (m.get("annotations") or {}).get(media.REF_NAME) == name)]
-                document = canonical_json({"schemaVersion": 2, "mediaType": media.OCI_INDEX,
-                                           "manifests": [*kept, _index_entry(content, name)]})
-                with staged(index_path, directory=False) as temp:
-                    temp.write_bytes(document)
-                    temp.chmod(0o644)
-            except BaseException:
-                if not (index_path.exists() and index_path.read_bytes() == document):  # not committed: take it all back
-                    _take_back(added)
-                raise
+            _add_to_layout(content, dest, name)
         return
     with staged(dest, directory=True) as fresh:
         fresh.chmod(0o755)
-        _put_blobs(content, fresh)
+        blobs = fresh / "blobs" / "sha256"
+        blobs.mkdir(parents=True)
+        for blob in _unique(content):
+            with open(blobs / hex_of(blob.descriptor.digest), "wb") as out:
+                _copy_blob(blob.open, blob.descriptor, out)
+        for digest, data in content.documents.items():
+            (blobs / hex_of(digest)).write_bytes(data)
         (fresh / "oci-layout").write_bytes(_LAYOUT)
         index = {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": [_index_entry(content, name)]}
         (fresh / "index.json").write_bytes(canonical_json(index))
-        for path in (fresh / "oci-layout", fresh / "index.json"):
+        for path in (fresh / "oci-layout", fresh / "index.json", *blobs.iterdir()):
             path.chmod(0o644)
+
+
+def _unique(content: _Content) -> list[Blob]:
+    return list({blob.descriptor.digest: blob for blob in content.blobs}.values())
+
+
+def _add_to_layout(content: _Content, dest: Path, name: str | None) -> None:
+    """Add an image to an existing layout, all or nothing: the existing index.json and the blob directories
+    are checked first; every new blob and the new index are written as temporary files; then all are
+    renamed into place, index.json last. A failure before that leaves the layout exactly as it was."""
+    where = f"oci:{dest}"
+    index = _existing_index(dest, where)
+    blobs = dest / "blobs" / "sha256"
+    for directory in (dest / "blobs", blobs):
+        if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
+            raise DestinationError(f"{where}: {directory.relative_to(dest)} is a symlink or not a directory; "
+                                   "this is not a layout distill will write into")
+    made = [d for d in (dest / "blobs", blobs) if not d.exists()]
+    pending: list[tuple[Path, Path]] = []  # (temporary file, final name)
+    placed: list[Path] = []  # new files already renamed in, taken back unless index.json was
+    committed = False
+    try:
+        for directory in made:
+            directory.mkdir(mode=0o755)
+        wanted: list[tuple[str, int, Blob | bytes]] = [(b.descriptor.digest, b.descriptor.size, b) for b in _unique(content)]
+        wanted += [(digest, len(data), data) for digest, data in content.documents.items()]  # manifests before an index
+        for digest, size, item in wanted:
+            final = blobs / hex_of(digest)
+            if _holds(final, digest, size):
+                continue
+            temp = _temp_in(blobs, final.name)
+            pending.append((temp, final))
+            with open(temp, "wb") as out:
+                if isinstance(item, bytes):
+                    out.write(item)
+                else:
+                    _copy_blob(item.open, item.descriptor, out)
+        kept = [m for m in index["manifests"] if not (name and (m.get("annotations") or {}).get(media.REF_NAME) == name)]
+        document = {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": [*kept, _index_entry(content, name)]}
+        temp = _temp_in(dest, "index.json")
+        pending.append((temp, dest / "index.json"))
+        temp.write_bytes(canonical_json(document))
+        for temp, final in pending:
+            temp.chmod(0o644)
+            fresh = not final.exists()
+            os.replace(temp, final)  # index.json is last
+            if fresh:
+                placed.append(final)
+        committed = True
+    except OSError as exc:
+        raise DestinationError(f"{where}: cannot write: {exc.strerror or exc}; the layout was left as it was") from None
+    finally:
+        if not committed:
+            for leftover in [temp for temp, _ in pending] + placed:
+                leftover.unlink(missing_ok=True)
+            for directory in reversed(made):
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+
+
+def _existing_index(dest: Path, where: str) -> dict[str, Any]:
+    """The layout's index.json, checked like any image document; refused (exit 5) before anything is written."""
+    path = dest / "index.json"
+    if not path.exists() and not path.is_symlink():
+        return {"manifests": []}
+    if path.is_symlink() or not path.is_file():
+        raise DestinationError(f"{where}: index.json is a symlink or not a regular file; this is not a layout distill will write into")
+    try:
+        layout_file = documents.load_object((dest / "oci-layout").read_bytes(), f"{where}: oci-layout")
+        documents.check_layout_file(layout_file, f"{where}: oci-layout")
+        return documents.check_index(documents.load_object(path.read_bytes(), f"{where}: index.json"), f"{where}: index.json")
+    except SourceError as exc:
+        raise DestinationError(f"{exc}; not writing into this layout") from None
+    except OSError as exc:
+        raise DestinationError(f"{where}: cannot read index.json: {exc.strerror or exc}") from None
+
+
+def _holds(path: Path, digest: str, size: int) -> bool:
+    """True when `path` is a regular file with exactly this size and digest (an existing blob is verified,
+    never trusted by its name); anything else is replaced."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+        return False
+    hasher = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            hasher.update(chunk)
+    return "sha256:" + hasher.hexdigest() == digest
+
+
+def _temp_in(directory: Path, name: str) -> Path:
+    fd, temp = tempfile.mkstemp(prefix=f".{name}.distill-", dir=directory)
+    os.close(fd)
+    return Path(temp)
 
 
 def _write_archive(content: _Content, out: BinaryIO, name: str | None, *, docker: BuiltImage | None) -> None:

@@ -3,9 +3,9 @@ sibling, then renamed into place, so a refused or failed run leaves nothing behi
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
-import shutil
 import signal
 import tempfile
 from collections.abc import Iterator
@@ -135,6 +135,29 @@ def _replace(temp: Path, dest: Path) -> None:
 
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
+        _remove_tree(str(path))
     else:
         path.unlink(missing_ok=True)
+
+
+def _remove_tree(top: str) -> None:
+    """Remove a directory tree, best effort, with an explicit stack: its depth is whatever was shipped
+    (shutil.rmtree recurses and fails past about a thousand levels). Symlinks are removed, never followed."""
+    stack: list[tuple[str, bool]] = [(top, False)]
+    while stack:
+        directory, emptied = stack.pop()
+        if emptied:
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
+            continue
+        stack.append((directory, True))
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append((entry.path, False))
+                    else:
+                        with contextlib.suppress(OSError):
+                            os.unlink(entry.path)
+        except OSError:
+            continue

@@ -13,7 +13,7 @@ import json
 from typing import Any, BinaryIO
 
 from distill.errors import SourceError
-from distill.oci import media
+from distill.oci import documents, media
 from distill.oci.digest import VerifiedReader, sha256_of
 from distill.oci.image import MAX_MANIFEST_BYTES, Descriptor, Image, parse_json
 from distill.reference import ReferenceError, parse_reference
@@ -26,13 +26,8 @@ __all__ = ["archive_image"]
 def _entries(store: TarStore) -> list[dict[str, Any]]:
     with store.open("manifest.json") as stream:
         data = stream.read(MAX_MANIFEST_BYTES + 1)
-    try:
-        entries = json.loads(data)
-    except (ValueError, RecursionError):
-        entries = None
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries) or not entries:
-        raise SourceError(f"{store.name}: manifest.json is not a list of images")
-    return entries
+    where = f"{store.name}: manifest.json"
+    return documents.check_archive_manifest(documents.load(data, where), where)
 
 
 def _same_image(tag: str, wanted: str) -> bool:
@@ -49,9 +44,9 @@ def _choose(store: TarStore, entries: list[dict[str, Any]], ref: str | None, ind
         return entries[index]
     if ref is not None:
         for entry in entries:
-            if any(_same_image(str(tag), ref) for tag in entry.get("RepoTags") or []):
+            if any(_same_image(tag, ref) for tag in entry.get("RepoTags") or []):
                 return entry
-        tags = ", ".join(str(t) for e in entries for t in e.get("RepoTags") or []) or "none"
+        tags = ", ".join(t for e in entries for t in e.get("RepoTags") or []) or "none"
         raise SourceError(f"{store.name}: no image tagged {ref!r} in the archive (tags: {tags})")
     if len(entries) != 1:
         raise SourceError(f"{store.name}: the archive holds {len(entries)} images; name one with :REF or @N")
@@ -73,9 +68,7 @@ def _describe(store: TarStore, path: str) -> Descriptor:
 def archive_image(store: TarStore, ref: str | None, index: int | None, platform: Platform) -> Image:
     """The chosen image of a docker-archive, with a synthesised OCI manifest."""
     entry = _choose(store, _entries(store), ref, index)
-    config_path, layer_paths = entry.get("Config"), entry.get("Layers")
-    if not isinstance(config_path, str) or not isinstance(layer_paths, list) or not all(isinstance(p, str) for p in layer_paths):
-        raise SourceError(f"{store.name}: manifest.json entry lacks Config or Layers")
+    config_path, layer_paths = entry["Config"], entry["Layers"]
     with store.open(config_path) as stream:
         config_bytes = stream.read(MAX_MANIFEST_BYTES + 1)
     config = parse_json(config_bytes, f"{store.name}: {config_path}")
@@ -95,7 +88,7 @@ def archive_image(store: TarStore, ref: str | None, index: int | None, platform:
                               f"{store.name}: {paths_by_digest[descriptor.digest]}")
 
     image = Image(store.name, manifest, manifest_bytes, sha256_of(manifest_bytes), config, config_bytes, config_descriptor,
-                  layers, open_blob)
+                  layers, open_blob, probe_blob=lambda descriptor: None)  # each layer was hashed from the archive just now
     if image.platform.architecture and not platform.matches(image.platform.os, image.platform.architecture, image.platform.variant):
         raise SourceError(f"{store.name}: the image is for {image.platform}, not {platform} (use --platform {image.platform})")
     return image

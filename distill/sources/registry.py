@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from distill import progress
+from distill.errors import SourceError
 from distill.oci.digest import VerifiedReader
 from distill.oci.image import Descriptor, Image
 from distill.oci.layers import Cache
@@ -22,7 +23,7 @@ def fetch_blob(client: RegistryClient, repository: str, descriptor: Descriptor, 
     """The verified blob in the cache, downloading it the first time."""
     path = cache.blob_path(descriptor.digest)
     if path.exists() and path.stat().st_size == descriptor.size:
-        return path
+        return cache.use(path)
     where = f"{name}: blob {descriptor.digest[:19]}"
     with cache.writing(path) as out, VerifiedReader(client.open_blob(repository, descriptor.digest),
                                                     descriptor.digest, descriptor.size, where) as reader, \
@@ -51,4 +52,10 @@ def registry_image(reference: ImageReference, platform: Platform, cache: Cache, 
         with open_blob(descriptor) as stream:
             return stream.read()
 
-    return resolve_image(name, top, media_type, read_manifest, read_blob, open_blob, platform)
+    def probe_blob(descriptor: Descriptor) -> None:
+        response = client.request("HEAD", f"/v2/{repository}/blobs/{descriptor.digest}", repository, ok=(200, 404))
+        response.close()
+        if response.status_code != 200:
+            raise SourceError(f"{name}: the registry does not hold blob {descriptor.digest[:19]} that the manifest names")
+
+    return resolve_image(name, top, media_type, read_manifest, read_blob, open_blob, platform, probe_blob)

@@ -20,6 +20,7 @@ import pytest
 from helpers import REPO, fat_rootfs
 from helpers.cli import run_distill
 from helpers.images import DEBIAN12_BASE, distroless_layout, fat_layout
+from helpers.platforms import index_layout
 from helpers.registry import Registry, build_image_layout, skopeo_copy
 from helpers.tree import Tree
 
@@ -90,7 +91,7 @@ def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         from test_apps import APP_PACKAGES
 
         yield {"fat": str(fat_rootfs()), "apps": str(fat_rootfs(APP_PACKAGES)), "registry": reg.host,
-               "my-app": str(my_app.root), "my-app-layout": str(home / "my-app-layout"), "fat-archive": str(home / "fat.tar"),
+               "my-app": str(my_app.root), "my-app-layout": str(home / "my-app-layout"), "fat-archive": str(home / "fat.tar"), "index": str(index_layout()),
                "cache": str(home / "cache")}
 
 
@@ -98,6 +99,7 @@ def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
 SUBSTITUTIONS = [
     ("/usr/bin/redis-server --from /fat", "/usr/bin/redis-server --from {apps}"),  # the README's /fat has no redis
     ("./my-app.yaml --from oci:fat:1", "./my-app.yaml --from oci:{my-app-layout}:1"),
+    ("--from oci:fat:1 --platform", "--from oci:{index}:latest --platform"),  # a two-platform index
     ("./my-app.yaml --from /fat", "./my-app.yaml --from {my-app}"),
     ("--from /fat", "--from {fat}"),
     ("--from nginx:latest", "--from {registry}/library/nginx:latest"),

@@ -155,10 +155,10 @@ def test_an_opaque_root_hides_every_lower_layer(glibc_tree: Tree, tmp_path: Path
 
 
 @pytest.mark.parametrize(("section", "message"), [
-    (["x"], "config `config` is not an object"),
-    ({"Env": "LD_LIBRARY_PATH=/x"}, "config `config.Env` is not a list of strings"),
-    ({"Entrypoint": [1]}, "config `config.Entrypoint` is not a list of strings"),
-    ({"Labels": ["a"]}, "config `config.Labels` is not an object of strings"),
+    (["x"], "$.config: expected an object, got a list"),
+    ({"Env": "LD_LIBRARY_PATH=/x"}, "$.config.Env: expected a list, got a string"),
+    ({"Entrypoint": [1]}, "$.config.Entrypoint[0]: expected a string, got a number"),
+    ({"Labels": ["a"]}, "$.config.Labels: expected an object, got a list"),
 ], ids=["not-object", "env-string", "entrypoint-number", "labels-list"])
 def test_a_malformed_config_section_is_refused_before_any_layer_is_read(glibc_tree: Tree, tmp_path: Path, section: object,
                                                                         message: str) -> None:

@@ -20,7 +20,7 @@ def test_one_input(data: bytes) -> None:
     with open(SPOOL, "wb") as out:
         out.write(data)
     try:
-        members = _index(Path(SPOOL), "fuzz")
+        members, _ = _index(Path(SPOOL), "fuzz")
         view = ImageView("fuzz")
         view.apply(Path(SPOOL), members, "fuzz")
         for node in view.walk("/"):
