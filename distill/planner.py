@@ -70,9 +70,8 @@ class Planner:
             self._packages,
             self._paths,
             builder.raise_issues,
-            self._close_links,
             self._root_closures,
-            self._shipped_elves,
+            self._close_links,  # and the closures of every other shipped ELF, link targets included
             self._package_depends,
             lambda: runtime.add_runtime_files(builder, context),
             self._close_links,
