@@ -89,6 +89,10 @@ def test_example_containerfile_builds_and_its_image_answers(name: str, built: di
     assert result["started"], result
     assert result["responses"]["/"]["status"] == 200
     assert text in result["responses"]["/"]["body"]
+    if name == "build-stage":  # verify --run on the same image: runc, its exposed port, a probe from outside
+        verified = run_distill("verify", f"oci:{layout}:latest", "--run", "curl -sf http://127.0.0.1/ | grep -q 'Welcome to nginx'")
+        assert verified.code == 0, verified.stderr
+        assert "probe passed" in verified.stderr
 
 
 def test_distill_image_is_small_verified_and_pushed(distill_image: Path, registry: Registry) -> None:
