@@ -12,6 +12,7 @@ The parent re-executes this module under `unshare` with a JSON spec; the child w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -80,7 +81,7 @@ def confined_run(run: Run, scratch: Path) -> RunResult:
     spec_path.write_text(json.dumps({**run.__dict__, "scratch": str(scratch), "result": str(result_path)}))
     command = ["unshare", "--mount", "--propagation", "private", "--net", "--pid", "--fork", "--mount-proc", "--",
                sys.executable, "-m", "distill.sandbox", str(spec_path)]
-    proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=run.timeout + 120)
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=run.timeout + 120)
     if not result_path.exists():
         raise UsageError(f"the confined run could not start: {(proc.stderr or proc.stdout).strip()[-500:] or 'no output'}")
     return RunResult(**json.loads(result_path.read_text()))
@@ -136,10 +137,8 @@ def _stop_all(keep: set[int]) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in keep and int(p) != os.getpid()]
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}/stat") and _alive(p) for p in pids):
             time.sleep(0.1)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from distill import paths
 from distill.accounts import parse_group, parse_passwd
-from distill.checks import check_plan
+from distill.checks import FindingKind, check_plan
 from distill.elf import is_elf
 from distill.errors import DistillError, ElfError
-from distill.loader import Loader
+from distill.loader import Loader, LoaderEnv
 from distill.materialize import materialize
 from distill.plan import Plan
 from distill.sandbox import Run, RunResult, confined_run
@@ -35,6 +35,7 @@ _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 class Failure(enum.Enum):
     """A failure class and its exit code (docs/cli.md lists them)."""
 
+    BAD_ELF = 3
     MISSING_LIBRARY = 4
     MISSING_VERSION = 6
     ENTRYPOINT = 7
@@ -105,12 +106,13 @@ def _closures(view: View, config: ImageConfig, verdict: Verdict) -> None:
     roots = [node.path for node in view.walk("/") if node.is_file and node.size >= 4 and _elf(view, node.path)]
     verdict.elf_files = len(roots)
     library_path = tuple(config.env["LD_LIBRARY_PATH"].split(":")) if config.env.get("LD_LIBRARY_PATH") else ()
-    plan = Plan(source=view.name, profile="verify", roots=roots, library_path=library_path)
-    result = check_plan(plan, view, cwd=config.workdir or "/", output=view)
-    verdict.warnings.extend(result.warnings)
-    for error in result.errors:
-        failure = Failure.MISSING_VERSION if " needs version " in error else Failure.MISSING_LIBRARY
-        verdict.findings.append(Finding(failure, error.replace("is not in the output", "is not in the image")))
+    env = LoaderEnv(cwd=config.workdir or "/", library_path=library_path)
+    result = check_plan(Plan(source=view.name, profile="verify", roots=roots), view, env, output=view)
+    verdict.warnings.extend(str(w) for w in result.warnings)
+    for finding in result.errors:
+        failure = {FindingKind.MISSING_VERSION: Failure.MISSING_VERSION, FindingKind.BAD_ELF: Failure.BAD_ELF}.get(
+            finding.kind, Failure.MISSING_LIBRARY)
+        verdict.findings.append(Finding(failure, finding.message.replace("is not in the output", "is not in the image")))
 
 
 def _elf(view: View, path: str) -> bool:

@@ -16,7 +16,7 @@ from distill.profile import Profile, load_profile
 from distill.refs import parse_source
 from distill.registry.auth import CredentialsError, parse_creds_flag
 from distill.registry.options import RegistryOptions
-from distill.sinks import staged
+from distill.sinks.staging import staged
 from distill.sources import SourceOptions, open_source
 from distill.target import Platform
 from distill.verify import ImageConfig, VerifyError, account_ids, run_probe, verify

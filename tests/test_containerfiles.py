@@ -21,7 +21,7 @@ from images import dev_layout, fat_layout
 from registry import Registry, skopeo_copy
 
 sys.path.insert(0, str(REPO / "examples"))
-from distill_image import cached_image, image_size, wheelhouse  # noqa: E402
+from distill_image import cached_image, image_size, wheelhouse
 
 pytestmark = [pytest.mark.rootfs, pytest.mark.slow]
 

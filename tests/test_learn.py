@@ -48,7 +48,7 @@ def test_learned_graphviz_profile_renders_png_where_an_ad_hoc_one_cannot(graphvi
     assert any("/graphviz/libgvplugin_" in b for b in document["binaries"])  # dlopen'ed renderers
     assert "/usr/lib/x86_64-linux-gnu/graphviz/config6a" in document["paths"]  # the plugin config
     for line in text.splitlines():  # readable: every entry says what touched it
-        if line.startswith("  - /") or line.startswith("  /"):
+        if line.startswith(("  - /", "  /")):
             assert " # " in line and ("by /usr/bin/dot" in line or "executed" in line), line
     assert not any(p.startswith(("/proc", "/sys", "/dev")) for p in [*document["binaries"], *document["paths"]])
     assert load_profile(str(draft)).name == "dot"

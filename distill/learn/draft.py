@@ -64,7 +64,7 @@ def needs_of(found: Observations, view: View) -> Needs:
         if not _hidden(touch.path):
             by_path[touch.path].append(touch)
     loader = Loader(view)
-    kinds: dict[str, str] = {}
+    opened_elf: list[str] = []  # ELF files the run opened without executing them
     for path, touches in by_path.items():
         resolved = view.resolve(path)
         if resolved.node is None or _hidden(resolved.path):
@@ -82,18 +82,18 @@ def needs_of(found: Observations, view: View) -> Needs:
         if executed:
             needs.binaries[path] = touches
         elif _is_elf(view, resolved.path):
-            kinds[path] = "elf"
+            opened_elf.append(path)
         else:
             needs.files[path] = touches
     in_closure: set[str] = set()
-    for root in [*needs.binaries, *[p for p in by_path if kinds.get(p) == "elf"]]:
+    for root in [*needs.binaries, *opened_elf]:
         try:
             closure = loader.closure(root)
         except (ElfError, SourceError):
             continue
         if root in needs.binaries or view.resolve(root).path not in in_closure:
             in_closure.update(view.resolve(o).path for o in closure.objects[1:])
-    for path, kind in kinds.items():
+    for path in opened_elf:
         if view.resolve(path).path in in_closure:
             needs.in_closures += 1
         else:

@@ -111,7 +111,7 @@ class _Parser:
             if path:
                 self.found.touches.append(Touch(path, "looked up", proc.exe))
         elif call in _UID_CALLS:
-            first = args.split(",")[0].strip()
+            first = args.split(",", maxsplit=1)[0].strip()
             if first.isdigit() and int(first) != 0:
                 self.found.ids.append((_UID_CALLS[call], int(first), proc.exe))
         return None
