@@ -3,11 +3,13 @@
 its dependencies installed with pip, then distilled by distill itself with the built-in `distill`
 profile. Writes an OCI layout and a docker-archive, cached by the wheels' and the rootfs's content:
 
-    examples/distill_image.py [OUTDIR]      # default build/image: OUTDIR/oci (tag latest), OUTDIR/distill.tar
+    examples/distill_image.py [OUTDIR]      # default build/image: OUTDIR/oci (tag latest), OUTDIR/distill.tar,
+                                            # OUTDIR/wheels (distill's wheel and its dependencies')
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -31,18 +33,26 @@ def wheelhouse(dest: Path) -> list[Path]:
     return sorted(dest.glob("*.whl"))
 
 
+def source_key(root: Path) -> str:
+    """What the image is made of: distill's sources and packaging, and the rootfs it starts from."""
+    digest = hashlib.sha256(str(root).encode())
+    for path in sorted([REPO / "pyproject.toml", REPO / "README.md", *(REPO / "distill").rglob("*.py"),
+                        *(REPO / "profiles").glob("*.yaml"), Path(__file__)]):
+        digest.update(str(path.relative_to(REPO)).encode() + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
 def build(outdir: Path) -> Path:
-    """OUTDIR/oci and OUTDIR/distill.tar, rebuilt only when the wheels or the rootfs changed."""
+    """OUTDIR/oci, OUTDIR/distill.tar and the wheels they hold (OUTDIR/wheels), rebuilt when a source changed."""
     root = fat_rootfs(PACKAGES)
-    with tempfile.TemporaryDirectory(prefix="distill-image-") as work:
-        wheels = wheelhouse(Path(work) / "wheels")
-        digest = hashlib.sha256(str(root).encode())
-        for wheel in wheels:
-            digest.update(wheel.name.encode() + hashlib.sha256(wheel.read_bytes()).digest())
-        key = digest.hexdigest()[:16]
-        if (outdir / "key").exists() and (outdir / "key").read_text() == key:
-            return outdir
-        fat = Path(work) / "fat"
+    key = source_key(root)
+    if (outdir / "key").exists() and (outdir / "key").read_text() == key:
+        return outdir
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".image-", dir=outdir.parent))
+    try:
+        wheels = wheelhouse(staging / "wheels")
+        fat = staging / "fat"
         subprocess.run(["cp", "-a", "--reflink=auto", f"{root}/.", str(fat)], check=True)
         site = fat / "usr/local/lib/python3.11/dist-packages"
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-compile", "--no-deps",
@@ -51,18 +61,16 @@ def build(outdir: Path) -> Path:
         script = fat / "usr/local/bin/distill"
         script.write_text(CONSOLE_SCRIPT)
         script.chmod(0o755)
-        staging = Path(tempfile.mkdtemp(prefix=".image-", dir=outdir.parent if outdir.parent.exists() else None))
-        try:
-            subprocess.run([sys.executable, "-m", "distill", "distill", "--from", str(fat), "-q",
-                            "--out", f"oci:{staging}/oci:latest", "--out", f"docker-archive:{staging}/distill.tar:distill:latest"],
-                           check=True, env={**os.environ, "SOURCE_DATE_EPOCH": EPOCH})
-            (staging / "key").write_text(key)
-            shutil.rmtree(outdir, ignore_errors=True)
-            outdir.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(staging, outdir)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        subprocess.run([sys.executable, "-m", "distill", "distill", "--from", str(fat), "-q",
+                        "--out", f"oci:{staging}/oci:latest", "--out", f"docker-archive:{staging}/distill.tar:distill:latest"],
+                       check=True, env={**os.environ, "SOURCE_DATE_EPOCH": EPOCH})
+        shutil.rmtree(fat)
+        (staging / "key").write_text(key)
+        shutil.rmtree(outdir, ignore_errors=True)
+        os.rename(staging, outdir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return outdir
 
 
@@ -72,8 +80,12 @@ def image_size(outdir: Path) -> int:
 
 
 def cached_image() -> Path:
-    """The image under the test cache (shared by the tests)."""
-    return build(cache_dir() / "distill-image")
+    """The image under the test cache (shared by the tests), under a lock: tests may run in parallel."""
+    home = cache_dir()
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / "distill-image.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return build(home / "distill-image")
 
 
 if __name__ == "__main__":

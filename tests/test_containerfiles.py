@@ -7,6 +7,7 @@ build stage by two of the examples, and checked by `distill verify`.
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import subprocess
 import sys
@@ -17,11 +18,12 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_distill
 from containers import run_bundle_http, unpack_bundle
+from fatroot import cache_dir
 from images import dev_layout, fat_layout
 from registry import Registry, skopeo_copy
 
 sys.path.insert(0, str(REPO / "examples"))
-from distill_image import cached_image, image_size, wheelhouse
+from distill_image import cached_image, image_size
 
 pytestmark = [pytest.mark.rootfs, pytest.mark.slow]
 
@@ -39,23 +41,37 @@ def distill_image() -> Path:
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory, distill_image: Path):  # type: ignore[no-untyped-def]
     with Registry(tmp_path_factory.mktemp("registry")) as reg:
+        started = time.monotonic()
         skopeo_copy(f"oci:{fat_layout()}:latest", reg.ref("fat-nginx:latest"))
         skopeo_copy(f"oci:{dev_layout()}:latest", reg.ref("fat-dev:latest"))
         skopeo_copy(f"oci:{distill_image}/oci:latest", reg.ref("distill:latest"))
+        print(f"bases pushed in {time.monotonic() - started:.0f} s", file=sys.stderr)
         yield reg
 
 
 @pytest.fixture(scope="module")
-def built(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[int, str, Path]]]:
-    """Every example built at once (buildah runs them in parallel on one storage); name -> (exit, log, layout)."""
+def built(registry: Registry, distill_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[int, str, Path]]]:
+    """Every example built at once (buildah runs them in parallel on one storage); name -> (exit, log, layout).
+
+    The vfs storage lives in the test cache, so base layers pulled once stay (vfs keeps a full copy of
+    every layer: removing gigabytes costs as much as building); what the previous run built is pruned
+    first, and a lock keeps two test sessions off it at once."""
     work = tmp_path_factory.mktemp("buildah")
-    storage = ["buildah", "--root", str(work / "root"), "--runroot", str(work / "run"), "--storage-driver", "vfs"]
+    home = cache_dir() / "buildah"
+    home.mkdir(parents=True, exist_ok=True)
+    lock = open(home / "lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    storage = ["buildah", "--root", str(home / "root"), "--runroot", str(home / "run"), "--storage-driver", "vfs"]
+    started = time.monotonic()
+    subprocess.run([*storage, "rm", "--all"], check=True, capture_output=True)
+    subprocess.run([*storage, "rmi", "--prune"], check=True, capture_output=True)
+    print(f"buildah storage pruned in {time.monotonic() - started:.0f} s", file=sys.stderr)
     running = {}
     for name in APPS:
         context = work / f"context-{name}"
         subprocess.run(["cp", "-a", str(EXAMPLES / name), str(context)], check=True)
         if name == "pip-in-fat":
-            wheelhouse(context / "wheels")
+            shutil.copytree(distill_image / "wheels", context / "wheels")
         log = open(work / f"{name}.log", "w+")
         running[name] = (subprocess.Popen([*storage, "bud", "--isolation", "chroot", "--tls-verify=false",
                                            "--build-arg", f"REGISTRY={registry.host}", "-t", f"example-{name}",
@@ -74,8 +90,10 @@ def built(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Itera
                            capture_output=True)
         results[name] = (code, text, layout)
     print(f"buildah built {len(APPS)} examples in {time.monotonic() - started:.0f} s", file=sys.stderr)
-    yield results
-    shutil.rmtree(work / "root", ignore_errors=True)  # vfs keeps a full copy of every layer: gigabytes
+    try:
+        yield results
+    finally:
+        lock.close()
 
 
 @pytest.mark.parametrize("name", list(APPS))
