@@ -26,11 +26,10 @@ CONSOLE_SCRIPT = "#!/usr/bin/python3\nimport sys\nfrom distill.cli import main\n
 EPOCH = "1700000000"  # SOURCE_DATE_EPOCH: the same wheels give the same image digest
 
 
-def wheelhouse(dest: Path) -> list[Path]:
+def wheelhouse(dest: Path) -> None:
     """The distill wheel and a wheel of every runtime dependency, for the rootfs's Python (Debian 12: 3.11)."""
     dest.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(dest), str(REPO)], check=True)
-    return sorted(dest.glob("*.whl"))
 
 
 def source_key(root: Path) -> str:
@@ -51,12 +50,13 @@ def build(outdir: Path) -> Path:
     outdir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".image-", dir=outdir.parent))
     try:
-        wheels = wheelhouse(staging / "wheels")
+        wheelhouse(staging / "wheels")
         fat = staging / "fat"
         subprocess.run(["cp", "-a", "--reflink=auto", f"{root}/.", str(fat)], check=True)
         site = fat / "usr/local/lib/python3.11/dist-packages"
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-compile", "--no-deps",
-                        "--target", str(site), *map(str, wheels)], check=True)
+        # by name, from the wheel directory: a path requirement would record that (temporary) path in direct_url.json
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-compile", "--find-links",
+                        str(staging / "wheels"), "--target", str(site), "distill"], check=True)
         shutil.rmtree(site / "bin", ignore_errors=True)  # console scripts written for the host's python
         script = fat / "usr/local/bin/distill"
         script.write_text(CONSOLE_SCRIPT)
