@@ -225,6 +225,7 @@ def _inside(spec: dict[str, Any]) -> dict[str, Any]:
         result["exit"] = None
     output.seek(0)
     result["output"] = output.read()[-4000:].decode("utf-8", "replace")
+    output.close()
     return result
 
 

@@ -7,12 +7,14 @@ header names, so an ad-hoc profile gives an output that cannot render PNG; the l
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import Tree, run_distill
 from fatroot import fat_rootfs
+from registry import build_image_layout
 
 from distill.profile import load_profile
 
@@ -25,11 +27,11 @@ def graphviz_root() -> Path:
     return fat_rootfs(("graphviz",))
 
 
-def learn(root: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    import sys
+LEARN = [sys.executable, "-m", "distill", "learn"]
 
-    return subprocess.run([sys.executable, "-m", "distill", "learn", *args[:1], "--from", str(root), *args[1:]],
-                          input=stdin, capture_output=True, text=True)
+
+def learn(root: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*LEARN, *args[:1], "--from", str(root), *args[1:]], input=stdin, capture_output=True, text=True)
 
 
 def renders_png(root: Path) -> bytes:
@@ -117,3 +119,16 @@ int main(void) {
     assert "executed by /usr/bin/parent" in result.stdout
     assert not any(p.startswith("/proc") for p in document["paths"])
     assert not any(str(tmp_path) in p for p in document["paths"])  # no host path leaked through the overlay
+
+
+def test_an_image_source_is_written_out_and_traced(tree: Tree, tmp_path: Path) -> None:
+    tree.app()
+    tree.write("/etc/app.conf", "x\n")
+    tree.prog("/usr/bin/reader", source='#include <stdio.h>\nint main(void) { return fopen("/etc/app.conf", "r") == 0; }\n')
+    build_image_layout(tree.root, tmp_path / "layout", "1")
+    result = learn(tree.root, "reader", "--", "reader")  # PATH lookup inside the root
+    from_image = subprocess.run([*LEARN, "reader", "--from", f"oci:{tmp_path / 'layout'}:1", "--", "reader"],
+                                capture_output=True, text=True)
+    assert from_image.returncode == 0, from_image.stderr
+    assert from_image.stdout.splitlines()[4:] == result.stdout.splitlines()[4:]  # the same draft, below the header
+    assert "/etc/app.conf: {}" in from_image.stdout
