@@ -133,6 +133,18 @@ def learn_command(app: str, probe: str | None, run_as: str | None, write: str | 
     _say(f"wrote {write}")
 
 
+def _argv(value: str) -> list[str]:
+    if not value.lstrip().startswith("["):
+        return shlex.split(value)
+    try:
+        parsed = json.loads(value)
+    except (json.JSONDecodeError, RecursionError):
+        parsed = None
+    if not isinstance(parsed, list) or not parsed or not all(isinstance(a, str) for a in parsed):
+        raise UsageError("--entrypoint: give a JSON list of strings, or words split like a shell")
+    return parsed
+
+
 def _run_as(ref: Any, options: SourceOptions, spec: str | None) -> tuple[int, int]:
     if not spec:
         return 0, 0
@@ -156,7 +168,7 @@ def verify_command(target: str, probe: str | None, entrypoint: str | None, user:
     source = open_source(parse_source(target, "TARGET"), _options(flags))
     config = ImageConfig.of(source)
     if entrypoint is not None:
-        config.entrypoint = json.loads(entrypoint) if entrypoint.lstrip().startswith("[") else shlex.split(entrypoint)
+        config.entrypoint = _argv(entrypoint)
     config.user = user if user is not None else config.user
     config.workdir = workdir if workdir is not None else config.workdir
     verdict = verify(source, config)

@@ -116,3 +116,10 @@ def test_run_reports_a_server_that_never_listens(tree: Tree) -> None:
     result = verify(tree.root, "--entrypoint", "/usr/bin/app", "--run", "true", "--wait-port", "8080", "--timeout", "5")
     assert result.code == 9, result.stderr
     assert "probe not run: nothing listened on port 8080" in result.stderr
+
+
+def test_a_bad_entrypoint_flag_is_a_usage_error(tree: Tree) -> None:
+    tree.app()
+    result = verify(tree.root, "--entrypoint", '["/usr/bin/app", 1]')
+    assert result.code == 2
+    assert result.stderr == "distill: error: --entrypoint: give a JSON list of strings, or words split like a shell\n"
