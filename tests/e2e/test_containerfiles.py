@@ -16,14 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_distill
-from containers import run_bundle_http, unpack_bundle
-from fatroot import cache_dir
-from images import dev_layout, fat_layout
-from registry import Registry, skopeo_copy
-
-sys.path.insert(0, str(REPO / "examples"))
 from distill_image import cached_image, image_size
+
+from helpers import REPO, cache_dir
+from helpers.cli import run_distill
+from helpers.containers import run_bundle_http, unpack_bundle
+from helpers.images import dev_layout, fat_layout
+from helpers.registry import Registry, skopeo_copy
 
 pytestmark = [pytest.mark.rootfs, pytest.mark.slow]
 

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import Tree, run_distill
-from fatroot import fat_rootfs
-from registry import build_image_layout
 
 from distill.profile import load_profile
+
+from helpers import fat_rootfs
+from helpers.cli import run_distill
+from helpers.registry import build_image_layout
+from helpers.tree import Tree
 
 GRAPH = "digraph { a -> b; b -> c }\n"
 PNG = b"\x89PNG\r\n\x1a\n"

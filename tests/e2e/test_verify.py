@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import TRIPLET, Tree, run_distill
+from helpers.cli import run_distill
+from helpers.tree import TRIPLET, Tree
 
 LIBDIR = f"/usr/lib/{TRIPLET}"
 V1 = "VERS_1 { global: f1; local: *; };\n"
