@@ -100,11 +100,21 @@ def _overlay(lower: str, scratch: Path) -> Path:
 
 
 def _runtime_mounts(root: Path) -> None:
-    """/proc (this PID namespace's) and the host's /dev, as a container runtime gives them."""
-    for name, command in (("proc", ["mount", "-t", "proc", "proc"]), ("dev", ["mount", "--rbind", "/dev"])):
-        target = root / name
-        target.mkdir(exist_ok=True)
-        subprocess.run([*command, str(target)], check=True, capture_output=True)
+    """/proc (this PID namespace's) and a minimal /dev, as a container runtime gives them: a tmpfs
+    with the host's null, zero, full, random, urandom and tty bound in, the standard links, and shm."""
+    proc, dev = root / "proc", root / "dev"
+    for directory in (proc, dev):
+        directory.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "proc", "proc", str(proc)], check=True, capture_output=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=755,nosuid", "tmpfs", str(dev)], check=True, capture_output=True)
+    for name in ("null", "zero", "full", "random", "urandom", "tty"):
+        (dev / name).touch()
+        subprocess.run(["mount", "--bind", f"/dev/{name}", str(dev / name)], check=True, capture_output=True)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, dev / name)
+    (dev / "shm").mkdir(mode=0o1777)
+    (dev / "shm").chmod(0o1777)
 
 
 def _port_open(port: int) -> bool:
