@@ -52,7 +52,7 @@ class Run:
     uid: int = 0
     gid: int = 0
     probe: str | None = None  # a shell command run outside the root, in the same network namespace
-    wait_port: int | None = None  # start the probe once this TCP port accepts connections
+    wait_ports: list[int] = field(default_factory=list)  # start the probe once one of these TCP ports accepts connections
     timeout: float = 60.0
 
 
@@ -205,10 +205,10 @@ def _inside(spec: dict[str, Any]) -> dict[str, Any]:
         program = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=output)
     deadline = time.monotonic() + spec["timeout"]
     result: dict[str, Any] = {"exit": None, "timed_out": False, "output": "", "trace_dir": str(trace_dir) if trace_dir else None}
-    if spec["wait_port"]:
+    if spec["wait_ports"]:
         ready = False
         while time.monotonic() < deadline and program.poll() is None and not ready:
-            ready = _port_open(spec["wait_port"])
+            ready = any(_port_open(port) for port in spec["wait_ports"])
             if not ready:
                 time.sleep(0.1)
         result["port_ready"] = ready

@@ -211,12 +211,13 @@ def run_probe(source: Source, config: ImageConfig, probe: str, *, wait_port: int
         (scratch / "run").mkdir()
         uid, gid = account_ids(source.view, config.user)
         env = {"PATH": _DEFAULT_PATH, **config.env}
-        port = wait_port if wait_port is not None else (config.ports[0] if config.ports else None)
+        ports = [wait_port] if wait_port is not None else config.ports
         verdict.run = confined_run(Run(root, config.entrypoint, "runc", env=env, cwd=config.workdir or "/", uid=uid,
-                                       gid=gid, probe=probe, wait_port=port, timeout=timeout), scratch / "run")
+                                       gid=gid, probe=probe, wait_ports=ports, timeout=timeout), scratch / "run")
     result = verdict.run
     if result.port_ready is False:
-        verdict.findings.append(Finding(Failure.PROBE, f"probe not run: nothing listened on port {port} within {timeout:g} s; "
+        where = " or ".join(map(str, ports))
+        verdict.findings.append(Finding(Failure.PROBE, f"probe not run: nothing listened on port {where} within {timeout:g} s; "
                                                        f"container output: {_tail(result.output)}"))
     elif result.probe_exit != 0:
         verdict.findings.append(Finding(Failure.PROBE, f"probe {shlex.quote(probe)} failed (exit {result.probe_exit}): "

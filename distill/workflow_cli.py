@@ -31,7 +31,8 @@ def _image_options(command: Any) -> Any:
         click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="platform to pick from a multi-platform image"),
         click.option("--creds", metavar="USER:PASSWORD", help="registry credentials"),
         click.option("--authfile", metavar="FILE", help="registry auth file"),
-        click.option("--tls-verify", type=click.BOOL, default=True, metavar="BOOL", help="verify registry TLS (default true)"),
+        click.option("--tls-verify", type=click.BOOL, default=True, is_flag=False, flag_value=True, metavar="[=BOOL]",
+                     help="verify registry TLS certificates and refuse plain http (default true)"),
         click.option("--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True, metavar="SECONDS",
                      help="time limit for the run"),
         click.option("--wait-port", type=click.IntRange(1, 65535), metavar="PORT",
@@ -84,21 +85,21 @@ def learn_command(app: str, probe: str | None, run_as: str | None, write: str | 
     profile = _app_profile(app)
     argv = list(command)
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
-    wait_port = flags["wait_port"]
+    wait_ports = [flags["wait_port"]] if flags["wait_port"] else []
     if profile is not None:
         env.update(profile.image.env)
         if not argv:
             argv = [*(profile.image.entrypoint or ()), *(profile.image.cmd or ())]
-        if wait_port is None and probe and profile.image.expose:
-            first = str(profile.image.expose[0]).split("/")
-            wait_port = int(first[0]) if first[0].isdigit() and (len(first) == 1 or first[1] == "tcp") else None
+        if not wait_ports and probe:
+            wait_ports = [int(port) for port, _, proto in (str(e).partition("/") for e in profile.image.expose)
+                          if port.isdigit() and proto in ("", "tcp")]
     if not argv:
         raise UsageError(f"{app}: no command to run; give one after `--` (distill learn {app} --from SRC -- /usr/bin/{app} ...)")
     ref = parse_source(flags["source"])
     options = _options(flags)
     uid, gid = _run_as(ref, options, run_as or (profile.image.user if profile is not None else None))
     learned = learn(ref, options, argv, env=env, cwd=(profile.image.workdir if profile else None) or "/", uid=uid, gid=gid,
-                    probe=probe, wait_port=wait_port, timeout=flags["timeout"])
+                    probe=probe, wait_ports=wait_ports, timeout=flags["timeout"])
     run = learned.run
     note = (f"ran {shlex.join(argv)}: " + ("stopped at the time limit" if run.timed_out else
             f"exit {run.exit}" if run.exit is not None else "stopped after the probe"))
@@ -106,7 +107,8 @@ def learn_command(app: str, probe: str | None, run_as: str | None, write: str | 
         note += f"; probe exit {run.probe_exit}"
     _say(note)
     if run.port_ready is False:
-        _say(f"warning: nothing listened on port {wait_port}; the probe ran anyway, the draft may miss what serving needs")
+        where = " or ".join(map(str, wait_ports))
+        _say(f"warning: nothing listened on port {where}; the probe ran anyway, the draft may miss what serving needs")
     if probe and run.probe_exit != 0:
         _say(f"warning: the probe failed, the draft may miss what a working run needs: {run.probe_output.strip()[-300:]}")
     if run.exit not in (0, None) or run.timed_out:

@@ -34,7 +34,7 @@ _GENERATED = {"/etc/ld.so.cache": "ld.so.cache", "/etc/passwd": "accounts", "/et
               "/etc/shadow": "never shipped", "/etc/gshadow": "never shipped", "/etc/nsswitch.conf": "system.nsswitch",
               "/etc/localtime": "system.timezone", "/etc/ld.so.preload": "never shipped"}
 _PLAIN = re.compile(r"^/[A-Za-z0-9_/.+@~%-]*(/\*\*?)?$")
-_HOW_ORDER = ("executed", "opened", "written", "listed", "looked up")
+_HOW_ORDER = ("executed", "opened", "written", "created", "listed", "looked up")
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Needs:
     binaries: dict[str, list[Touch]] = field(default_factory=dict)  # spelled path -> touches
     modules: dict[str, list[Touch]] = field(default_factory=dict)  # ELF files opened outside every closure
     files: dict[str, list[Touch]] = field(default_factory=dict)
-    directories: dict[str, list[Touch]] = field(default_factory=dict)  # listed, nothing below used
+    directories: dict[str, list[Touch]] = field(default_factory=dict)  # listed or written into, nothing below used
     users: dict[str, str] = field(default_factory=dict)  # name -> "setuid(33) by /usr/sbin/nginx"
     groups: dict[str, str] = field(default_factory=dict)
     left_to_distill: dict[str, str] = field(default_factory=dict)
@@ -74,7 +74,11 @@ def needs_of(found: Observations, view: View) -> Needs:
             continue
         if resolved.node.is_dir:
             if path != "/" and any(t.how == "listed" for t in touches):
-                needs.directories[path] = touches
+                needs.directories.setdefault(path, []).extend(touches)
+            continue
+        if all(t.how == "created" for t in touches):  # its content is not needed, only a directory to create it in
+            if paths.parent(path) != "/":
+                needs.directories.setdefault(paths.parent(path), []).extend(touches)
             continue
         if not resolved.node.is_file:
             continue
@@ -98,7 +102,7 @@ def needs_of(found: Observations, view: View) -> Needs:
             needs.in_closures += 1
         else:
             needs.modules[path] = by_path[path]
-    needs.listed = set(needs.directories)
+    needs.listed = {d for d, touches in needs.directories.items() if any(t.how == "listed" for t in touches)}
     needs.directories = {d: t for d, t in needs.directories.items()
                          if not any(p.startswith(d.rstrip("/") + "/") for p in (*needs.files, *needs.modules, *needs.binaries))}
     _accounts(found, view, needs)
@@ -204,7 +208,7 @@ def render_draft(needs: Needs, view: View, *, name: str, argv: list[str], source
         out += _lines(binaries)
     grouped = _group(needs.files, needs.listed, view)
     entries = [(f"  {_scalar(p)}: {{}}", comment) for p, (comment, _) in grouped.items()]
-    entries += [(f"  {_scalar(d.rstrip('/') + '/')}: {{}}", f"directory {_describe(t)}") for d, t in needs.directories.items()]
+    entries += [(f"  {_scalar(d.rstrip('/') + '/')}: {{}}", f"directory: {_describe(t)}") for d, t in needs.directories.items()]
     if entries:
         out.append("paths:")
         out += _lines(sorted(entries, key=lambda e: paths.sort_key(e[0].strip().split(":")[0].strip('"'))))
@@ -230,6 +234,10 @@ def missing_from(needs: Needs, view: View, profile: Profile) -> list[str]:
         for path, touches in sorted(group.items()):
             if output.resolve(path).node is None:
                 lines.append(f"{path}: {_describe(touches)}; not in the profile's output")
+    for path, touches in sorted(needs.directories.items()):
+        node = output.resolve(path).node
+        if node is None or not node.is_dir:
+            lines.append(f"{path}/: directory {_describe(touches)}; not in the profile's output")
     for key, names in (("/etc/passwd", needs.users), ("/etc/group", needs.groups)):
         entry = plan.entries.get(key)
         table = entry.data.decode("utf-8", "replace") if entry is not None and entry.data is not None else ""

@@ -33,7 +33,8 @@ _UID_CALLS = {"setuid": "user", "setresuid": "user", "setreuid": "user", "setfsu
 
 @dataclass(frozen=True)
 class Touch:
-    """One path the app used: `how` is executed, opened, written, listed or looked up; `by` the program."""
+    """One path the app used: `how` is executed, opened, written, created (written with O_CREAT: the file
+    need not exist beforehand), listed or looked up; `by` the program."""
 
     path: str
     how: str
@@ -104,7 +105,8 @@ class _Parser:
         elif call in _OPEN_CALLS:
             path = self.path_of(args)
             if path:
-                how = "listed" if "O_DIRECTORY" in args else "written" if re.search(r"O_WRONLY|O_RDWR|O_CREAT", args) else "opened"
+                how = ("listed" if "O_DIRECTORY" in args else "created" if "O_CREAT" in args or call == "creat"
+                       else "written" if re.search(r"O_WRONLY|O_RDWR", args) else "opened")
                 self.found.touches.append(Touch(path, how, proc.exe))
         elif call in _STAT_CALLS:
             path = self.path_of(args)

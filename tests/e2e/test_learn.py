@@ -89,6 +89,9 @@ def test_learning_a_server_with_a_probe_finds_its_worker_account(fat_root: Path)
     assert "# setuid(33) by /usr/sbin/nginx" in result.stdout
     assert "/usr/sbin/nginx" in document["binaries"]
     assert any(p.startswith("/etc/nginx/") for p in document["paths"])
+    # log files it creates need only their directory, not the source's (possibly stale) contents
+    assert "/var/log/nginx/" in document["paths"]
+    assert not any(p.startswith("/var/log/nginx/") and p.endswith(".log") for p in document["paths"])
     assert sorted(p.name for p in (fat_root / "run").iterdir()) == before  # nginx.pid went to the overlay
 
 
