@@ -1,6 +1,6 @@
 """Turn what a traced run touched into a reviewable profile draft, or into what a profile lacks.
 
-Only paths that exist in the source count (a file the run created is its own business), and never
+Only paths that exist in the source count (a file the run creates needs only its directory), and never
 anything under /proc, /sys or /dev. Programs the run executed become `binaries`; ELF files it opened
 that no program's closure contains (plugins loaded with dlopen) become `binaries` too, so their own
 closures ship; every other file becomes a `paths` entry, and a directory whose every entry was used
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -34,7 +35,8 @@ _GENERATED = {"/etc/ld.so.cache": "ld.so.cache", "/etc/passwd": "accounts", "/et
               "/etc/shadow": "never shipped", "/etc/gshadow": "never shipped", "/etc/nsswitch.conf": "system.nsswitch",
               "/etc/localtime": "system.timezone", "/etc/ld.so.preload": "never shipped"}
 _PLAIN = re.compile(r"^/[A-Za-z0-9_/.+@~%-]*(/\*\*?)?$")
-_HOW_ORDER = ("executed", "opened", "written", "created", "listed", "looked up")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_HOW_ORDER = ("executed", "opened", "written", "created", "expected", "listed", "looked up")
 
 
 @dataclass
@@ -67,18 +69,21 @@ def needs_of(found: Observations, view: View) -> Needs:
     opened_elf: list[str] = []  # ELF files the run opened without executing them
     for path, touches in by_path.items():
         resolved = view.resolve(path)
+        created = [t for t in touches if t.how == "created"]
+        if created and (resolved.node is None or len(created) == len(touches)):
+            # made by the run (or overwritten whole): its content is not needed, only a directory to create it in
+            parent = view.resolve(paths.parent(path))
+            if paths.parent(path) != "/" and parent.node is not None and parent.node.is_dir and not _hidden(parent.path):
+                needs.directories.setdefault(paths.parent(path), []).extend(created)
+            continue
         if resolved.node is None or _hidden(resolved.path):
             continue
         if path in _GENERATED or resolved.path in _GENERATED:
             needs.left_to_distill[path] = _GENERATED.get(path) or _GENERATED[resolved.path]
             continue
         if resolved.node.is_dir:
-            if path != "/" and any(t.how == "listed" for t in touches):
+            if path != "/" and any(t.how in ("listed", "expected") for t in touches):
                 needs.directories.setdefault(path, []).extend(touches)
-            continue
-        if all(t.how == "created" for t in touches):  # its content is not needed, only a directory to create it in
-            if paths.parent(path) != "/":
-                needs.directories.setdefault(paths.parent(path), []).extend(touches)
             continue
         if not resolved.node.is_file:
             continue
@@ -146,6 +151,18 @@ def _describe(touches: list[Touch]) -> str:
     return "; ".join(parts)
 
 
+def _describe_directory(touches: list[Touch]) -> str:
+    """`directory: listed by X` or `directory: 2 files created in it (a.log, b.log) by X`."""
+    listed = [t for t in touches if t.how != "created"]
+    created = sorted({t.path for t in touches if t.how == "created"})
+    parts = [_describe(listed)] if listed else []
+    if created:
+        names = ", ".join(paths.split(c)[-1] for c in created[:3]) + (" ..." if len(created) > 3 else "")
+        by = ", ".join(sorted({t.by for t in touches if t.how == "created" and t.by})[:3])
+        parts.append(f"{len(created)} file{'s' if len(created) > 1 else ''} created in it ({names}) by {by}")
+    return "directory: " + "; ".join(parts)
+
+
 def _group(files: dict[str, list[Touch]], listed: set[str], view: View) -> dict[str, tuple[str, list[Touch]]]:
     """Collapse into `DIR/**` a directory whose every entry the run used, or that it listed and then
     used several entries of (it reads whatever is there); the rest stay as they are."""
@@ -190,7 +207,7 @@ def _lines(items: list[tuple[str, str]], width: int = 64) -> list[str]:
 
 def render_draft(needs: Needs, view: View, *, name: str, argv: list[str], source: str, run_note: str) -> str:
     """The draft profile as YAML text, one comment per entry."""
-    out = [f"# Drafted by `distill learn` from a traced run of: {' '.join(argv)}",
+    out = [f"# Drafted by `distill learn` from a traced run of: {shlex.join(argv)}",
            f"# source: {source}; {run_note}",
            "# Review every entry: a run shows what it used, not what other inputs would need.",
            f"# Left out: {needs.in_closures} libraries the loader model finds from the binaries' headers; "
@@ -198,7 +215,7 @@ def render_draft(needs: Needs, view: View, *, name: str, argv: list[str], source
            ]
     if needs.left_to_distill:
         out.append("# Written by distill itself: " + ", ".join(f"{p} ({k})" for p, k in sorted(needs.left_to_distill.items())))
-    out += ["schema: distill/v1", f"name: {name}", f"description: {json.dumps('drafted by distill learn: ' + ' '.join(argv))}",
+    out += ["schema: distill/v1", f"name: {name}", f"description: {json.dumps('drafted by distill learn: ' + shlex.join(argv))}",
             "extends: [glibc]"]
     binaries = [(f"  - {_scalar(p)}", _describe(t)) for p, t in sorted(needs.binaries.items(), key=lambda i: paths.sort_key(i[0]))]
     binaries += [(f"  - {_scalar(p)}", f"loaded at run time (no program's closure has it): {_describe(t)}")
@@ -208,7 +225,7 @@ def render_draft(needs: Needs, view: View, *, name: str, argv: list[str], source
         out += _lines(binaries)
     grouped = _group(needs.files, needs.listed, view)
     entries = [(f"  {_scalar(p)}: {{}}", comment) for p, (comment, _) in grouped.items()]
-    entries += [(f"  {_scalar(d.rstrip('/') + '/')}: {{}}", f"directory: {_describe(t)}") for d, t in needs.directories.items()]
+    entries += [(f"  {_scalar(d.rstrip('/') + '/')}: {{}}", _describe_directory(t)) for d, t in needs.directories.items()]
     if entries:
         out.append("paths:")
         out += _lines(sorted(entries, key=lambda e: paths.sort_key(e[0].strip().split(":")[0].strip('"'))))
@@ -217,7 +234,7 @@ def render_draft(needs: Needs, view: View, *, name: str, argv: list[str], source
         for key, names in (("users", needs.users), ("groups", needs.groups)):
             if names:
                 out.append(f"  {key}:")
-                out += _lines([(f"    - {_scalar(n) if _PLAIN.match('/' + n) else json.dumps(n)}", why) for n, why in names.items()])
+                out += _lines([(f"    - {n if _NAME.match(n) else json.dumps(n)}", why) for n, why in names.items()])
     entrypoint = next(iter(needs.binaries), None)
     if entrypoint is not None and argv:
         full = [entrypoint, *argv[1:]] if paths.split(entrypoint)[-1] == paths.split(argv[0])[-1] else argv

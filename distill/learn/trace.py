@@ -33,8 +33,8 @@ _UID_CALLS = {"setuid": "user", "setresuid": "user", "setreuid": "user", "setfsu
 
 @dataclass(frozen=True)
 class Touch:
-    """One path the app used: `how` is executed, opened, written, created (written with O_CREAT: the file
-    need not exist beforehand), listed or looked up; `by` the program."""
+    """One path the app used: `how` is executed, opened, written, created (with O_CREAT or mkdir: it need
+    not exist beforehand), expected (a directory mkdir found already there), listed or looked up; `by` the program."""
 
     path: str
     how: str
@@ -87,7 +87,7 @@ class _Parser:
             return paths.clean(name) if name.startswith("/") else None
         return None
 
-    def line(self, proc: _Process, call: str, args: str, ret: str) -> str | None:
+    def line(self, proc: _Process, call: str, args: str, ret: str, rest: str = "") -> str | None:
         """Record one finished call; return a child pid when the call created a process."""
         ok = ret != "?" and not ret.startswith("-")
         if call in _CHILD_CALLS:
@@ -95,7 +95,14 @@ class _Parser:
         if call == "chroot" and ok:
             proc.entered = True
             return None
-        if not proc.entered or not ok:
+        if not proc.entered:
+            return None
+        if call in ("mkdir", "mkdirat") and (ok or "EEXIST" in ret + rest):
+            path = self.path_of(args)
+            if path:  # a directory it makes needs its parent; one that was already there, itself
+                self.found.touches.append(Touch(path, "created" if ok else "expected", proc.exe))
+            return None
+        if not ok:
             return None
         if call in ("execve", "execveat"):
             path = self.path_of(args)
@@ -139,7 +146,7 @@ def parse_traces(trace_dir: Path, root_mount: str) -> Observations:
             match = _LINE.match(line)
             if not match:
                 continue
-            child = parser.line(proc, match.group("call"), match.group("args"), match.group("ret"))
+            child = parser.line(proc, match.group("call"), match.group("args"), match.group("ret"), match.group("rest"))
             if child is not None:
                 pending.append((child, _Process(proc.entered, proc.exe)))
     return parser.found

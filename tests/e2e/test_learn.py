@@ -6,6 +6,7 @@ header names, so an ad-hoc profile gives an output that cannot render PNG; the l
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -89,10 +90,25 @@ def test_learning_a_server_with_a_probe_finds_its_worker_account(fat_root: Path)
     assert "# setuid(33) by /usr/sbin/nginx" in result.stdout
     assert "/usr/sbin/nginx" in document["binaries"]
     assert any(p.startswith("/etc/nginx/") for p in document["paths"])
-    # log files it creates need only their directory, not the source's (possibly stale) contents
-    assert "/var/log/nginx/" in document["paths"]
+    # files it creates need only their directory, not the source's (possibly stale) contents
+    assert {"/var/log/nginx/", "/var/lib/nginx/", "/run/"} <= set(document["paths"])
     assert not any(p.startswith("/var/log/nginx/") and p.endswith(".log") for p in document["paths"])
     assert sorted(p.name for p in (fat_root / "run").iterdir()) == before  # nginx.pid went to the overlay
+
+
+@pytest.mark.rootfs
+def test_learn_then_distill_then_verify_run_without_a_built_in_profile(fat_root: Path, tmp_path: Path) -> None:
+    draft = tmp_path / "web.yaml"
+    learned = learn(fat_root, "web", "--probe", "curl -sf http://127.0.0.1/ -o /dev/null", "--wait-port", "80",
+                    "--write", str(draft), "--", "/usr/sbin/nginx", "-g", "daemon off;")
+    assert learned.returncode == 0, learned.stderr
+    built = run_distill(str(draft), "--from", str(fat_root), "--out", f"rootfs:{tmp_path / 'out'}", "-q")
+    assert built.code == 0, built.stderr
+    entrypoint = json.dumps(yaml.safe_load(draft.read_text())["image"]["entrypoint"])  # a rootfs has no image config
+    verified = run_distill("verify", str(tmp_path / "out"), "--entrypoint", entrypoint, "--wait-port", "80", "--timeout", "30",
+                           "--run", "curl -sf http://127.0.0.1/ | grep -q 'Welcome to nginx'")
+    assert verified.code == 0, verified.stderr
+    assert "probe passed" in verified.stderr
 
 
 def test_children_relative_paths_and_the_host_stay_apart(tree: Tree, tmp_path: Path) -> None:
