@@ -3,6 +3,8 @@
     distill [APP] --from SRC --out DEST [--out DEST ...]   distill an app
     distill explain [APP] --from SRC [PATH ...]           why each path would ship
     distill profiles                                      list the built-in profiles
+    distill learn APP --from SRC [-- COMMAND ...]         draft or check a profile from a traced run
+    distill verify TARGET [--run PROBE]                   check (and smoke-run) an existing image or rootfs
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from distill.report import explain_path, explain_tree, json_report, size_rows, s
 from distill.sbom import cyclonedx, write_sbom
 from distill.sources import SourceOptions
 from distill.target import Platform
+from distill.workflow_cli import learn_command, verify_command
 
 __all__ = ["main", "cli"]
 
@@ -272,6 +275,10 @@ def _creds(value: str | None) -> Credentials | None:
         return parse_creds_flag(value)
     except CredentialsError as exc:
         raise UsageError(f"--creds: {exc}") from None
+
+
+cli.add_command(learn_command)
+cli.add_command(verify_command)
 
 
 @cli.command("profiles")

@@ -10,6 +10,7 @@ beside it ("exit code N"; 0 when it says none), and where the docs show what a c
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ pytestmark = [pytest.mark.rootfs, pytest.mark.slow]
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 _FENCE = re.compile(r"^```([a-z]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
-_SYNOPSIS = re.compile(r"\[[A-Z]|\b(SRC|DEST)\b")  # `distill [APP] --from SRC ...` describes, it does not run
+_SYNOPSIS = re.compile(r"\[[A-Z]|\b(SRC|DEST|TARGET)\b")  # `distill [APP] --from SRC ...` describes, it does not run
 
 
 @dataclass(frozen=True)
@@ -92,12 +93,14 @@ def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
 
         yield {"fat": str(fat_rootfs()), "apps": str(fat_rootfs(APP_PACKAGES)), "registry": reg.host,
                "my-app": str(my_app.root), "my-app-layout": str(home / "my-app-layout"), "fat-archive": str(home / "fat.tar"), "index": str(index_layout()),
-               "cache": str(home / "cache")}
+               "cache": str(home / "cache"), "graphviz": str(fat_rootfs(("graphviz",)))}
 
 
 # What each documented name stands for here, applied in order (the first rules are the more specific).
 SUBSTITUTIONS = [
     ("/usr/bin/redis-server --from /fat", "/usr/bin/redis-server --from {apps}"),  # the README's /fat has no redis
+    ("learn dot --from /fat", "learn dot --from {graphviz}"),  # nor graphviz
+    ("verify /out", "verify {my-app}"),  # a distilled tree
     ("./my-app.yaml --from oci:fat:1", "./my-app.yaml --from oci:{my-app-layout}:1"),
     ("--from oci:fat:1 --platform", "--from oci:{index}:latest --platform"),  # a two-platform index
     ("./my-app.yaml --from /fat", "./my-app.yaml --from {my-app}"),
@@ -135,8 +138,7 @@ def test_documented_command(example: Example, stand_ins: dict[str, str], tmp_pat
     work.mkdir()
     readme = (REPO / "README.md").read_text()
     (work / "my-app.yaml").write_text(readme.split("# my-app.yaml\n", 1)[1].split("```", 1)[0])
-    args = localised(example.command, stand_ins, work).split()[1:]
-    args = [a.strip("'\"") for a in args]
+    args = shlex.split(localised(example.command, stand_ins, work))[1:]
     result = run_distill(*args, cwd=work, env={"XDG_CACHE_HOME": stand_ins["cache"]})
     assert result.code == example.code, f"{example.where}: {example.command}\n{result.stderr}"
     if example.output is not None:

@@ -11,7 +11,7 @@ from distill.profile import load_profile
 from helpers import REPO
 from helpers.cli import run_distill
 
-EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+EXAMPLES = sorted((REPO / "examples").rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])

@@ -81,3 +81,13 @@ def distroless_layout(suite: str, packages: tuple[str, ...]) -> Path:
 
 DEBIAN12_BASE = ("libc6", "libssl3", "base-files", "netbase", "tzdata", "ca-certificates")
 DEBIAN11_BASE = ("libc6", "libssl1.1", "base-files", "netbase", "tzdata", "ca-certificates")
+
+
+DEV_PACKAGES = ("nginx", "ca-certificates", "tzdata", "python3-venv", "gcc", "libc6-dev")
+
+
+def dev_layout() -> Path:
+    """An OCI layout of a fat Debian 12 with nginx, Python (venv) and a C compiler: the examples' build base."""
+    root = fat_rootfs(DEV_PACKAGES)
+    key = hashlib.sha256(str(root).encode()).hexdigest()[:16]
+    return _cached("layouts", f"dev-{key}", lambda work: build_image_layout(root, work / "layout", "latest")) / "layout"
