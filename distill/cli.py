@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import shlex
@@ -18,21 +17,22 @@ import sys
 import traceback
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from distill import __version__, pipeline, progress
+from distill import __version__
 from distill.errors import EXIT_INTERNAL, ClosureError, DestinationError, DistillError, ProfileError, UsageError
-from distill.profile import Profile, adhoc_layer, builtin_profiles, load_profile
-from distill.refs import Ref, parse_destination, parse_source
-from distill.registry.auth import Credentials, CredentialsError, parse_creds_flag
-from distill.registry.options import RegistryOptions
-from distill.report import explain_path, explain_tree, json_report, size_rows, source_totals
-from distill.sbom import cyclonedx, write_sbom
-from distill.sources import SourceOptions
-from distill.target import Platform
 from distill.workflow_cli import learn_command, verify_command
+
+if TYPE_CHECKING:
+    from distill import pipeline
+    from distill.profile import Profile
+    from distill.refs import Ref
+    from distill.registry.auth import Credentials
+
+# The commands import what they use when they run: `--help`, `--version` and a rootfs run never load the
+# registry client, and only a run loads the planner, pyelftools and PyYAML.
 
 __all__ = ["main", "cli"]
 
@@ -62,8 +62,12 @@ def _suggest_command(word: str, commands: list[str]) -> None:
     """`distill explian nginx`: a word close to a command, and not a profile or a path, is a typo."""
     if word.startswith("-") or "/" in word or word.endswith((".yaml", ".yml")):
         return
-    if any(name == word for name, _ in builtin_profiles()):
+    from distill.profile import builtin_dir
+
+    if (builtin_dir() / f"{word}.yaml").is_file():  # a built-in profile's name, found without parsing any profile
         return
+    import difflib
+
     close = difflib.get_close_matches(word, commands, n=1, cutoff=0.7)
     if close:
         raise click.UsageError(f"no command or built-in profile {word!r}; did you mean `distill {close[0]}`?")
@@ -129,6 +133,10 @@ class _AppCommand(click.Command):
 def build_command(outs: tuple[str, ...], force: bool, allow_missing: bool, replace_base_libs: bool, as_json: bool,
                   sbom: str | None, explain: bool, quiet: bool, **flags: Any) -> None:
     """Distill APP (a profile name, a profile file, or a binary path in the source)."""
+    from distill import pipeline, progress
+    from distill.refs import Ref, parse_destination
+    from distill.report import explain_tree, json_report, size_rows, source_totals
+
     try:
         request = _request(flags)
         default = f"{request.profile.name}-distilled"
@@ -145,6 +153,8 @@ def build_command(outs: tuple[str, ...], force: bool, allow_missing: bool, repla
             _json_failure(exc)
         raise
     if sbom_path is not None:
+        from distill.sbom import cyclonedx, write_sbom
+
         write_sbom(cyclonedx(prepared, pipeline.created_time(prepared)), sbom_path)
     for warning in prepared.warnings:
         _say(f"warning: {warning}")
@@ -185,6 +195,9 @@ def _check_sbom(value: str, force: bool, outputs: list[Ref]) -> Path:
 
 def _json_failure(exc: DistillError) -> None:
     """With --json, stdout holds a report on failure too: the error, and the checked plan when there is one."""
+    from distill import pipeline
+    from distill.report import json_report, source_totals
+
     prepared = exc.prepared if isinstance(exc, ClosureError) else None
     report: dict[str, Any] = {"distill": __version__}
     if isinstance(prepared, pipeline.Prepared):
@@ -196,6 +209,9 @@ def _json_failure(exc: DistillError) -> None:
 def _build_platforms(request: pipeline.Request, *, sbom: str | None, as_json: bool, explain: bool, quiet: bool,
                      verbose: bool) -> None:
     """`--platform all` or a list: the same report as one platform, once per platform, then the index."""
+    from distill import pipeline, progress
+    from distill.report import explain_tree, json_report, size_rows, source_totals
+
     if sbom:
         raise UsageError("--sbom describes one platform's output; pick one with --platform os/arch")
     with progress.shown(not quiet):
@@ -229,6 +245,9 @@ def _build_platforms(request: pipeline.Request, *, sbom: str | None, as_json: bo
 @click.argument("paths", nargs=-1)
 def explain_command(as_json: bool, paths: tuple[str, ...], **flags: Any) -> None:
     """Show why each path would ship, without writing anything. PATHS limit it to those paths."""
+    from distill import pipeline, progress
+    from distill.report import explain_path, explain_tree, json_report, source_totals
+
     try:
         request = _request(flags)
         request.allow_missing = True
@@ -252,6 +271,12 @@ def explain_command(as_json: bool, paths: tuple[str, ...], **flags: Any) -> None
 
 
 def _request(flags: dict[str, Any]) -> pipeline.Request:
+    from distill import pipeline
+    from distill.refs import parse_source
+    from distill.registry.options import RegistryOptions
+    from distill.sources import SourceOptions
+    from distill.target import Platform
+
     profile = _profile(flags)
     registry = RegistryOptions(creds=_creds(flags["creds"]), authfile=flags["authfile"], tls_verify=flags["tls_verify"])
     text = flags["platform"]
@@ -271,6 +296,8 @@ def _request(flags: dict[str, Any]) -> pipeline.Request:
 def _creds(value: str | None) -> Credentials | None:
     if value is None:
         return None
+    from distill.registry.auth import CredentialsError, parse_creds_flag
+
     try:
         return parse_creds_flag(value)
     except CredentialsError as exc:
@@ -284,6 +311,8 @@ cli.add_command(verify_command)
 @cli.command("profiles")
 def profiles_command() -> None:
     """List the built-in profiles and fragments."""
+    from distill.profile import builtin_profiles
+
     for name, description in builtin_profiles():
         click.echo(f"{name:<16} {description}")
 
@@ -307,6 +336,8 @@ def cache_prune(limit: str | None, everything: bool) -> None:
 
 def _profile(flags: dict[str, Any]) -> Profile:
     """APP plus the ad-hoc flags, as one validated profile; each setting's origin is the flag that made it."""
+    from distill.profile import adhoc_layer, load_profile
+
     app: str | None = flags["app"]
     layers: list[tuple[dict[str, Any], str]] = []  # (profile document, the words that set it)
     name = None

@@ -16,28 +16,31 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from distill.checks import CheckResult, Finding, FindingKind, check_plan
 from distill.elf import ElfInfo
 from distill.errors import ClosureError, DistillError, ProfileError, SourceError, UsageError
-from distill.layering import LayeringReport, OverlayView, flattened, overlay, rebase_plan
 from distill.ldconf import glibc_config
 from distill.loader import LoaderEnv
-from distill.oci import documents
-from distill.oci.compose import BuiltImage, BuiltIndex, build_image, build_index, rfc3339
-from distill.oci.image import Image
-from distill.oci.merged import open_image_view
 from distill.plan import Plan
 from distill.planner import Planner
 from distill.profile import Profile, expand_tokens, profile_paths
 from distill.refs import Ref, parse_source
 from distill.schema import TOKEN
 from distill.sinks import open_sink
-from distill.sinks.image import write_image
 from distill.sinks.staging import check_destination, check_distinct
 from distill.sources import Source, SourceOptions, open_image, open_source
 from distill.target import ARCHES, Arch, Platform, arch_named, arch_of, foreign_arch
 from distill.transports import transport
+
+if TYPE_CHECKING:
+    from distill.layering import LayeringReport, OverlayView
+    from distill.oci.compose import BuiltImage, BuiltIndex
+    from distill.oci.image import Image
+
+# The image machinery (layering, composing, writing images) is imported where it is used, so a
+# directory-to-directory run does not load it.
 
 __all__ = ["Request", "Prepared", "Outcome", "prepare", "build", "build_platforms", "platforms_of", "created_time"]
 
@@ -106,6 +109,9 @@ def prepare(request: Request) -> Prepared:
     output: OverlayView | None = None
     plan = full
     if base is not None:
+        from distill.layering import overlay, rebase_plan
+        from distill.oci.merged import open_image_view
+
         base_view = open_image_view(base, request.options.cache)
         read_notes.extend(base_view.warnings)
         plan, layering = rebase_plan(full, source.view, base_view, replace_libs=request.replace_base_libs)
@@ -206,6 +212,9 @@ def created_time(prepared: Prepared) -> int:
     request = prepared.request
     if request.epoch is not None:
         return request.epoch
+    from distill.oci import documents
+    from distill.oci.compose import rfc3339
+
     created = documents.created_seconds(prepared.source.image.config) if prepared.source.image else None
     if created is not None:
         seconds, clamped = created
@@ -231,6 +240,8 @@ def _architecture(prepared: Prepared) -> tuple[str, str, str | None]:
 
 
 def _build_image(prepared: Prepared, workdir: Path) -> BuiltImage:
+    from distill.oci.compose import build_image
+
     return build_image(prepared.plan, prepared.source.view, workdir=workdir, profile=prepared.request.profile,
                        source=prepared.source.image, base=prepared.base, base_name=prepared.base_name,
                        created=created_time(prepared), architecture=_architecture(prepared), warnings=prepared.warnings)
@@ -246,9 +257,13 @@ def build(request: Request) -> Prepared:
             prepared.built = _build_image(prepared, Path(work))
         for ref in request.outputs:
             if ref.is_image:
+                from distill.sinks.image import write_image
+
                 assert prepared.built is not None
                 prepared.written.append(write_image(prepared.built, ref, request.options.registry))
             elif ref.transport == "rootfs" and prepared.output is not None:  # a directory to run: the base too
+                from distill.layering import flattened
+
                 prepared.written.append(open_sink(ref).write(flattened(prepared.plan, prepared.output), prepared.output))
             else:
                 prepared.written.append(open_sink(ref).write(prepared.plan, view))
@@ -305,6 +320,9 @@ def build_platforms(request: Request) -> Outcome:
             raise type(exc)(f"{platform}: {exc.message}", issues=[f"{platform}: {issue}" for issue in exc.issues]) from None
     if failed:
         raise ClosureError(failed[0], issues=failed)
+    from distill.oci.compose import build_index
+    from distill.sinks.image import write_image
+
     with tempfile.TemporaryDirectory(prefix="distill-") as work:
         built = []
         for number, prepared in enumerate(outcome.prepared):

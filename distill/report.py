@@ -26,12 +26,7 @@ class Totals:
 
 def source_totals(view: View) -> Totals:
     """Regular files in the whole source, for the before/after comparison."""
-    files = size = 0
-    for node in view.walk("/"):
-        if node.is_file:
-            files += 1
-            size += node.size
-    return Totals(files, size)
+    return Totals(*view.file_totals())
 
 
 def _closure_lines(closure: Closure, root_reason: str) -> Iterator[str]:

@@ -134,6 +134,15 @@ class View(ABC):
         with self.open(found.path) as stream:
             return stream.read() if limit is None else stream.read(limit)
 
+    def file_totals(self) -> tuple[int, int]:
+        """(regular files, their bytes) in the whole view; backends that know them without a walk say so."""
+        files = size = 0
+        for node in self.walk("/"):
+            if node.is_file:
+                files += 1
+                size += node.size
+        return files, size
+
     def walk(self, path: str = "/") -> Iterator[Node]:
         """Every object below the canonical directory `path`, depth first, without following symlinks."""
         stack = [path]

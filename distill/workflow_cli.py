@@ -6,20 +6,17 @@ import json
 import os
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from distill.errors import ClosureError, DestinationError, DistillError, UsageError
-from distill.learn import learn, missing_from, render_draft
-from distill.profile import Profile, load_profile
-from distill.refs import parse_source
-from distill.registry.auth import CredentialsError, parse_creds_flag
-from distill.registry.options import RegistryOptions
-from distill.sinks.staging import staged
-from distill.sources import SourceOptions, open_source
-from distill.target import Platform
-from distill.verify import ImageConfig, VerifyError, account_ids, run_probe, verify
+
+if TYPE_CHECKING:
+    from distill.profile import Profile
+    from distill.sources import SourceOptions
+
+# like cli.py, each command imports what it uses when it runs, so `distill --help` stays light
 
 __all__ = ["learn_command", "verify_command"]
 
@@ -44,6 +41,11 @@ def _image_options(command: Any) -> Any:
 
 
 def _options(flags: dict[str, Any]) -> SourceOptions:
+    from distill.registry.auth import CredentialsError, parse_creds_flag
+    from distill.registry.options import RegistryOptions
+    from distill.sources import SourceOptions
+    from distill.target import Platform
+
     try:
         creds = parse_creds_flag(flags["creds"]) if flags["creds"] else None
     except CredentialsError as exc:
@@ -59,6 +61,8 @@ def _say(message: str) -> None:
 
 def _app_profile(app: str) -> Profile | None:
     """APP as a profile when it names one (built-in or file); None when it is just a name for the draft."""
+    from distill.profile import load_profile
+
     try:
         return load_profile(app)
     except DistillError:
@@ -82,6 +86,11 @@ def learn_command(app: str, probe: str | None, run_as: str | None, write: str | 
                   command: tuple[str, ...], **flags: Any) -> None:
     """Run COMMAND (default: APP's entrypoint) confined in the source under strace, and draft a profile
     from what it used. This runs the source's programs, on your request, in private namespaces."""
+    from distill.learn import learn, missing_from, render_draft
+    from distill.profile import load_profile
+    from distill.refs import parse_source
+    from distill.sinks.staging import staged
+
     profile = _app_profile(app)
     argv = list(command)
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
@@ -150,6 +159,9 @@ def _argv(value: str) -> list[str]:
 def _run_as(ref: Any, options: SourceOptions, spec: str | None) -> tuple[int, int]:
     if not spec:
         return 0, 0
+    from distill.sources import open_source
+    from distill.verify import account_ids
+
     try:
         return account_ids(open_source(ref, options).view, spec)
     except (KeyError, FileNotFoundError):
@@ -167,6 +179,10 @@ def _run_as(ref: Any, options: SourceOptions, spec: str | None) -> tuple[int, in
 def verify_command(target: str, probe: str | None, entrypoint: str | None, user: str | None, workdir: str | None,
                    as_json: bool, **flags: Any) -> None:
     """Check TARGET (a rootfs or an image) the way the build checks its output; with --run, smoke-run it."""
+    from distill.refs import parse_source
+    from distill.sources import open_source
+    from distill.verify import ImageConfig, VerifyError, run_probe, verify
+
     source = open_source(parse_source(target, "TARGET"), _options(flags))
     config = ImageConfig.of(source)
     if entrypoint is not None:

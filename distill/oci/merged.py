@@ -101,6 +101,10 @@ class ImageView(View):
     def listdir(self, path: str) -> list[str]:
         return sorted(self.children.get(path, ()))
 
+    def file_totals(self) -> tuple[int, int]:
+        """From the merged index: every regular file has its data slice (hard links included, as a walk counts them)."""
+        return sum(1 for n in self.nodes.values() if n.is_file), sum(n.size for n in self.nodes.values() if n.is_file)
+
     def open(self, path: str) -> BinaryIO:
         data = self.data.get(path)
         if data is None:

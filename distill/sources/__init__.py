@@ -4,25 +4,34 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from distill.oci.image import Image
-from distill.oci.layers import Cache
-from distill.oci.merged import open_image_view
 from distill.refs import Ref
 from distill.registry.options import RegistryOptions
-from distill.sources.dockerarchive import archive_image
-from distill.sources.layout import DirStore, TarStore, layout_image
 from distill.sources.rootfs import DirView
 from distill.target import Platform
 from distill.view import View
 
+if TYPE_CHECKING:
+    from distill.oci.image import Image
+    from distill.oci.layers import Cache
+
+# the image readers (and the layer cache behind them) are imported when an image is opened, so a
+# directory source does not load them
+
 __all__ = ["Source", "SourceOptions", "open_source", "open_image"]
+
+
+def _cache() -> Cache:
+    from distill.oci.layers import Cache
+
+    return Cache()
 
 
 @dataclass
 class SourceOptions:
     platform: Platform = field(default_factory=Platform.host)
-    cache: Cache = field(default_factory=Cache)
+    cache: Cache = field(default_factory=_cache)
     registry: RegistryOptions = field(default_factory=RegistryOptions)
 
 
@@ -38,6 +47,9 @@ class Source:
 
 def open_image(ref: Ref, options: SourceOptions) -> Image:
     """The image an image reference names, for the wanted platform."""
+    from distill.sources.dockerarchive import archive_image
+    from distill.sources.layout import DirStore, TarStore, layout_image
+
     if ref.transport == "docker":
         from distill.sources.registry import registry_image  # loads requests only when a registry is used
 
@@ -64,5 +76,7 @@ def open_source(ref: Ref, options: SourceOptions) -> Source:
     if ref.transport == "rootfs":
         view = DirView(ref.path)
         return Source(ref, view, host_root=view.root)
+    from distill.oci.merged import open_image_view
+
     image = open_image(ref, options)
     return Source(ref, open_image_view(image, options.cache), image=image)

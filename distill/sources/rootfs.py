@@ -69,6 +69,23 @@ class DirView(View):
         self._cache[path] = node
         return node
 
+    def file_totals(self) -> tuple[int, int]:
+        """One os.scandir pass over the host tree (links not followed), without building a Node per object."""
+        files = size = 0
+        stack = [self.root]
+        while stack:
+            try:
+                with os.scandir(stack.pop()) as entries:
+                    for entry in entries:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+                        elif entry.is_file(follow_symlinks=False):
+                            files += 1
+                            size += entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue  # an unreadable directory: a walk through lstat/listdir would not count it either
+        return files, size
+
     def listdir(self, path: str) -> list[str]:
         try:
             return sorted(os.listdir(self._host(path)))
