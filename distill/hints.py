@@ -54,7 +54,7 @@ def rodata_paths(stream: BinaryIO) -> list[str]:
         elf = ELFFile(stream)
         blobs = [s.data() for s in elf.iter_sections()
                  if s.name.startswith(".rodata") and s["sh_type"] == "SHT_PROGBITS" and s["sh_size"] <= _MAX_RODATA]
-    except Exception:  # noqa: BLE001 - pyelftools raises many types on malformed input; then there are no hints
+    except Exception:
         return []
     found = {m.group().decode("ascii") for blob in blobs for m in _STRING.finditer(b"\0" + blob)}
     return sorted(path for path in found if _PATH.fullmatch(path))

@@ -140,7 +140,7 @@ def redis_root() -> Path:
 
 
 def node_root() -> Path:
-    return fat_rootfs(BASE + ("nodejs",), suite=SUITE, hooks=(*NODE_HOOKS, 'chroot "$1" ldconfig'))
+    return fat_rootfs((*BASE, "nodejs"), suite=SUITE, hooks=(*NODE_HOOKS, 'chroot "$1" ldconfig'))
 
 
 BUILDERS = {"python": python_root, "redis": redis_root, "node": node_root}

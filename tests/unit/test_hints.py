@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from distill.hints import rodata_paths
+
 from helpers.cli import run_distill
 from helpers.tree import Tree
 

@@ -16,6 +16,7 @@ from distill.plan import Plan
 from distill.planner import make_plan
 from distill.profile import load_profile
 from distill.sources.rootfs import DirView
+
 from helpers.tree import Tree
 
 
