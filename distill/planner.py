@@ -159,9 +159,12 @@ class Planner:
     def _report_unmatched(self) -> None:
         """No silent empty match: a profile file whose optional entries of one key all matched nothing says
         so (an error for binaries, which leave nothing to distill). Alternatives of which one matched, or beside an
-        entry that makes a directory, link or file of its own, stay quiet."""
+        entry that makes a directory, link or file of its own, stay quiet, and so do fragments (the ones a profile
+        extends, and one run on its own): their optional entries are taken when present (glibc's /etc/gai.conf)."""
+        fragment = self.profile.description.startswith("fragment")  # an ad-hoc run starts from glibc's
+        leaf = self.profile.files[-1] if self.profile.files and not fragment else None
         for (file, key), missed in self._optional.items():
-            if (file, key) in self._matched:
+            if (file, key) in self._matched or file != leaf:
                 continue
             listed = ", ".join(missed)
             if key == "binaries":

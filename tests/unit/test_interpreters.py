@@ -133,6 +133,10 @@ def test_optional_entries_that_all_match_nothing_are_reported(base: Tree, tmp_pa
         "package python3.11-*; the output lacks what they name (check the names against the source)",
         f"{tmp_path}/p.yaml: paths: nothing matched in rootfs:{base.root} for /etc/app.conf; the output lacks what "
         "they name (check the names against the source)"]
+    # a fragment's optional entries are taken when present, without a word when not
+    (tmp_path / "fragment.yaml").write_text("schema: distill/v1\npaths: {/etc/gai.conf: {optional: true}}\n")
+    plan = plan_for(base, tmp_path, "extends: [./fragment.yaml]\nbinaries: [/usr/bin/app]\n")
+    assert not [w for w in plan.warnings if "nothing matched" in w]
     # alternatives of which one matched stay quiet
     plan = plan_for(base, tmp_path, "binaries: [/usr/bin/app]\npackages: [{name: tool, optional: true}, "
                     "{name: tool2, optional: true}]\n")
