@@ -21,6 +21,7 @@ from helpers.probes import run_probe
 pytestmark = [pytest.mark.rootfs, pytest.mark.slow]
 
 APP_PACKAGES = ("nginx", "redis-server", "postgresql", "python3", "curl", "openssl", "ca-certificates", "tzdata", "locales")
+NODE_PACKAGES = ("nodejs", "ca-certificates", "tzdata")
 # what differs between the releases: Python, glibc, the os-release VERSION_ID
 RELEASES = {"bookworm": ("3.11", "2.36", "12"), "trixie": ("3.13", "2.41", "13")}
 
@@ -123,6 +124,18 @@ def test_perl_core_modules_from_package_patterns(apps_root: Path, tmp_path: Path
     assert (digest, utf16, total, year) == (hashlib.sha256(b"distill").hexdigest(), "6", "6", "1970")
     matched = {r["detail"].split(": ", 2)[-1] for e in report["entries"] for r in e["reasons"] if r["kind"] == "package"}
     assert f"libperl{version[1:].rsplit('.', 1)[0]} (matches libperl5.*)" in matched
+
+
+def test_node_crypto_intl_and_https(apps_root: Path, tmp_path: Path) -> None:
+    """Debian's nodejs on its own fat root of the same release (the apps root has no node)."""
+    source = fat_rootfs(NODE_PACKAGES, suite=suite_of(apps_root))
+    out = tmp_path / "node"
+    distill_app(source, "node", out)
+    result = run_probe("node", str(out), str(tmp_path / "tls"))
+    assert result["exit"] == 0, result["stderr"]
+    assert result["sha256"] == hashlib.sha256(b"distill").hexdigest()
+    assert result["gzip"] == "distilled" and result["tokyo"] == "21"
+    assert result["https"] == [200, "hello over TLS\n"]
 
 
 def test_curl_https_http2_and_etc_hosts(apps_root: Path, tmp_path: Path) -> None:
