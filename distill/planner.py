@@ -24,7 +24,6 @@ from distill.loader import Loader, LoaderEnv, Rule
 from distill.packages import PackageDb
 from distill.plan import Entry, EntryKind, Plan, Reason, ReasonKind
 from distill.profile import Profile, from_command_line
-from distill.packages import PackageDb
 from distill.schema import SHADOW_FILES
 from distill.specs import HintMode, PathKind, PathSpec, Setuid
 from distill.view import View

@@ -19,7 +19,19 @@ from typing import Any
 
 from distill.errors import ProfileError
 from distill.schema import CLEAR, EMPTY, MAX_PROFILE_BYTES, SCHEMA, TOKEN, Settings, validate_document
-from distill.specs import BinarySpec, DlopenPriority, GroupSpec, HintMode, PackageSpec, PathKind, PathSpec, PluginSpec, Setuid, Switch, UserSpec
+from distill.specs import (
+    BinarySpec,
+    DlopenPriority,
+    GroupSpec,
+    HintMode,
+    PackageSpec,
+    PathKind,
+    PathSpec,
+    PluginSpec,
+    Setuid,
+    Switch,
+    UserSpec,
+)
 from distill.yamlsafe import parse_yaml
 
 __all__ = ["Profile", "SystemConfig", "RuntimeConfig", "ImageConfig", "builtin_dir", "builtin_profiles", "load_profile", "adhoc_layer",

@@ -12,7 +12,19 @@ import re
 from typing import Any
 
 from distill import paths
-from distill.specs import BinarySpec, DlopenPriority, GroupSpec, HintMode, PackageSpec, PathKind, PathSpec, PluginSpec, Setuid, Switch, UserSpec
+from distill.specs import (
+    BinarySpec,
+    DlopenPriority,
+    GroupSpec,
+    HintMode,
+    PackageSpec,
+    PathKind,
+    PathSpec,
+    PluginSpec,
+    Setuid,
+    Switch,
+    UserSpec,
+)
 
 __all__ = ["SCHEMA", "MAX_PROFILE_BYTES", "PATH_TOKENS", "TOKEN", "Settings", "validate_document", "parse_mode", "CLEAR", "EMPTY",
            "SHADOW_FILES"]
