@@ -159,6 +159,11 @@ def build_command(outs: tuple[str, ...], force: bool, allow_missing: bool, repla
     for warning in prepared.warnings:
         _say(f"warning: {warning}")
     if not quiet:
+        candidates = sorted({h.path for h in prepared.plan.hints if prepared.plan.entry_for(h.path) is None})
+        if candidates:
+            _say(f"hints: {len(candidates)} executables or libraries named in shipped files are not shipped "
+                 f"({', '.join(candidates[:5])}{', ...' if len(candidates) > 5 else ''}); `distill explain` says who names "
+                 "them, `hints: include` in the profile takes them")
         if prepared.layering is not None:
             layering = prepared.layering
             _say(f"base {prepared.base_name}: {len(layering.from_base)} libraries come from the base, "

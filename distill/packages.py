@@ -4,6 +4,7 @@ and the records scanners read. Read through the View, like everything else from 
 from __future__ import annotations
 
 import enum
+import fnmatch
 import re
 from dataclasses import dataclass, field
 
@@ -46,6 +47,16 @@ class PackageDb:
 
     def get(self, name: str) -> Package | None:
         return self.packages.get(name) or self.packages.get(name.split(":", 1)[0])
+
+    def match(self, pattern: str) -> list[str]:
+        """Installed package names `pattern` names: itself, or every match of a glob (`libpython3.*-stdlib`),
+        so a profile need not name the release a versioned package belongs to."""
+        if not paths.is_glob(pattern):
+            package = self.get(pattern)
+            return [package.name] if package else []
+        name, _, arch = pattern.partition(":")
+        return [p.name for key, p in sorted(self.packages.items())
+                if fnmatch.fnmatchcase(key, name) and (not arch or p.architecture in (arch, "all"))]
 
     def files(self, name: str) -> list[str]:
         """Paths the package installed, as its list spells them (directories included)."""

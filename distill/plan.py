@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from distill import paths
+from distill.hints import Hint
 from distill.loader import Closure
 from distill.view import Node, NodeType, View
 
@@ -40,6 +41,7 @@ class ReasonKind(enum.StrEnum):
     TARGET = "target"  # what the shipped symlink `via` points to
     PARENT = "parent"  # a directory holding `via`
     BASE = "base"  # the base image's own file, in a `rootfs:` output written on a base
+    HINT = "hint"  # named in the strings of `via`, taken by `hints: include` (distill.hints)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class Plan:
     dangling: tuple[str, ...] = ()  # globs of symlinks the profile lets point at nothing
     broken_in_source: set[str] = field(default_factory=set)  # shipped symlinks that dangle in the source already
     hosts: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)  # plugin -> (host, companions)
+    hints: list[Hint] = field(default_factory=list)  # executables/libraries named in shipped strings (distill.hints)
 
     def entry_for(self, path: str) -> Entry | None:
         """The entry a path names, by its canonical path or by a spelling through symlinks."""

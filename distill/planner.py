@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import replace
 
-from distill import paths, pkgmeta, runtime, system
+from distill import hints, paths, pkgmeta, runtime, system
 from distill.accounts import AccountDb, parse_group, parse_passwd
 from distill.builder import PlanBuilder, PlanContext, entry_from_node
 from distill.elf import is_elf
@@ -25,7 +25,7 @@ from distill.packages import PackageDb
 from distill.plan import Entry, EntryKind, Plan, Reason, ReasonKind
 from distill.profile import Profile, from_command_line
 from distill.schema import SHADOW_FILES
-from distill.specs import PathKind, PathSpec, Setuid
+from distill.specs import HintMode, PathKind, PathSpec, Setuid
 from distill.view import View
 
 __all__ = ["Planner", "make_plan", "DEFAULT_PATH", "PACKAGE_EXCLUDES"]
@@ -59,6 +59,8 @@ class Planner:
         self._covered: set[str] = set()  # canonical paths loaded as part of some closure
         self._not_elf: set[str] = set()  # shipped files already found not to be ELF
         self._roots: list[tuple[str, str]] = []
+        self._optional: dict[tuple[str, str], list[str]] = {}  # (profile file, key) -> optional entries that matched nothing
+        self._matched: set[tuple[str, str]] = set()  # (profile file, key) with an entry that matched or made something
 
     def steps(self) -> tuple[Callable[[], None], ...]:
         """The planning steps, in the order they run."""
@@ -69,11 +71,14 @@ class Planner:
             self._plugins,
             self._packages,
             self._paths,
+            self._report_unmatched,
             builder.raise_issues,
             self._root_closures,
             self._close_links,  # and the closures of every other shipped ELF, link targets included
             self._package_depends,
             lambda: runtime.add_runtime_files(builder, context),
+            self._close_links,
+            self._hints,
             self._close_links,
             lambda: system.add_system_files(builder, context),
             self._close_links,
@@ -140,6 +145,34 @@ class Planner:
             users.add(user.name)
         self.context.users, self.context.groups = frozenset(users), frozenset(groups)
 
+    def _note_match(self, origin: str, what: str, matched: bool, optional: bool) -> None:
+        """Remember whether an entry matched, per profile file and key (binaries, packages, paths); a required
+        entry that matched nothing is an issue of its own already."""
+        file, _, key = origin.rpartition(": ")
+        group = (file, key.split("[", 1)[0].split(".", 1)[0])
+        if matched:
+            self._matched.add(group)
+        elif optional:
+            self._optional.setdefault(group, []).append(what)
+
+    def _report_unmatched(self) -> None:
+        """No silent empty match: a profile file whose optional entries of one key all matched nothing says
+        so (an error for binaries, which leave nothing to distill). Alternatives of which one matched, or beside an
+        entry that makes a directory, link or file of its own, stay quiet, and so do fragments (the ones a profile
+        extends, and one run on its own): their optional entries are taken when present (glibc's /etc/gai.conf)."""
+        fragment = self.profile.description.startswith("fragment")  # an ad-hoc run starts from glibc's
+        leaf = self.profile.files[-1] if self.profile.files and not fragment else None
+        for (file, key), missed in self._optional.items():
+            if (file, key) in self._matched or file != leaf:
+                continue
+            listed = ", ".join(missed)
+            if key == "binaries":
+                self.builder.issue(f"{file}: binaries: none of {listed} is in {self.view.name}; "
+                                   "check the paths, or name the app's program with --binary")
+            else:
+                self.builder.warn(f"{file}: {key}: nothing matched in {self.view.name} for {listed}; "
+                                  "the output lacks what they name (check the names against the source)")
+
     def _owner(self, spec: PathSpec, origin: str) -> tuple[int, int] | None:
         if spec.owner is None:
             return None
@@ -159,6 +192,7 @@ class Planner:
             matches = self.view.glob(spec.path)
             if not matches and not spec.optional:
                 self.builder.issue(f"{origin}: {spec.path} not found in {self.view.name}; {self._missing_fix(origin)}")
+            self._note_match(origin, spec.path, bool(matches), spec.optional)
             for match in matches:
                 found = self.view.resolve(match)
                 if found.error:
@@ -202,12 +236,15 @@ class Planner:
             self.builder.issue(f"packages: {self.view.name} has no dpkg or apk database to take packages from")
             return
         for spec, origin in self.profile.packages:
-            if db.get(spec.name) is None:
-                if not spec.optional:
-                    self.builder.issue(f"{origin}: package {spec.name!r} is not installed in {self.view.name}; "
-                                       "check the name or mark it optional")
-                continue
-            self._ship_package(db, spec.name, Reason(ReasonKind.PACKAGE, f"{origin}: {spec.name}"))
+            names = db.match(spec.name)
+            self._note_match(origin, f"package {spec.name}", bool(names), spec.optional)
+            if not names and not spec.optional:
+                missing = "matches no package installed" if paths.is_glob(spec.name) else "is not installed"
+                self.builder.issue(f"{origin}: package {spec.name!r} {missing} in {self.view.name}; "
+                                   "check the name or mark it optional")
+            for name in names:
+                matched = f" (matches {spec.name})" if name != spec.name else ""
+                self._ship_package(db, name, Reason(ReasonKind.PACKAGE, f"{origin}: {name}{matched}"))
 
     def _ship_package(self, db: PackageDb, name: str, reason: Reason) -> None:
         listed_files = db.files(name)
@@ -229,8 +266,9 @@ class Planner:
         wanted = [(spec.name, origin) for spec, origin in self.profile.packages if spec.depends]
         if db is None or not wanted:
             return
-        seen = {spec.name for spec, _ in self.profile.packages}
-        queue = [(package, origin) for name, origin in wanted if (package := db.get(name)) is not None]
+        seen = {name for spec, _ in self.profile.packages for name in db.match(spec.name)}
+        queue = [(package, origin) for pattern, origin in wanted for name in db.match(pattern)
+                 if (package := db.get(name)) is not None]
         while queue:
             needer, origin = queue.pop(0)
             for relation, package in db.depends(needer.name):
@@ -255,6 +293,8 @@ class Planner:
             if spec.kind is PathKind.SOURCE:
                 self._copy_rule(spec, origin, owner)
                 continue
+            if spec.kind is not PathKind.COPY:
+                self._note_match(origin, spec.path, True, spec.optional)  # it writes something of its own
             follow = spec.kind is PathKind.MAKE
             target = self.builder.rebase(spec.path, follow=follow)
             uid, gid = owner or (0, 0)
@@ -277,12 +317,15 @@ class Planner:
             self.builder.issue(f"{origin}: {spec.path} not found in {self.view.name}; {self._missing_fix(origin)}")
         whole = "**" in paths.split(spec.path)  # the rule takes whole trees, so a linked directory brings its tree
         named = None if paths.is_glob(spec.path) else origin  # a link the rule names itself is worth a warning
+        self._note_match(origin, spec.path, bool(matches), spec.optional)
         for match in matches:
             self.builder.ship(match, Reason(ReasonKind.PROFILE, origin), follow=False, explicit=True, mode=spec.mode, owner=owner,
                               whole=whole, named=named)
 
     def _copy_from(self, spec: PathSpec, origin: str, target: str, owner: tuple[int, int] | None) -> None:
         found = self.view.resolve(spec.value or "")
+        self._note_match(origin, f"{spec.path} (copy of {spec.value})", found.node is not None and found.node.is_file,
+                         spec.optional)
         if found.node is None or not found.node.is_file:
             if not spec.optional:
                 self.builder.issue(f"{origin}.copy: {spec.value} is not a file in {self.view.name}")
@@ -376,6 +419,31 @@ class Planner:
                         continue
                 reason = entry.reasons[0].describe() if entry.reasons else entry.path
                 self._elf_root(entry.path, entry.source, reason, explicit=False)
+
+    def _hints(self, rounds: int = 3) -> None:
+        """Executables and libraries that shipped programs name in their strings (distill.hints): reported,
+        or shipped with their closures under `hints: include` (then the new files' strings are read too)."""
+        if self.profile.hints is HintMode.NO:
+            return
+        scanned: set[str] = set()
+        for _ in range(rounds):
+            shipped = [path for path in sorted(self.loader.parsed())
+                       if (entry := self.plan.entries.get(path)) is not None and entry.source == path]
+            elves = [path for path in shipped if path not in scanned]
+            scanned.update(elves)
+            found = hints.find_hints(self.view, elves, shipped, lambda path: self.plan.entry_for(path) is not None)
+            if self.profile.hints is not HintMode.INCLUDE:
+                self.plan.hints.extend(found)
+                return
+            for hint in found:
+                origin = f"hints: include: {hint.path}, {hint.describe()}"
+                if self.builder.ship(hint.path, Reason(ReasonKind.HINT, origin, via=hint.named_by)) is not None \
+                        and hint.kind == "executable":
+                    self._root(hint.path, origin, explicit=False)
+                self.plan.hints.append(hint)
+            self._shipped_elves()
+            if not found:
+                return
 
     # -- structure -------------------------------------------------------------------------
 

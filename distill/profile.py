@@ -19,7 +19,19 @@ from typing import Any
 
 from distill.errors import ProfileError
 from distill.schema import CLEAR, EMPTY, MAX_PROFILE_BYTES, SCHEMA, TOKEN, Settings, validate_document
-from distill.specs import BinarySpec, DlopenPriority, GroupSpec, PackageSpec, PathKind, PathSpec, PluginSpec, Setuid, Switch, UserSpec
+from distill.specs import (
+    BinarySpec,
+    DlopenPriority,
+    GroupSpec,
+    HintMode,
+    PackageSpec,
+    PathKind,
+    PathSpec,
+    PluginSpec,
+    Setuid,
+    Switch,
+    UserSpec,
+)
 from distill.yamlsafe import parse_yaml
 
 __all__ = ["Profile", "SystemConfig", "RuntimeConfig", "ImageConfig", "builtin_dir", "builtin_profiles", "load_profile", "adhoc_layer",
@@ -52,6 +64,8 @@ class RuntimeConfig:
     tzdata: tuple[str, ...] = ()  # zones, or ("*",) for all
     dlopen_notes: DlopenPriority = DlopenPriority.NO
     plugins: tuple[PluginSpec, ...] = ()  # plugin sets and the program that loads each
+    python: Switch = Switch.AUTO  # a shipped Python's standard library (distill.interpreters)
+    node: Switch = Switch.AUTO  # the built-in modules a distribution's Node keeps outside its binary
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,7 @@ class Profile:
     system: SystemConfig = SystemConfig()
     image: ImageConfig = ImageConfig()
     base: str = "scratch"
+    hints: HintMode = HintMode.REPORT  # executables and libraries named in shipped strings (distill.hints)
     origins: dict[str, str] = field(default_factory=dict)  # "system.timezone" -> who set it, for hints
 
     def origin(self, key: str) -> str:
@@ -322,6 +337,7 @@ def _freeze(name: str, description: str, files: tuple[str, ...], settings: Setti
         system=system,
         image=image,
         base=scalar("base", default="scratch"),
+        hints=scalar("hints", default=HintMode.REPORT),
         origins={".".join(key): origin for key, (_, origin) in settings.items() if key[0] in ("system", "image", "base")},
     )
 

@@ -78,11 +78,21 @@ def explain_tree(plan: Plan, *, verbose: bool = False) -> str:
     for heading, members in groups.items():
         lines.append(heading)
         lines.extend(f"  {member}" for member in members)
+    lines.extend(hint_lines(plan))
     if structure:
         lines.append(f"symlinks on the way and parent directories: {len(structure)} entries" + (":" if verbose else " (-v lists them)"))
         if verbose:
             lines.extend(structure)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def hint_lines(plan: Plan) -> list[str]:
+    """The hints section: candidates not shipped (`hints: report`); taken ones show up under their reason."""
+    candidates = [h for h in plan.hints if plan.entry_for(h.path) is None]
+    if not candidates:
+        return []
+    return ["hints: not shipped; named in shipped files' strings (`hints: include` in the profile takes them):",
+            *(f"  {h.path}  ({h.describe()})" for h in candidates)]
 
 
 def _root_reason(plan: Plan, root: str) -> str:
@@ -161,6 +171,8 @@ def json_report(prepared: Prepared, source: Totals) -> dict[str, Any]:
             "findings": [_finding(f) for f in [*checks.errors, *checks.warnings]],
         },
         "excluded": plan.excluded,
+        "hints": [{"path": h.path, "kind": h.kind, "named_by": h.named_by, "shipped": plan.entry_for(h.path) is not None}
+                  for h in plan.hints],
         "warnings": prepared.warnings,
         "summary": _summary(prepared, source),
         "written": prepared.written,
@@ -189,6 +201,7 @@ def _summary(prepared: Prepared, source: Totals) -> dict[str, Any]:
         "output_files": plan.count(EntryKind.FILE),
         "output_bytes": output,
         "output_entries": len(plan.entries),
+        "hints": sum(1 for h in plan.hints if plan.entry_for(h.path) is None),
     }
     shipped = output
     if prepared.output is not None:  # on a base, what a container gets is the base plus the layer

@@ -11,7 +11,10 @@
   to unwind the thread);
 - locales: compiled locales (`C.UTF-8`, `en_US.UTF-8`);
 - tzdata: the time-zone database (`all`, or zone names);
-- dlopen-notes: libraries listed in `.note.dlopen` ELF notes, at or above a priority.
+- dlopen-notes: libraries listed in `.note.dlopen` ELF notes, at or above a priority;
+- python: the standard library of every shipped Python interpreter, found as the interpreter finds it
+  (distill.interpreters); `auto` (the default) for each one that ships, `yes` also demands one;
+- node: the built-in modules a distribution's Node keeps outside its binary, at the paths compiled into it.
 Every library shipped here gets its own closure afterwards, like any other shipped ELF.
 """
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-from distill import paths
+from distill import interpreters, paths
 from distill.builder import PlanBuilder, PlanContext
 from distill.elf import ElfInfo, undefined_symbols
 from distill.errors import ElfError
@@ -46,6 +49,10 @@ def _reason(detail: str) -> Reason:
 def add_runtime_files(builder: PlanBuilder, context: PlanContext) -> None:
     """Collect what the profile's `runtime:` settings ask for."""
     config = context.profile.runtime
+    if config.python is not Switch.NO:
+        _python(builder, context, required=config.python is Switch.YES)
+    if config.node is not Switch.NO:
+        _node(builder, context)
     if config.openssl:
         _openssl(builder, context)
     if config.gconv:
@@ -267,3 +274,40 @@ def _dlopen(builder: PlanBuilder, context: PlanContext, threshold: DlopenPriorit
                 for soname in note.sonames:
                     _ship_library(builder, context, soname, f"runtime.dlopen-notes: {path} ({note.feature or 'feature'}, {note.priority})",
                                   required=note.priority == DlopenPriority.REQUIRED)
+
+
+# -- interpreters -----------------------------------------------------------------------------------
+
+
+def _python(builder: PlanBuilder, context: PlanContext, *, required: bool) -> None:
+    """Each shipped Python program's standard library, minus STDLIB_SKIPPED."""
+    parsed = context.loader.parsed()
+    done: set[str] = set()
+    for root in builder.plan.roots:
+        canonical = context.view.resolve(root).path
+        info = parsed.get(canonical)
+        version = interpreters.python_version(canonical, info) if info is not None and info.interp else None
+        if version is None or root in done:
+            continue
+        done.add(root)
+        home = interpreters.find_python(context.view, root, version)
+        if isinstance(home, str):
+            builder.issue(f"runtime.python: {root} (Python {version}) could not start: {home} in {context.view.name}; "
+                          "install its standard library there, or set runtime.python: no")
+            continue
+        for pattern, why in interpreters.python_files(home):
+            reason = _reason(f"runtime.python: {why}")
+            for match in context.view.glob(pattern):
+                if interpreters.skipped(home, match):
+                    continue
+                builder.ship(match, reason, follow=False)  # a link's target follows with the links' closing
+    if required and not done:
+        builder.issue("runtime.python: yes, but no shipped program is a Python interpreter; "
+                      "add one under binaries or set runtime.python: auto")
+
+
+def _node(builder: PlanBuilder, context: PlanContext) -> None:
+    for path, _ in _shipped_elves(builder, context):
+        if interpreters.is_node(path):
+            for module in interpreters.node_builtins(context.view, path):
+                builder.ship(module, _reason(f"runtime.node: a built-in module {path} loads from outside itself"))

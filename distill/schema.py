@@ -12,7 +12,19 @@ import re
 from typing import Any
 
 from distill import paths
-from distill.specs import BinarySpec, DlopenPriority, GroupSpec, PackageSpec, PathKind, PathSpec, PluginSpec, Setuid, Switch, UserSpec
+from distill.specs import (
+    BinarySpec,
+    DlopenPriority,
+    GroupSpec,
+    HintMode,
+    PackageSpec,
+    PathKind,
+    PathSpec,
+    PluginSpec,
+    Setuid,
+    Switch,
+    UserSpec,
+)
 
 __all__ = ["SCHEMA", "MAX_PROFILE_BYTES", "PATH_TOKENS", "TOKEN", "Settings", "validate_document", "parse_mode", "CLEAR", "EMPTY",
            "SHADOW_FILES"]
@@ -21,12 +33,12 @@ SCHEMA = "distill/v1"
 MAX_PROFILE_BYTES = 1 << 20
 
 TOP_KEYS = ("schema", "name", "description", "extends", "binaries", "packages", "paths", "exclude", "dangling", "accounts",
-            "runtime", "system", "image", "base")
+            "runtime", "system", "image", "base", "hints")
 PATH_KINDS = tuple(k.value for k in PathKind if k is not PathKind.SOURCE)
 PATH_MODIFIERS = ("mode", "owner", "optional")
 SYSTEM_KEYS = ("passwd", "shadow", "nsswitch", "tmp", "run", "timezone", "ca-certificates", "os-release", "package-metadata",
                "setuid")
-RUNTIME_KEYS = ("nss", "gconv", "openssl", "libgcc-s", "locales", "tzdata", "dlopen-notes", "plugins")
+RUNTIME_KEYS = ("nss", "gconv", "openssl", "libgcc-s", "locales", "tzdata", "dlopen-notes", "plugins", "python", "node")
 # the source's password databases hold hashes: they never ship from the source (system.shadow writes locked ones)
 SHADOW_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-")
 # merge markers (see profile.py): a child clears what its parents gave under a key, or gave an empty list there
@@ -179,6 +191,12 @@ def validate_document(document: Any, where: str) -> tuple[Settings, list[str], l
     _image(v, v.override(top, "image", "image", ("image",), replaceable=False))
     if (base := v.override(top, "base", "base", ("base",), replaceable=False)) is not None and v.string(base, "base"):
         v.set(("base",), base, "base")
+    if "hints" in top:
+        mode = "no" if top["hints"] is False else top["hints"]
+        if mode in tuple(HintMode):
+            v.set(("hints",), HintMode(mode), "hints")
+        else:
+            v.error("hints", f"must be report, include or no, not {top['hints']!r}")
     return v.settings, extends, v.issues
 
 
@@ -206,8 +224,9 @@ def _packages(v: _Validator, value: Any) -> None:
             item = {"name": item}
         spec = v.mapping(item, key, ("name", "optional", "depends"))
         name = spec.get("name")
-        if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9][a-z0-9+.-]*(:[a-z0-9]+)?", name):
-            v.error(f"{key}.name" if isinstance(item, dict) else key, f"{name!r} is not a package name such as libssl3")
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9*?\[][a-z0-9+.*?\[\]-]*(:[a-z0-9]+)?", name):
+            v.error(f"{key}.name" if isinstance(item, dict) else key,
+                    f"{name!r} is not a package name such as libssl3, or a pattern such as libpython3.*-stdlib")
             continue
         optional = v.boolean(spec["optional"], f"{key}.optional") if "optional" in spec else False
         depends = v.boolean(spec["depends"], f"{key}.depends") if "depends" in spec else False
@@ -238,7 +257,7 @@ def _runtime(v: _Validator, value: Any) -> None:
                 v.set(("runtime", key), DlopenPriority(item or "no"), where)
             else:
                 v.error(where, f"must be required, recommended, suggested or no, not {item!r}")
-        elif key in ("nss", "libgcc-s"):
+        elif key in ("nss", "libgcc-s", "python", "node"):
             if item == "auto" or isinstance(item, bool):
                 v.set(("runtime", key), _switch(item), where)
             else:

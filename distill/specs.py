@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["PathKind", "Switch", "Setuid", "DlopenPriority", "BinarySpec", "PackageSpec", "PathSpec", "PluginSpec", "UserSpec", "GroupSpec"]
+__all__ = ["PathKind", "Switch", "Setuid", "DlopenPriority", "HintMode", "BinarySpec", "PackageSpec", "PathSpec", "PluginSpec",
+           "UserSpec", "GroupSpec"]
 
 
 class PathKind(enum.StrEnum):
@@ -40,6 +41,14 @@ class DlopenPriority(enum.StrEnum):
     RECOMMENDED = "recommended"
     SUGGESTED = "suggested"
     NO = "no"
+
+
+class HintMode(enum.StrEnum):
+    """`hints:` in a profile: what to do with executables and libraries named in shipped files' strings."""
+
+    REPORT = "report"  # list them (explain, the summary, --json)
+    INCLUDE = "include"  # ship them, each with its reason
+    NO = "no"  # do not look
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
-"""The built-in app profiles on a fat Debian 12 rootfs (mmdebstrap), each distilled and exercised by its
-probe (tests/helpers/probes.py); the runtime fragments are shown to be load-bearing; the package records that
-scanners read are parsed back and checked against what ships."""
+"""The built-in app profiles on fat Debian 12 and Debian 13 roots (mmdebstrap), each distilled and exercised
+by its probe (tests/helpers/probes.py); the runtime fragments are shown to be load-bearing; the package records that
+scanners read are parsed back and checked against what ships. Every test runs once per suite."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fatroot import SUITES
 from helpers import REPO, fat_rootfs
 from helpers.cli import run_distill
 from helpers.probes import run_probe
@@ -20,32 +21,43 @@ from helpers.probes import run_probe
 pytestmark = [pytest.mark.rootfs, pytest.mark.slow]
 
 APP_PACKAGES = ("nginx", "redis-server", "postgresql", "python3", "curl", "openssl", "ca-certificates", "tzdata", "locales")
+NODE_PACKAGES = ("nodejs", "ca-certificates", "tzdata")
+# what differs between the releases: Python, glibc, the os-release VERSION_ID
+RELEASES = {"bookworm": ("3.11", "2.36", "12"), "trixie": ("3.13", "2.41", "13")}
 
 
-def documented_sizes() -> dict[str, float]:
-    """docs/profiles.md's size table: profile -> MB of regular files shipped."""
+def documented_sizes() -> dict[str, dict[str, float]]:
+    """docs/profiles.md's size table: profile -> suite -> MB of regular files shipped."""
     text = (REPO / "docs/profiles.md").read_text().split("### Sizes", 1)[1]
-    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^\| (\w+) \| ([\d.]+) MB \|", text, re.M)}
+    rows = re.finditer(r"^\| (\w+) \| ([\d.]+) MB \| [^|]+ \| ([\d.]+) MB \|", text, re.M)
+    return {m.group(1): {"bookworm": float(m.group(2)), "trixie": float(m.group(3))} for m in rows}
 
 
 DOCUMENTED_MB = documented_sizes()
 
 
-@pytest.fixture(scope="module")
-def apps_root() -> Path:
-    return fat_rootfs(APP_PACKAGES)
+@pytest.fixture(scope="module", params=SUITES)
+def apps_root(request: pytest.FixtureRequest) -> Path:
+    return fat_rootfs(APP_PACKAGES, suite=request.param)
+
+
+def suite_of(root: Path) -> str:
+    release = (root / "etc/os-release").read_text()
+    return next(suite for suite, (_, _, number) in RELEASES.items() if f'VERSION_ID="{number}"' in release)
 
 
 def distill_app(source: Path, profile: str, out: Path, *extra: str) -> dict:  # type: ignore[type-arg]
     result = run_distill(profile, "--from", str(source), "--out", f"rootfs:{out}", "--json", "-q", *extra)
     assert result.code == 0, result.stderr
+    assert not [w for w in json.loads(result.stdout)["warnings"] if "nothing matched" in w]  # built-ins match on both
     report = json.loads(result.stdout)
     if profile in DOCUMENTED_MB:  # a built-in profile as documented, not a variant
+        suite = suite_of(source)
         shipped = report["summary"]["output_bytes"] / 1e6
         # 2% leaves room for a Debian point release rebuilding the cached rootfs; a lost or extra
         # library moves the figure by more than that
-        assert shipped == pytest.approx(DOCUMENTED_MB[profile], rel=0.02), \
-            f"{profile}: {shipped:.1f} MB shipped, docs/profiles.md says {DOCUMENTED_MB[profile]} MB"
+        assert shipped == pytest.approx(DOCUMENTED_MB[profile][suite], rel=0.02), \
+            f"{profile} on {suite}: {shipped:.1f} MB shipped, docs/profiles.md says {DOCUMENTED_MB[profile][suite]} MB"
     return report
 
 
@@ -103,6 +115,29 @@ def test_python3_stdlib_tls_sqlite_ctypes_zoneinfo(apps_root: Path, tmp_path: Pa
     assert result["sha256"] == hashlib.sha256(b"distill").hexdigest()
 
 
+def test_perl_core_modules_from_package_patterns(apps_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "perl"
+    report = distill_app(apps_root, "perl", out)
+    result = run_probe("perl", str(out))
+    assert result["exit"] == 0, result["stderr"]
+    digest, utf16, total, year, version = result["stdout"].split("|")
+    assert (digest, utf16, total, year) == (hashlib.sha256(b"distill").hexdigest(), "6", "6", "1970")
+    matched = {r["detail"].split(": ", 2)[-1] for e in report["entries"] for r in e["reasons"] if r["kind"] == "package"}
+    assert f"libperl{version[1:].rsplit('.', 1)[0]} (matches libperl5.*)" in matched
+
+
+def test_node_crypto_intl_and_https(apps_root: Path, tmp_path: Path) -> None:
+    """Debian's nodejs on its own fat root of the same release (the apps root has no node)."""
+    source = fat_rootfs(NODE_PACKAGES, suite=suite_of(apps_root))
+    out = tmp_path / "node"
+    distill_app(source, "node", out)
+    result = run_probe("node", str(out), str(tmp_path / "tls"))
+    assert result["exit"] == 0, result["stderr"]
+    assert result["sha256"] == hashlib.sha256(b"distill").hexdigest()
+    assert result["gzip"] == "distilled" and result["tokyo"] == "21"
+    assert result["https"] == [200, "hello over TLS\n"]
+
+
 def test_curl_https_http2_and_etc_hosts(apps_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "curl"
     distill_app(apps_root, "curl", out)
@@ -158,7 +193,9 @@ def test_package_records_match_what_ships(apps_root: Path, tmp_path: Path) -> No
     distill_app(apps_root, "python3", out, "--sbom", str(sbom))
     records = out / "var/lib/dpkg/status.d"
     names = sorted(p.name for p in records.iterdir() if not p.name.endswith(".md5sums"))
-    assert {"python3.11-minimal", "libpython3.11-stdlib", "libc6", "libssl3", "tzdata"} <= set(names)
+    python, glibc, release = RELEASES[suite_of(apps_root)]
+    assert {f"python{python}-minimal", f"libpython{python}-stdlib", "libc6", "tzdata"} <= set(names)
+    assert any(name.startswith("libssl3") for name in names)  # libssl3t64 on Debian 13
     assert "ca-certificates" not in names  # the bundle is generated by update-ca-certificates, owned by no package
     for name in names:
         stanza = (records / name).read_text()
@@ -168,14 +205,15 @@ def test_package_records_match_what_ships(apps_root: Path, tmp_path: Path) -> No
         for line in sums.read_text().splitlines() if sums.exists() else []:
             digest, relpath = line.split("  ", 1)
             assert hashlib.md5((out / relpath).read_bytes()).hexdigest() == digest, relpath
-    shipped_by_stdlib = (records / "libpython3.11-stdlib.md5sums").read_text().splitlines()
-    assert any(line.endswith("usr/lib/python3.11/json/__init__.py") for line in shipped_by_stdlib)
+    summed = [line for sums in records.glob(f"libpython{python}-*.md5sums") for line in sums.read_text().splitlines()]
+    assert any(line.endswith(f"usr/lib/python{python}/json/__init__.py") for line in summed)  # -stdlib, or -minimal on 13
     assert not list(out.glob("usr/share/doc/*/changelog*")) and not (out / "usr/share/man").exists()
     document = json.loads(sbom.read_text())
     assert document["bomFormat"] == "CycloneDX" and document["specVersion"] == "1.6"
     purls = {c["name"]: c["purl"] for c in document["components"] if c["type"] == "library"}
     assert set(purls) == set(names)
-    assert purls["libc6"].startswith("pkg:deb/debian/libc6@2.36-") and purls["libc6"].endswith("?arch=amd64&distro=debian-12")
+    assert purls["libc6"].startswith(f"pkg:deb/debian/libc6@{glibc}-")
+    assert purls["libc6"].endswith(f"?arch=amd64&distro=debian-{release}")
     assert not (out / sbom.name).exists()
 
 

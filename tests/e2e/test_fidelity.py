@@ -149,10 +149,16 @@ def test_node_gets_the_packages_its_builtins_live_in(fat: Path, tmp_path: Path) 
     reasons = {r["detail"] for e in json.loads(result.stdout)["entries"] for r in e["reasons"] if r["kind"] == "package"}
     assert any(d.endswith(": node-undici, which libnode108 depends on (node-undici (>= 5.0.0~))") for d in reasons), reasons
     assert not any(": libc6," in d or ": libssl3," in d for d in reasons)  # the closure takes what loads
-    plain, out2 = distill(fat, tmp_path / "plain", profile.replace("{name: nodejs, depends: true}", "nodejs"))
+    # without the dependencies (and without runtime.node, which ships the externalized built-ins) node aborts
+    plain, out2 = distill(fat, tmp_path / "plain", profile.replace("{name: nodejs, depends: true}", "nodejs") + "runtime: {node: no}\n")
     assert plain.code == 0
     broken = command(out2, "/usr/bin/node", "-e", script)
     assert broken["exit"] != 0 and "Cannot load externalized builtin" in broken["stderr"]
+    # runtime.node (on by default) lets node start; the acorn package a script requires still needs depends
+    builtins, out3 = distill(fat, tmp_path / "builtins", profile.replace("{name: nodejs, depends: true}", "nodejs"))
+    assert builtins.code == 0
+    started = command(out3, "/usr/bin/node", "-e", script)
+    assert started["exit"] != 0 and "Cannot find module 'acorn'" in started["stderr"], started
 
 
 def test_an_nss_module_named_by_the_sources_nsswitch_ships_with_it(fat: Path, tmp_path: Path) -> None:

@@ -49,6 +49,11 @@ def runtime_mounts(root: str) -> None:
         subprocess.run([*command, str(target)], check=True)
 
 
+def first_of(root: str, *candidates: str) -> str:
+    """The first of `candidates` the distilled root has (a /usr/local build before Debian's package)."""
+    return next((c for c in candidates if (Path(root) / c.lstrip("/")).exists()), candidates[-1])
+
+
 def ids(root: Path, user: str) -> str:
     """`uid:gid` of `user` in the distilled root's /etc/passwd (chroot --userspec needs numbers)."""
     for line in (root / "etc/passwd").read_text().splitlines():
@@ -73,7 +78,8 @@ def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> str:
 
 
 def make_tls(directory: Path) -> tuple[Path, Path, Path]:
-    """A test CA and a server certificate for localhost, app.test and 127.0.0.1 (cryptography)."""
+    """A test CA and a server certificate for localhost, app.test and 127.0.0.1 (cryptography), with the key
+    identifiers and key usages that strict verifiers (Python >= 3.13's default context) require."""
     import ipaddress
 
     from cryptography import x509
@@ -87,13 +93,21 @@ def make_tls(directory: Path) -> tuple[Path, Path, Path]:
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "distill test CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
           .serial_number(1).not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                       encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
     key = ec.generate_private_key(ec.SECP256R1())
     names = [x509.DNSName("localhost"), x509.DNSName("app.test"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
     cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
             .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
             .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName(names), critical=False).sign(ca_key, hashes.SHA256()))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
     paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -194,10 +208,16 @@ def _resp(sock: socket.socket, *words: str) -> bytes:
 def probe_redis(root: str) -> dict[str, Any]:
     """SET/GET, then a persistence file written, the server restarted, and the value read back."""
     user = ids(Path(root), "redis")
-    command = ["chroot", f"--userspec={user}", root, "/usr/bin/redis-server", "/etc/redis/redis.conf",
-               "--daemonize", "no", "--supervised", "no", "--logfile", ""]
+    program = first_of(root, "/usr/local/bin/redis-server", "/usr/bin/redis-server")
+    # Debian's configuration when it shipped; a /usr/local build runs on its compiled-in defaults
+    config = ["/etc/redis/redis.conf"] if (Path(root) / "etc/redis/redis.conf").is_file() else ["--dir", "/var/lib/redis",
+                                                                                              "--bind", "127.0.0.1"]
+    command = ["chroot", f"--userspec={user}", root, program, *config, "--daemonize", "no", "--supervised", "no", "--logfile", ""]
     result: dict[str, Any] = {}
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # the environment a container runtime gives an image that sets none (redis 8 refuses a LANG naming a
+    # locale the root lacks, so the host's must not leak in)
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     result["started"] = wait_port(6379, server)
     if result["started"]:
         with socket.create_connection(("127.0.0.1", 6379)) as sock:
@@ -206,7 +226,7 @@ def probe_redis(root: str) -> dict[str, Any]:
             result["save"] = _resp(sock, "SAVE").decode()
     result["dump_written"] = (Path(root) / "var/lib/redis/dump.rdb").is_file()
     result["stderr"] = stop(server)
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     if wait_port(6379, server):
         with socket.create_connection(("127.0.0.1", 6379)) as sock:
             result["get_after_restart"] = _resp(sock, "GET", "distill").decode()
@@ -281,13 +301,89 @@ def probe_python3(root: str, tls_dir: str) -> dict[str, Any]:
     (out / "etc/hosts").write_text("127.0.0.1 localhost\n")  # what a container runtime provides
     server = tls_server(cert, key)
     try:
-        run = subprocess.run(["chroot", root, "/usr/bin/python3", "/probe/probe.py"], capture_output=True, text=True,
+        python = first_of(root, "/usr/local/bin/python3", "/usr/bin/python3")
+        run = subprocess.run(["chroot", root, python, "/probe/probe.py"], capture_output=True, text=True,
                              env={"LANG": "C.UTF-8", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
     finally:
         server.shutdown()
     result = json.loads(run.stdout) if run.returncode == 0 and run.stdout.strip() else {}
     result["exit"], result["stderr"] = run.returncode, run.stderr[-2000:]
     return result
+
+
+NODE_PROBE = r'''
+const https = require("node:https"), crypto = require("node:crypto"), zlib = require("node:zlib");
+const result = {};
+result.sha256 = crypto.createHash("sha256").update("distill").digest("hex");
+result.gzip = zlib.gunzipSync(zlib.gzipSync("distilled")).toString();
+result.tokyo = new Intl.DateTimeFormat("en-US", {timeZone: "Asia/Tokyo", hour: "numeric", hourCycle: "h23"})
+  .format(new Date(Date.UTC(2024, 0, 15, 12)));
+https.get("https://localhost:8443/", (response) => {
+  let body = "";
+  response.on("data", (chunk) => body += chunk);
+  response.on("end", () => { result.https = [response.statusCode, body]; console.log(JSON.stringify(result)); });
+}).on("error", (error) => { result.https = String(error); console.log(JSON.stringify(result)); });
+'''
+
+
+def probe_node(root: str, tls_dir: str) -> dict[str, Any]:
+    """crypto, zlib, Intl with a time zone (ICU), and HTTPS to a local server trusting the test CA."""
+    out = Path(root)
+    ca, cert, key = make_tls(Path(tls_dir))
+    (out / "probe").mkdir(exist_ok=True)
+    (out / "probe/ca.pem").write_bytes(ca.read_bytes())
+    (out / "probe/probe.js").write_text(NODE_PROBE)
+    (out / "etc/hosts").write_text("127.0.0.1 localhost\n")
+    server = tls_server(cert, key)
+    try:
+        node = first_of(root, "/usr/local/bin/node", "/usr/bin/node")
+        run = subprocess.run(["chroot", root, node, "/probe/probe.js"], capture_output=True, text=True,
+                             env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "NODE_EXTRA_CA_CERTS": "/probe/ca.pem"})
+    finally:
+        server.shutdown()
+    result = json.loads(run.stdout) if run.returncode == 0 and run.stdout.strip() else {}
+    result["exit"], result["stderr"] = run.returncode, run.stderr[-2000:]
+    return result
+
+
+def probe_sshd(root: str, key_dir: str) -> dict[str, Any]:
+    """Public-key authentication to the distilled sshd with the host's ssh client: OpenSSH >= 9.8 hands the
+    connection to helpers it execs (sshd-session, sshd-auth), so a listener alone accepts and drops it."""
+    out, keys = Path(root), Path(key_dir)
+    keys.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / "id")], check=True)
+    (out / "probe").mkdir(exist_ok=True)
+    (out / "probe/authorized_keys").write_bytes((keys / "id.pub").read_bytes())
+    server = subprocess.Popen(["chroot", root, "/usr/sbin/sshd", "-D", "-e", "-p", "2222", "-o", "ListenAddress=127.0.0.1",
+                               "-o", "AuthorizedKeysFile=/probe/authorized_keys", "-o", "StrictModes=no", "-o", "UsePAM=no",
+                               "-o", "PidFile=none"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    result: dict[str, Any] = {"started": wait_port(2222, server)}
+    if result["started"]:
+        client = subprocess.run(["ssh", "-v", "-i", str(keys / "id"), "-p", "2222", "-o", "BatchMode=yes",
+                                 "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "root@127.0.0.1", "true"],
+                                capture_output=True, text=True, timeout=60)
+        result["authenticated"] = "Authenticated to 127.0.0.1" in client.stderr
+        result["client"] = client.stderr[-1500:]
+    result["stderr"] = stop(server)
+    return result
+
+
+PERL_PROBE = r'''
+use strict; use warnings; use POSIX qw(strftime); use Digest::SHA qw(sha256_hex); use Encode qw(encode);
+use List::Util qw(sum); use Storable qw(freeze thaw); use Time::HiRes qw(time);
+my $data = thaw(freeze({n => [1, 2, 3]}));
+print join("|", sha256_hex("distill"), length(encode("UTF-16LE", "\x{e9}t\x{e9}")), sum(@{$data->{n}}),
+           strftime("%Y", gmtime(0)), $^V), "\n";
+'''
+
+
+def probe_perl(root: str) -> dict[str, Any]:
+    """Core modules, pure-Perl and XS (POSIX, Digest::SHA, Encode, List::Util, Storable, Time::HiRes)."""
+    (Path(root) / "probe").mkdir(exist_ok=True)
+    (Path(root) / "probe/probe.pl").write_text(PERL_PROBE)
+    run = subprocess.run(["chroot", root, "/usr/bin/perl", "/probe/probe.pl"], capture_output=True, text=True,
+                         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    return {"exit": run.returncode, "stdout": run.stdout.strip(), "stderr": run.stderr[-2000:]}
 
 
 def probe_curl(root: str, server_root: str, tls_dir: str) -> dict[str, Any]:
