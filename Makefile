@@ -33,6 +33,7 @@ demo: deb-deps venv
 # the type checker and the linter are part of the suite: a finding fails `make test`
 lint: venv
 	$(BIN)/ruff check distill tests bench examples
+	$(BIN)/ruff format --check distill tests bench examples
 	$(BIN)/mypy
 
 # shuffled (the seed is printed in the header: --shuffle=SEED repeats an order); a missing tool fails

@@ -96,15 +96,21 @@ def registry_pull() -> dict[str, object]:
             source = f"{registry.host}/library/nginx:latest"
             warm_cache = work / "warm"
             subprocess.run(distill_pull(source, work / "prime"), check=True, capture_output=True, env=cache_env(warm_cache))
-            subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{source}", f"oci:{work / 'sw'}:latest"],
-                           check=True, capture_output=True)
+            subprocess.run(
+                ["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{source}", f"oci:{work / 'sw'}:latest"],
+                check=True,
+                capture_output=True,
+            )
             for run in range(RUNS):
                 cold_cache = work / f"cold-{run}"
                 for name, command, env in (
                     ("distill cold", distill_pull(source, work / f"c{run}"), cache_env(cold_cache)),
                     ("distill warm", distill_pull(source, work / f"w{run}"), cache_env(warm_cache)),
-                    ("skopeo copy", ["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{source}",
-                                     f"oci:{work / f's{run}'}:latest"], None),
+                    (
+                        "skopeo copy",
+                        ["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{source}", f"oci:{work / f's{run}'}:latest"],
+                        None,
+                    ),
                 ):
                     start = time.perf_counter()
                     subprocess.run(command, check=True, capture_output=True, env=env)
@@ -131,8 +137,12 @@ def startup() -> dict[str, object]:
             subprocess.run(command, check=True, capture_output=True)
             times[name].append(time.perf_counter() - start)
     medians = {name: statistics.median(values) for name, values in times.items()}
-    return {"scenario": "startup", "runs": RUNS * 2, "median_seconds": medians,
-            "time_ratio_distill_over_python": round(medians["distill --version"] / medians["python -c pass"], 2)}
+    return {
+        "scenario": "startup",
+        "runs": RUNS * 2,
+        "median_seconds": medians,
+        "time_ratio_distill_over_python": round(medians["distill --version"] / medians["python -c pass"], 2),
+    }
 
 
 def distill_pull(source: str, out: Path) -> list[str]:
@@ -194,8 +204,11 @@ def main() -> None:
     row = f"| {time.strftime('%Y-%m-%d')} | {commit or '?'} | {machine} | " + " | ".join(f"{now[name]:.2f}x" for name in RATIOS) + " |"
     print(f"\nratio history row for docs/performance.md:\n{row}")
     before = last_recorded()
-    worse = [f"{name}: {now[name]:.2f}x, recorded {before[name]:.2f}x" for name in RATIOS
-             if before is not None and now[name] > before[name] * GUARD]
+    worse = [
+        f"{name}: {now[name]:.2f}x, recorded {before[name]:.2f}x"
+        for name in RATIOS
+        if before is not None and now[name] > before[name] * GUARD
+    ]
     if worse:
         print(f"bench: more than {GUARD - 1:.0%} worse than the last recorded row: " + "; ".join(worse), file=sys.stderr)
         if guard:

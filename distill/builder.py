@@ -105,8 +105,18 @@ class PlanBuilder:
             f"{entry.kind.value}; exclude one or give the path one rule"
         )
 
-    def ship(self, path: str, reason: Reason, *, follow: bool = True, explicit: bool = False, mode: int | None = None,
-             owner: tuple[int, int] | None = None, whole: bool = False, named: str | None = None) -> Entry | None:
+    def ship(
+        self,
+        path: str,
+        reason: Reason,
+        *,
+        follow: bool = True,
+        explicit: bool = False,
+        mode: int | None = None,
+        owner: tuple[int, int] | None = None,
+        whole: bool = False,
+        named: str | None = None,
+    ) -> Entry | None:
         """Ship what `path` names in the source, with every symlink on the way to it. A symlink shipped as
         itself (`follow=False`) gets its target too, later (`links.close_links`): a linked directory's whole
         tree when the rule takes whole trees (`whole`). `named`: the origin of a rule that names the link
@@ -129,8 +139,10 @@ class PlanBuilder:
             self.warn(f"{path}: not shipped: a name starting with .wh. would act as a whiteout in a layer")
             return None
         if found.path in SHADOW_FILES and found.node.type is NodeType.FILE:
-            self.warn(f"{path}: not shipped: the source's {found.path} holds password hashes "
-                      "(system.shadow writes a locked one for the shipped accounts)")
+            self.warn(
+                f"{path}: not shipped: the source's {found.path} holds password hashes "
+                "(system.shadow writes a locked one for the shipped accounts)"
+            )
             return None
         if found.node.type not in (NodeType.FILE, NodeType.DIR, NodeType.SYMLINK):
             self.warn(f"{path}: not shipped: a {found.node.type.value} (the runtime provides device nodes)")
@@ -158,12 +170,21 @@ class PlanBuilder:
         return self.add(Entry(target, EntryKind.FILE, mode, size=len(data), data=data), reason)
 
 
-def entry_from_node(node: Node, *, explicit: bool = False, mode: int | None = None,
-                    owner: tuple[int, int] | None = None) -> Entry:
+def entry_from_node(node: Node, *, explicit: bool = False, mode: int | None = None, owner: tuple[int, int] | None = None) -> Entry:
     """The entry that ships a source object as it is (setuid/setgid bits only on request)."""
     kind = {NodeType.FILE: EntryKind.FILE, NodeType.DIR: EntryKind.DIR, NodeType.SYMLINK: EntryKind.SYMLINK}[node.type]
     if mode is None:
         mode = node.mode & ~0o6000 if kind is EntryKind.FILE else node.mode
     uid, gid = owner if owner else (node.uid, node.gid)
-    return Entry(node.path, kind, mode, uid, gid, node.mtime, node.size, source=node.path if kind is EntryKind.FILE else None,
-                 target=node.target, explicit=explicit)
+    return Entry(
+        node.path,
+        kind,
+        mode,
+        uid,
+        gid,
+        node.mtime,
+        node.size,
+        source=node.path if kind is EntryKind.FILE else None,
+        target=node.target,
+        explicit=explicit,
+    )

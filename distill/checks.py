@@ -55,8 +55,15 @@ class CheckResult:
     closures: list[Closure] = field(default_factory=list)
 
 
-def check_plan(plan: Plan, source: View, env: LoaderEnv | None = None, *, output: View | None = None,
-               known: Mapping[str, ElfInfo] | None = None, entrypoint: str | None = None) -> CheckResult:
+def check_plan(
+    plan: Plan,
+    source: View,
+    env: LoaderEnv | None = None,
+    *,
+    output: View | None = None,
+    known: Mapping[str, ElfInfo] | None = None,
+    entrypoint: str | None = None,
+) -> CheckResult:
     """Run the closure and symbol-version checks on the planned output (`output`: the plan over a base).
 
     `known`: ELF files of the source already parsed (by canonical path); `entrypoint`: the image's
@@ -65,8 +72,11 @@ def check_plan(plan: Plan, source: View, env: LoaderEnv | None = None, *, output
     result = CheckResult()
     output = output or PlanView(plan, source)
     # a file shipped unchanged at its source path need not be parsed again
-    reused = {path: info for path, info in (known or {}).items()
-              if (entry := plan.entries.get(path)) is not None and entry.source == path and entry.data is None}
+    reused = {
+        path: info
+        for path, info in (known or {}).items()
+        if (entry := plan.entries.get(path)) is not None and entry.source == path and entry.data is None
+    }
     loader = Loader(output, env, parsed=reused)
     reported: set[tuple[str, str]] = set()
     shipped = {path.rsplit("/", 1)[-1]: path for path in sorted(plan.entries, reverse=True)}
@@ -85,17 +95,29 @@ def check_plan(plan: Plan, source: View, env: LoaderEnv | None = None, *, output
             searched = f"; searched {', '.join(link.searched[:6])}{' ...' if len(link.searched) > 6 else ''}" if link.searched else ""
             skipped = f"; {link.notes[0]}" if link.notes else ""
             if "/" not in link.name and link.name in shipped and not link.notes:
-                skipped += (f"; {shipped[link.name]} ships, off its search path: if one program loads both, list "
-                            f"{link.requester} under runtime.plugins with that program as the host")
-            result.errors.append(Finding(FindingKind.MISSING_LIBRARY, link.requester,
-                                         f"{link.name} (needed by {link.requester}) is not in the output{searched}{skipped}",
-                                         library=link.name))
+                skipped += (
+                    f"; {shipped[link.name]} ships, off its search path: if one program loads both, list "
+                    f"{link.requester} under runtime.plugins with that program as the host"
+                )
+            result.errors.append(
+                Finding(
+                    FindingKind.MISSING_LIBRARY,
+                    link.requester,
+                    f"{link.name} (needed by {link.requester}) is not in the output{searched}{skipped}",
+                    library=link.name,
+                )
+            )
         _check_versions(loader, closure, result)
     if entrypoint:
         node = output.stat(entrypoint)
         if node is None or not node.is_file:
-            result.errors.append(Finding(FindingKind.MISSING_ENTRYPOINT, entrypoint,
-                                         f"image entrypoint {entrypoint} is not in the output; add it to binaries or set image.entrypoint"))
+            result.errors.append(
+                Finding(
+                    FindingKind.MISSING_ENTRYPOINT,
+                    entrypoint,
+                    f"image entrypoint {entrypoint} is not in the output; add it to binaries or set image.entrypoint",
+                )
+            )
     _check_links(plan, output, result)
     return _dedupe(result)
 
@@ -110,9 +132,14 @@ def _check_links(plan: Plan, output: View, result: CheckResult) -> None:
         found = output.resolve(entry.path)
         if found.node is None and not (found.path + "/").startswith(RUNTIME_PROVIDED):
             excluded = " (excluded by the profile)" if found.path in plan.excluded else ""
-            result.errors.append(Finding(FindingKind.DANGLING_LINK, entry.path,
-                                         f"{entry.path}: symlink to {entry.target}, but {found.path} is not in the output{excluded}; "
-                                         "ship it, or list the link under `dangling` if it may point at nothing"))
+            result.errors.append(
+                Finding(
+                    FindingKind.DANGLING_LINK,
+                    entry.path,
+                    f"{entry.path}: symlink to {entry.target}, but {found.path} is not in the output{excluded}; "
+                    "ship it, or list the link under `dangling` if it may point at nothing",
+                )
+            )
 
 
 def _check_versions(loader: Loader, closure: Closure, result: CheckResult) -> None:
@@ -129,8 +156,10 @@ def _check_versions(loader: Loader, closure: Closure, result: CheckResult) -> No
             for version, weak in need.versions:
                 if version in defined:
                     continue
-                message = (f"{requester} needs version {version} of {need.file}, but {provider} defines "
-                           f"{_newest(defined, version)}; ship a {need.file} at least as new as the one it was built against")
+                message = (
+                    f"{requester} needs version {version} of {need.file}, but {provider} defines "
+                    f"{_newest(defined, version)}; ship a {need.file} at least as new as the one it was built against"
+                )
                 finding = Finding(FindingKind.MISSING_VERSION, requester, message, library=need.file, version=version)
                 (result.warnings if weak else result.errors).append(finding)
 

@@ -1,10 +1,10 @@
 """The command line: flags -> profile, source, plan, checks, sinks -> exit code. No logic of its own.
 
-    distill [APP] --from SRC --out DEST [--out DEST ...]   distill an app
-    distill explain [APP] --from SRC [PATH ...]           why each path would ship
-    distill profiles                                      list the built-in profiles
-    distill learn APP --from SRC [-- COMMAND ...]         draft or check a profile from a traced run
-    distill verify TARGET [--run PROBE]                   check (and smoke-run) an existing image or rootfs
+distill [APP] --from SRC --out DEST [--out DEST ...]   distill an app
+distill explain [APP] --from SRC [PATH ...]           why each path would ship
+distill profiles                                      list the built-in profiles
+distill learn APP --from SRC [-- COMMAND ...]         draft or check a profile from a traced run
+distill verify TARGET [--run PROBE]                   check (and smoke-run) an existing image or rootfs
 """
 
 from __future__ import annotations
@@ -76,27 +76,41 @@ def _suggest_command(word: str, commands: list[str]) -> None:
 def _source_options(command: Any) -> Any:
     options = [
         click.argument("app", required=False),
-        click.option("--from", "source", required=True, metavar="SRC",
-                     help="the fat image or directory: docker://REF or a bare REF, oci:DIR[:REF], oci-archive:FILE[:REF], "
-                          "docker-archive:FILE[:REF], docker-daemon:REF, rootfs:DIR, or a path starting with /, ./ or ../"),
+        click.option(
+            "--from",
+            "source",
+            required=True,
+            metavar="SRC",
+            help="the fat image or directory: docker://REF or a bare REF, oci:DIR[:REF], oci-archive:FILE[:REF], "
+            "docker-archive:FILE[:REF], docker-daemon:REF, rootfs:DIR, or a path starting with /, ./ or ../",
+        ),
         click.option("--binary", multiple=True, metavar="PATH", help="another root binary (glob allowed)"),
         click.option("--path", "extra_paths", multiple=True, metavar="PATH", help="another path to copy from the source (glob allowed)"),
         click.option("--user", multiple=True, metavar="NAME", help="an account from the source's /etc/passwd"),
         click.option("--group", multiple=True, metavar="NAME", help="a group from the source's /etc/group"),
         click.option("--tz", metavar="ZONE", help="time zone for /etc/localtime, or none"),
-        click.option("--entrypoint", metavar="ARGS", help='image entrypoint: a JSON list or words split like a shell'),
+        click.option("--entrypoint", metavar="ARGS", help="image entrypoint: a JSON list or words split like a shell"),
         click.option("--cmd", metavar="ARGS", help="image command: a JSON list or words split like a shell"),
         click.option("--expose", multiple=True, metavar="PORT", help="port to expose, e.g. 80/tcp"),
         click.option("-e", "--env", multiple=True, metavar="KEY=VALUE", help="image environment variable"),
         click.option("--run-as", metavar="USER", help="image user (name, uid, user:group)"),
         click.option("--base", metavar="IMAGE", help="image to layer the output on (default: the profile's, else scratch)"),
-        click.option("--platform", metavar="OS/ARCH[/VARIANT]",
-                     help="platform to pick from a multi-platform image; a comma-separated list or `all` distills each "
-                          "and writes one image index"),
+        click.option(
+            "--platform",
+            metavar="OS/ARCH[/VARIANT]",
+            help="platform to pick from a multi-platform image; a comma-separated list or `all` distills each and writes one image index",
+        ),
         click.option("--creds", metavar="USER:PASSWORD", help="registry credentials"),
         click.option("--authfile", metavar="FILE", help="registry auth file (containers auth.json or docker config.json)"),
-        click.option("--tls-verify", type=click.BOOL, default=True, is_flag=False, flag_value=True, metavar="[=BOOL]",
-                     help="verify registry TLS certificates and refuse plain http (default true; --tls-verify=false as in podman)"),
+        click.option(
+            "--tls-verify",
+            type=click.BOOL,
+            default=True,
+            is_flag=False,
+            flag_value=True,
+            metavar="[=BOOL]",
+            help="verify registry TLS certificates and refuse plain http (default true; --tls-verify=false as in podman)",
+        ),
         click.option("-v", "--verbose", is_flag=True, help="list symlinks and parent directories in the explain tree"),
     ]
     for option in reversed(options):
@@ -120,9 +134,15 @@ class _AppCommand(click.Command):
 
 @cli.command("build", cls=_AppCommand, hidden=True)
 @_source_options
-@click.option("-o", "--out", "outs", multiple=True, metavar="DEST",
-              help="rootfs:DIR, layer:FILE.tar[.gz], oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF], "
-                   "docker://REF or docker-daemon:REF; repeatable")
+@click.option(
+    "-o",
+    "--out",
+    "outs",
+    multiple=True,
+    metavar="DEST",
+    help="rootfs:DIR, layer:FILE.tar[.gz], oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF], "
+    "docker://REF or docker-daemon:REF; repeatable",
+)
 @click.option("--force", is_flag=True, help="replace a destination (or --sbom file) that exists")
 @click.option("--allow-missing", is_flag=True, help="report missing libraries and versions as warnings")
 @click.option("--replace-base-libs", is_flag=True, help="ship the source's libraries even where the base has its own")
@@ -130,8 +150,17 @@ class _AppCommand(click.Command):
 @click.option("--sbom", "sbom", metavar="FILE", type=click.Path(dir_okay=False), help="write a CycloneDX 1.6 SBOM here")
 @click.option("--explain", "explain", is_flag=True, help="print why each path ships (to stderr)")
 @click.option("-q", "--quiet", is_flag=True, help="no progress, summary or table (warnings and errors still show)")
-def build_command(outs: tuple[str, ...], force: bool, allow_missing: bool, replace_base_libs: bool, as_json: bool,
-                  sbom: str | None, explain: bool, quiet: bool, **flags: Any) -> None:
+def build_command(
+    outs: tuple[str, ...],
+    force: bool,
+    allow_missing: bool,
+    replace_base_libs: bool,
+    as_json: bool,
+    sbom: str | None,
+    explain: bool,
+    quiet: bool,
+    **flags: Any,
+) -> None:
     """Distill APP (a profile name, a profile file, or a binary path in the source)."""
     from distill import pipeline, progress
     from distill.refs import Ref, parse_destination
@@ -161,20 +190,25 @@ def build_command(outs: tuple[str, ...], force: bool, allow_missing: bool, repla
     if not quiet:
         candidates = sorted({h.path for h in prepared.plan.hints if prepared.plan.entry_for(h.path) is None})
         if candidates:
-            _say(f"hints: {len(candidates)} executables or libraries named in shipped files are not shipped "
-                 f"({', '.join(candidates[:5])}{', ...' if len(candidates) > 5 else ''}); `distill explain` says who names "
-                 "them, `hints: include` in the profile takes them")
+            _say(
+                f"hints: {len(candidates)} executables or libraries named in shipped files are not shipped "
+                f"({', '.join(candidates[:5])}{', ...' if len(candidates) > 5 else ''}); `distill explain` says who names "
+                "them, `hints: include` in the profile takes them"
+            )
         if prepared.layering is not None:
             layering = prepared.layering
-            _say(f"base {prepared.base_name}: {len(layering.from_base)} libraries come from the base, "
-                 f"{len(layering.same_in_base)} entries it already has were left out, "
-                 f"{len(layering.merged)} files merged with its own")
+            _say(
+                f"base {prepared.base_name}: {len(layering.from_base)} libraries come from the base, "
+                f"{len(layering.same_in_base)} entries it already has were left out, "
+                f"{len(layering.merged)} files merged with its own"
+            )
         for line in prepared.written:
             _say(f"wrote {line}")
         if not outs:
             where = request.outputs[0]  # a new tag, so the user's upstream image is not overwritten
-            _say(f"no --out given: wrote {where}; run it with `skopeo copy {where} docker-daemon:{default}:latest` "
-                 f"or `podman pull {where}`")
+            _say(
+                f"no --out given: wrote {where}; run it with `skopeo copy {where} docker-daemon:{default}:latest` or `podman pull {where}`"
+            )
     totals = source_totals(prepared.source.view)
     if explain:
         click.echo(explain_tree(prepared.plan, verbose=flags["verbose"]), err=True, nl=False)
@@ -211,8 +245,7 @@ def _json_failure(exc: DistillError) -> None:
     click.echo(json.dumps(report, indent=2))
 
 
-def _build_platforms(request: pipeline.Request, *, sbom: str | None, as_json: bool, explain: bool, quiet: bool,
-                     verbose: bool) -> None:
+def _build_platforms(request: pipeline.Request, *, sbom: str | None, as_json: bool, explain: bool, quiet: bool, verbose: bool) -> None:
     """`--platform all` or a list: the same report as one platform, once per platform, then the index."""
     from distill import pipeline, progress
     from distill.report import explain_tree, json_report, size_rows, source_totals
@@ -240,8 +273,7 @@ def _build_platforms(request: pipeline.Request, *, sbom: str | None, as_json: bo
             _say(f"wrote {line} (an image index of {len(outcome.prepared)} platforms)")
     if as_json:
         index = {"digest": outcome.index.index_digest, "manifests": outcome.index.index["manifests"]}
-        click.echo(json.dumps({"distill": __version__, "index": index, "platforms": reports, "written": outcome.written},
-                              indent=2))
+        click.echo(json.dumps({"distill": __version__, "index": index, "platforms": reports, "written": outcome.written}, indent=2))
 
 
 @cli.command("explain")
@@ -293,8 +325,10 @@ def _request(flags: dict[str, Any]) -> pipeline.Request:
     source = parse_source(flags["source"])
     base = flags["base"] if flags["base"] is not None else profile.base
     if flags["platform"] and not source.is_image and base in ("", "scratch"):
-        raise UsageError(f"--platform {flags['platform']}: {source} is a directory, which has one platform; "
-                         "--platform picks from a multi-platform image (--from or --base); drop it")
+        raise UsageError(
+            f"--platform {flags['platform']}: {source} is a directory, which has one platform; "
+            "--platform picks from a multi-platform image (--from or --base); drop it"
+        )
     return pipeline.Request(profile, source, base=flags["base"], options=options, epoch=_epoch(), platforms=platforms)
 
 
@@ -451,8 +485,9 @@ def main(argv: list[str] | None = None) -> None:
         for issue in exc.issues[:_MAX_LISTED]:
             click.echo(f"distill: error: {issue}", err=True)
         if len(exc.issues) > _MAX_LISTED:
-            click.echo(f"distill: error: ... and {len(exc.issues) - _MAX_LISTED} more ({len(exc.issues)} in all; "
-                       "--json lists every one)", err=True)
+            click.echo(
+                f"distill: error: ... and {len(exc.issues) - _MAX_LISTED} more ({len(exc.issues)} in all; --json lists every one)", err=True
+            )
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("distill: interrupted", err=True)

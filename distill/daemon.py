@@ -44,8 +44,9 @@ class DaemonClient:
         self.timeout = timeout
         self._version: str | None = None
 
-    def _request(self, method: str, path: str, body: BinaryIO | None = None, headers: dict[str, str] | None = None
-                 ) -> tuple[_UnixConnection, http.client.HTTPResponse]:
+    def _request(
+        self, method: str, path: str, body: BinaryIO | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[_UnixConnection, http.client.HTTPResponse]:
         connection = _UnixConnection(self.path, self.timeout)
         try:
             connection.request(method, path, body=body, headers=headers or {})

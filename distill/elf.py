@@ -226,8 +226,13 @@ def _parse_dlopen(raw: bytes) -> list[DlopenNote]:
         sonames = entry.get("soname")
         if isinstance(sonames, list) and all(isinstance(n, str) and n and "/" not in n for n in sonames):
             priority = entry.get("priority", "recommended")
-            out.append(DlopenNote(str(entry.get("feature", "")), tuple(sonames),
-                                  priority if priority in ("required", "recommended", "suggested") else "recommended"))
+            out.append(
+                DlopenNote(
+                    str(entry.get("feature", "")),
+                    tuple(sonames),
+                    priority if priority in ("required", "recommended", "suggested") else "recommended",
+                )
+            )
     return out
 
 
@@ -319,17 +324,21 @@ class _Versions:
 
     def needs(self) -> tuple[VersionNeed, ...]:
         out = []
-        for offset, (_, count, file, aux, _) in self._chain(self._offset(self.tags.get("DT_VERNEED")),
-                                                            self.tags.get("DT_VERNEEDNUM", 0), "HHIII", 4):
-            versions = tuple((self._string(name), bool(flags & VER_FLG_WEAK))
-                             for _, (_, flags, _, name, _) in self._chain(offset + aux, count, "IHHII", 4))
+        for offset, (_, count, file, aux, _) in self._chain(
+            self._offset(self.tags.get("DT_VERNEED")), self.tags.get("DT_VERNEEDNUM", 0), "HHIII", 4
+        ):
+            versions = tuple(
+                (self._string(name), bool(flags & VER_FLG_WEAK))
+                for _, (_, flags, _, name, _) in self._chain(offset + aux, count, "IHHII", 4)
+            )
             out.append(VersionNeed(self._string(file), versions))
         return tuple(out)
 
     def defines(self) -> frozenset[str]:
         out = set()
-        for offset, (_, flags, _, count, _, aux, _) in self._chain(self._offset(self.tags.get("DT_VERDEF")),
-                                                                   self.tags.get("DT_VERDEFNUM", 0), "HHHHIII", 6):
+        for offset, (_, flags, _, count, _, aux, _) in self._chain(
+            self._offset(self.tags.get("DT_VERDEF")), self.tags.get("DT_VERDEFNUM", 0), "HHHHIII", 6
+        ):
             names = self._chain(offset + aux, count, "II", 1)
             # the first aux names the version; VER_FLG_BASE marks the file's own name, not a version
             if names and not flags & 0x1:

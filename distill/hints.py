@@ -52,8 +52,11 @@ def rodata_paths(stream: BinaryIO) -> list[str]:
     try:
         stream.seek(0)
         elf = ELFFile(stream)
-        blobs = [s.data() for s in elf.iter_sections()
-                 if s.name.startswith(".rodata") and s["sh_type"] == "SHT_PROGBITS" and s["sh_size"] <= _MAX_RODATA]
+        blobs = [
+            s.data()
+            for s in elf.iter_sections()
+            if s.name.startswith(".rodata") and s["sh_type"] == "SHT_PROGBITS" and s["sh_size"] <= _MAX_RODATA
+        ]
     except Exception:
         return []
     found = {m.group().decode("ascii") for blob in blobs for m in _STRING.finditer(b"\0" + blob)}
@@ -61,7 +64,7 @@ def rodata_paths(stream: BinaryIO) -> list[str]:
 
 
 def _kind(view: View, path: str) -> str | None:
-    """"executable" or "library" when `path` names one in the source, else None."""
+    """ "executable" or "library" when `path` names one in the source, else None."""
     if path.startswith(_RUNTIME_PROVIDED) or path == "/":
         return None
     found = view.resolve(path)

@@ -30,8 +30,7 @@ from distill.elf import ElfInfo
 from distill.hints import rodata_paths
 from distill.view import View
 
-__all__ = ["STDLIB_SKIPPED", "PythonHome", "find_python", "is_node", "node_builtins", "python_files", "python_version",
-           "skipped"]
+__all__ = ["STDLIB_SKIPPED", "PythonHome", "find_python", "is_node", "node_builtins", "python_files", "python_version", "skipped"]
 
 _NAME = re.compile(r"python(3)\.(\d+)(t?)\Z")
 _LIBPYTHON = re.compile(r"libpython(3)\.(\d+)(t?)\.so(\.[0-9.]+)?\Z")
@@ -111,13 +110,14 @@ def find_python(view: View, interpreter: str, version: str) -> PythonHome | str:
     start = venv[1] if venv else paths.parent(view.resolve(interpreter).path)
     prefix = _search_up(view, start, landmarks)
     if prefix is None:
-        return (f"no {subdirs[0]}/os.py in {start} or any directory above it"
-                + (f" (home of {venv[0]}/pyvenv.cfg)" if venv else ""))
+        return f"no {subdirs[0]}/os.py in {start} or any directory above it" + (f" (home of {venv[0]}/pyvenv.cfg)" if venv else "")
     stdlib = next(paths.join(prefix, sub) for sub in subdirs if _is_dir(view, paths.join(prefix, sub)))
     dynload = tuple(f"{sub}/lib-dynload" for sub in subdirs)
     exec_prefix = _search_up(view, start, dynload, directory=True)
-    platstdlib = next((paths.join(exec_prefix, sub) for sub in subdirs
-                       if exec_prefix and _is_dir(view, paths.join(exec_prefix, f"{sub}/lib-dynload"))), stdlib)
+    platstdlib = next(
+        (paths.join(exec_prefix, sub) for sub in subdirs if exec_prefix and _is_dir(view, paths.join(exec_prefix, f"{sub}/lib-dynload"))),
+        stdlib,
+    )
     how = f"{stdlib}/os.py found walking up from {start}" + (f", the home in {venv[0]}/pyvenv.cfg" if venv else "")
     site: tuple[str, ...] = ()
     if venv:
@@ -140,7 +140,7 @@ def skipped(home: PythonHome, path: str) -> bool:
     """Whether a path under the standard library is one a running program does not import."""
     for base in {home.stdlib, home.platstdlib}:
         if path.startswith(base + "/"):
-            relative = path[len(base) + 1:]
+            relative = path[len(base) + 1 :]
             return any(paths.glob_match("/" + pattern, "/" + relative) for pattern in STDLIB_SKIPPED)
     return False
 

@@ -26,7 +26,11 @@ __all__ = ["LayeringReport", "rebase_plan", "OverlayView", "overlay", "flattened
 
 _CLOSURE_REASONS = (ReasonKind.NEEDED,)
 _ACCOUNT_FILES: dict[str, Callable[[str], Sequence[Account | Group | ShadowLine]]] = {
-    "/etc/passwd": parse_passwd, "/etc/group": parse_group, "/etc/shadow": parse_shadow, "/etc/gshadow": parse_shadow}
+    "/etc/passwd": parse_passwd,
+    "/etc/group": parse_group,
+    "/etc/shadow": parse_shadow,
+    "/etc/gshadow": parse_shadow,
+}
 
 
 @dataclass
@@ -84,8 +88,15 @@ def _merge_accounts(path: str, ours: bytes, base_text: str) -> bytes:
 
 def rebase_plan(plan: Plan, source: View, base: View, *, replace_libs: bool = False) -> tuple[Plan, LayeringReport]:
     """The layer that, over `base`, gives what `plan` describes."""
-    layer = Plan(plan.source, plan.profile, roots=plan.roots, closures=plan.closures, excluded=plan.excluded,
-                 warnings=plan.warnings, aliases=plan.aliases)
+    layer = Plan(
+        plan.source,
+        plan.profile,
+        roots=plan.roots,
+        closures=plan.closures,
+        excluded=plan.excluded,
+        warnings=plan.warnings,
+        aliases=plan.aliases,
+    )
     report = LayeringReport([], [], [])
     spellings: dict[str, set[str]] = {}
     for spelled, canonical in plan.aliases.items():
@@ -100,8 +111,11 @@ def rebase_plan(plan: Plan, source: View, base: View, *, replace_libs: bool = Fa
                     report.from_base.append(min(found))
     moved: dict[str, str] = {}
     for entry in plan.ordered():
-        if entry.path in provided or (entry.kind is EntryKind.SYMLINK and entry.reasons
-                                      and all(r.kind is ReasonKind.LINK and r.via in provided for r in entry.reasons)):
+        if entry.path in provided or (
+            entry.kind is EntryKind.SYMLINK
+            and entry.reasons
+            and all(r.kind is ReasonKind.LINK and r.via in provided for r in entry.reasons)
+        ):
             continue  # the base has this library (or the link leading to it) where the loader looks
         target = _rebased(entry.path, base, moved)
         present = base.lstat(target)
@@ -163,8 +177,9 @@ def _same(entry: Entry, node: Node, source: View, base: View) -> bool:
     if entry.kind is EntryKind.SYMLINK:
         return node.is_symlink and node.target == entry.target
     if entry.kind is EntryKind.FILE and node.is_file and node.size == entry.size:
-        return (node.mode, node.uid, node.gid) == (entry.mode, entry.uid, entry.gid) and \
-            _entry_digest(entry, source) == _digest(base, node.path)
+        return (node.mode, node.uid, node.gid) == (entry.mode, entry.uid, entry.gid) and _entry_digest(entry, source) == _digest(
+            base, node.path
+        )
     return False
 
 
@@ -177,8 +192,13 @@ def _ensure_parents(layer: Plan, base: View) -> None:
             below = base.lstat(ancestor)
             if below is not None and below.is_dir:
                 continue
-            layer.entries[ancestor] = Entry(ancestor, EntryKind.DIR, 0o755, mtime=layer.entries[path].mtime,
-                                            reasons=[Reason(ReasonKind.PARENT, "parent directory", via=path)])
+            layer.entries[ancestor] = Entry(
+                ancestor,
+                EntryKind.DIR,
+                0o755,
+                mtime=layer.entries[path].mtime,
+                reasons=[Reason(ReasonKind.PARENT, "parent directory", via=path)],
+            )
 
 
 def overlay(layer: Plan, source: View, base: View) -> OverlayView:
@@ -212,10 +232,20 @@ def flattened(layer: Plan, merged: OverlayView) -> Plan:
         if kind is EntryKind.FILE and own is None and node.file_id is not None:
             leader = leaders.setdefault(node.file_id, node.path)
             if leader != node.path:
-                flat.entries[node.path] = Entry(node.path, EntryKind.HARDLINK, node.mode, node.uid, node.gid, node.mtime,
-                                                target=leader, reasons=reasons)
+                flat.entries[node.path] = Entry(
+                    node.path, EntryKind.HARDLINK, node.mode, node.uid, node.gid, node.mtime, target=leader, reasons=reasons
+                )
                 continue
-        flat.entries[node.path] = Entry(node.path, kind, node.mode, node.uid, node.gid, node.mtime, node.size,
-                                        source=node.path if kind is EntryKind.FILE else None, target=node.target,
-                                        reasons=reasons)
+        flat.entries[node.path] = Entry(
+            node.path,
+            kind,
+            node.mode,
+            node.uid,
+            node.gid,
+            node.mtime,
+            node.size,
+            source=node.path if kind is EntryKind.FILE else None,
+            target=node.target,
+            reasons=reasons,
+        )
     return flat

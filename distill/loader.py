@@ -200,10 +200,11 @@ class Loader:
         links = []
         self._walk([plugin], process, loaded, links, config, rtld)
         used = {link.path for link in links if link.path is not None and link.rule is not Rule.ALREADY_LOADED}
-        return Closure(path, config, (path, *[obj.path for obj in loaded[before + 1:] if obj.path in used]), tuple(links))
+        return Closure(path, config, (path, *[obj.path for obj in loaded[before + 1 :] if obj.path in used]), tuple(links))
 
-    def _start(self, path: str, canonical: str, info: ElfInfo, config: LoaderConfig
-               ) -> tuple[_Object, list[_Object], list[Link], _Object | None]:
+    def _start(
+        self, path: str, canonical: str, info: ElfInfo, config: LoaderConfig
+    ) -> tuple[_Object, list[_Object], list[Link], _Object | None]:
         """A new process for the program (or library) at `path`: the object itself and the dynamic loader."""
         # the kernel reports a program's resolved path; a dlopen'ed library keeps the name it was opened by
         origin = paths.parent(canonical if info.interp else path)
@@ -213,8 +214,9 @@ class Loader:
         rtld = self._rtld(info, config, loaded, links, path)
         return main, loaded, links, rtld
 
-    def _walk(self, queue: list[_Object], main: _Object, loaded: list[_Object], links: list[Link], config: LoaderConfig,
-              rtld: _Object | None) -> None:
+    def _walk(
+        self, queue: list[_Object], main: _Object, loaded: list[_Object], links: list[Link], config: LoaderConfig, rtld: _Object | None
+    ) -> None:
         """Map the DT_NEEDED names of `queue` breadth first, as `_dl_map_object_deps` does."""
         while queue:
             obj = queue.pop(0)
@@ -225,8 +227,9 @@ class Loader:
                     loaded.append(new)
                     queue.append(new)
 
-    def _host_process(self, host: str, companions: tuple[str, ...], config: LoaderConfig
-                      ) -> tuple[_Object, list[_Object], list[Link], _Object | None]:
+    def _host_process(
+        self, host: str, companions: tuple[str, ...], config: LoaderConfig
+    ) -> tuple[_Object, list[_Object], list[Link], _Object | None]:
         """The objects of `host`'s process once it runs: its closure, then each companion it loads by path."""
         found = self.view.resolve(host)
         if found.node is None or not found.node.is_file:
@@ -242,8 +245,11 @@ class Loader:
                 extra = self.elf(resolved.path)
             except ElfError:
                 continue
-            loaded.append(_Object(companion, resolved.path, extra, paths.parent(companion), main,
-                                  {companion, *([extra.soname] if extra.soname else [])}))
+            loaded.append(
+                _Object(
+                    companion, resolved.path, extra, paths.parent(companion), main, {companion, *([extra.soname] if extra.soname else [])}
+                )
+            )
         return main, loaded, links, rtld
 
     def locate(self, name: str, requester: str) -> Link:

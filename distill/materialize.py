@@ -28,7 +28,16 @@ def materialize(view: View, dest: Path) -> Path:
         kind = _KINDS.get(node.type)
         if kind is None:
             continue
-        plan.entries[node.path] = Entry(node.path, kind, node.mode, node.uid, node.gid, node.mtime, node.size,
-                                        source=node.path if kind is EntryKind.FILE else None, target=node.target)
+        plan.entries[node.path] = Entry(
+            node.path,
+            kind,
+            node.mode,
+            node.uid,
+            node.gid,
+            node.mtime,
+            node.size,
+            source=node.path if kind is EntryKind.FILE else None,
+            target=node.target,
+        )
     RootfsSink(Ref("rootfs", str(dest))).write(plan, view)
     return dest

@@ -55,8 +55,11 @@ class PackageDb:
             package = self.get(pattern)
             return [package.name] if package else []
         name, _, arch = pattern.partition(":")
-        return [p.name for key, p in sorted(self.packages.items())
-                if fnmatch.fnmatchcase(key, name) and (not arch or p.architecture in (arch, "all"))]
+        return [
+            p.name
+            for key, p in sorted(self.packages.items())
+            if fnmatch.fnmatchcase(key, name) and (not arch or p.architecture in (arch, "all"))
+        ]
 
     def files(self, name: str) -> list[str]:
         """Paths the package installed, as its list spells them (directories included)."""
@@ -159,7 +162,7 @@ def _stanzas(text: str) -> list[str]:
 def _field(record: str, name: str, separator: str = ": ") -> str | None:
     for line in record.splitlines():
         if line.startswith(name + separator):
-            return line[len(name) + len(separator):].strip()
+            return line[len(name) + len(separator) :].strip()
     return None
 
 
@@ -201,7 +204,8 @@ def open_package_db(view: View) -> PackageDb | None:
         for record in _stanzas(installed):
             name = _field(record, "P", ":")
             if name:
-                packages[name] = Package(name, _field(record, "V", ":") or "", _field(record, "A", ":") or "",
-                                         _field(record, "o", ":"), record, name)
+                packages[name] = Package(
+                    name, _field(record, "V", ":") or "", _field(record, "A", ":") or "", _field(record, "o", ":"), record, name
+                )
         return PackageDb(DbKind.APK, view, packages)
     return None

@@ -95,8 +95,12 @@ def prepare(request: Request) -> Prepared:
     check_distinct(request.outputs)
     for ref in request.outputs:
         if transport(ref.transport).local:
-            check_destination(ref, source_root=request.source.path if request.source.transport == "rootfs" else None,
-                              force=request.force, layout_ok=ref.transport == "oci")
+            check_destination(
+                ref,
+                source_root=request.source.path if request.source.transport == "rootfs" else None,
+                force=request.force,
+                layout_ok=ref.transport == "oci",
+            )
     base_ref = _base_ref(request)
     source = open_source(request.source, request.options)
     request = replace(request, profile=_for_target(request.profile, source))
@@ -118,8 +122,19 @@ def prepare(request: Request) -> Prepared:
         output = overlay(plan, source.view, base_view)
     entrypoint = _entrypoint(request.profile, source.image) if any(ref.is_image for ref in request.outputs) else None
     checks = check_plan(plan, source.view, planner.loader.env, output=output, known=planner.loader.parsed(), entrypoint=entrypoint)
-    prepared = Prepared(request, source, plan, full, checks, planner.loader.parsed(), base, base_name, layering, output,
-                        warnings=[*read_notes, *full.warnings, *map(str, checks.warnings)])
+    prepared = Prepared(
+        request,
+        source,
+        plan,
+        full,
+        checks,
+        planner.loader.parsed(),
+        base,
+        base_name,
+        layering,
+        output,
+        warnings=[*read_notes, *full.warnings, *map(str, checks.warnings)],
+    )
     if base is not None and not request.profile.image.user:
         _note_inherited_user(prepared)
     if checks.errors:
@@ -143,8 +158,10 @@ def _note_inherited_user(prepared: Prepared) -> None:
     assert prepared.base is not None
     user = prepared.base.runtime_config.get("User")
     if user and str(user).split(":", 1)[0] not in ("0", "root"):
-        prepared.warnings.append(f"the image runs as the base's User {user} (the profile and the source set none); "
-                                 "pass --run-as USER or set image.user to choose")
+        prepared.warnings.append(
+            f"the image runs as the base's User {user} (the profile and the source set none); "
+            "pass --run-as USER or set image.user to choose"
+        )
 
 
 def _with_hint(finding: Finding, on_base: bool) -> str:
@@ -159,8 +176,11 @@ def _target(source: Source) -> Arch | None:
     image = source.image
     if image is not None and image.platform.architecture:
         return arch_named(image.platform.architecture, image.platform.variant)
-    found = [arch for arch in ARCHES.values()
-             if source.view.stat(arch.glibc_interp) is not None or source.view.stat(f"/lib/ld-musl-{arch.musl_arch}.so.1") is not None]
+    found = [
+        arch
+        for arch in ARCHES.values()
+        if source.view.stat(arch.glibc_interp) is not None or source.view.stat(f"/lib/ld-musl-{arch.musl_arch}.so.1") is not None
+    ]
     return found[0] if len(found) == 1 else None
 
 
@@ -171,8 +191,10 @@ def _for_target(profile: Profile, source: Source) -> Profile:
     arch = _target(source)
     if arch is None:
         if tokens:
-            raise ProfileError(f"{profile.name}: cannot tell the architecture of {source.view.name} to expand {tokens[0]} "
-                               "(no single known loader in it); write the multiarch directory out")
+            raise ProfileError(
+                f"{profile.name}: cannot tell the architecture of {source.view.name} to expand {tokens[0]} "
+                "(no single known loader in it); write the multiarch directory out"
+            )
         return profile
     lib = glibc_config(source.view, arch).lib if source.view.stat(arch.glibc_interp) is not None else "lib"
     profile = expand_tokens(profile, {"MULTIARCH": arch.triplet, "LIB": lib}) if tokens else profile
@@ -194,8 +216,9 @@ def _loader_env(request: Request, source: Source) -> LoaderEnv:
     if value is None and source.image is not None:
         inherited = source.image.runtime_config.get("Env") or []
         value = next((e.split("=", 1)[1] for e in inherited if e.startswith("LD_LIBRARY_PATH=")), None)
-    return LoaderEnv(cwd=profile.image.workdir or "/", library_path=tuple(value.split(":")) if value else (),
-                     platform=request.options.platform)
+    return LoaderEnv(
+        cwd=profile.image.workdir or "/", library_path=tuple(value.split(":")) if value else (), platform=request.options.platform
+    )
 
 
 def _entrypoint(profile: Profile, source: Image | None) -> str | None:
@@ -242,9 +265,18 @@ def _architecture(prepared: Prepared) -> tuple[str, str, str | None]:
 def _build_image(prepared: Prepared, workdir: Path) -> BuiltImage:
     from distill.oci.compose import build_image
 
-    return build_image(prepared.plan, prepared.source.view, workdir=workdir, profile=prepared.request.profile,
-                       source=prepared.source.image, base=prepared.base, base_name=prepared.base_name,
-                       created=created_time(prepared), architecture=_architecture(prepared), warnings=prepared.warnings)
+    return build_image(
+        prepared.plan,
+        prepared.source.view,
+        workdir=workdir,
+        profile=prepared.request.profile,
+        source=prepared.source.image,
+        base=prepared.base,
+        base_name=prepared.base_name,
+        created=created_time(prepared),
+        architecture=_architecture(prepared),
+        warnings=prepared.warnings,
+    )
 
 
 def build(request: Request) -> Prepared:
@@ -287,8 +319,10 @@ def platforms_of(request: Request) -> tuple[Platform, ...]:
     """The platforms a multi-platform request names: its list, or every platform the source offers."""
     for ref in request.outputs:
         if not transport(ref.transport).platforms:
-            raise UsageError(f"--out {ref}: {ref.transport}: holds one platform; pick one with --platform os/arch, "
-                             "or write every platform to oci:, oci-archive: or docker://")
+            raise UsageError(
+                f"--out {ref}: {ref.transport}: holds one platform; pick one with --platform os/arch, "
+                "or write every platform to oci:, oci-archive: or docker://"
+            )
     if not request.source.is_image:
         raise UsageError(f"--from {request.source}: a directory holds one platform; --platform all and lists need an image")
     if request.platforms != "all":

@@ -21,8 +21,11 @@ STATUS_D = "/var/lib/dpkg/status.d"
 
 def contributions(db: PackageDb, entries: dict[str, Entry]) -> dict[str, list[str]]:
     """Package -> shipped paths it owns (files and links that come from the source)."""
-    candidates = {entry.path for entry in entries.values()
-                  if entry.kind in (EntryKind.FILE, EntryKind.HARDLINK, EntryKind.SYMLINK) and entry.data is None}
+    candidates = {
+        entry.path
+        for entry in entries.values()
+        if entry.kind in (EntryKind.FILE, EntryKind.HARDLINK, EntryKind.SYMLINK) and entry.data is None
+    }
     out: dict[str, list[str]] = {}
     for path, owner in db.owners(candidates).items():
         out.setdefault(owner, []).append(path)
@@ -58,4 +61,3 @@ def add_package_metadata(builder: PlanBuilder, context: PlanContext) -> None:
         copyright_file = f"/usr/share/doc/{name}/copyright"
         if context.view.stat(copyright_file) is not None:
             builder.ship(copyright_file, Reason(ReasonKind.SYSTEM, f"system.package-metadata: licence of {name}"))
-

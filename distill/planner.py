@@ -51,11 +51,13 @@ class Planner:
         self.profile = profile
         self.epoch = epoch
         self.loader = Loader(view, env or LoaderEnv(cwd=profile.image.workdir or "/"))
-        self.builder = PlanBuilder(view, Plan(source=view.name, profile=profile.name), profile.exclude,
-                                   keep_setuid=profile.system.setuid is Setuid.KEEP)
+        self.builder = PlanBuilder(
+            view, Plan(source=view.name, profile=profile.name), profile.exclude, keep_setuid=profile.system.setuid is Setuid.KEEP
+        )
         self.plan = self.builder.plan
-        self.context = PlanContext(view, profile, self.loader, AccountDb(parse_passwd(_text(view, "/etc/passwd")),
-                                                                         parse_group(_text(view, "/etc/group"))))
+        self.context = PlanContext(
+            view, profile, self.loader, AccountDb(parse_passwd(_text(view, "/etc/passwd")), parse_group(_text(view, "/etc/group")))
+        )
         self._covered: set[str] = set()  # canonical paths loaded as part of some closure
         self._not_elf: set[str] = set()  # shipped files already found not to be ELF
         self._roots: list[tuple[str, str]] = []
@@ -112,8 +114,10 @@ class Planner:
                 node = self.view.lstat(entry.source)
                 if node is not None and node.mode & 0o6000:
                     (kept if entry.mode & 0o6000 else stripped).append(entry.path)
-        for found, what in ((stripped, "setuid/setgid bits stripped (system.setuid: keep, or a `mode`, keeps them)"),
-                            (kept, "shipped with setuid/setgid bits")):
+        for found, what in (
+            (stripped, "setuid/setgid bits stripped (system.setuid: keep, or a `mode`, keeps them)"),
+            (kept, "shipped with setuid/setgid bits"),
+        ):
             if found:
                 shown = ", ".join(found[:10]) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
                 self.builder.warn(f"{what}: {shown}")
@@ -128,8 +132,10 @@ class Planner:
                 accounts.add_group(spec.name, spec.gid, spec.members)
             elif accounts.group(spec.name) is None:
                 if not spec.optional:
-                    self.builder.issue(f"{origin}: group {spec.name!r} is not in the source's /etc/group; "
-                                       f"give {{name, gid}} to create it, or mark it optional")
+                    self.builder.issue(
+                        f"{origin}: group {spec.name!r} is not in the source's /etc/group; "
+                        f"give {{name, gid}} to create it, or mark it optional"
+                    )
                 continue
             groups.add(spec.name)
         for user, origin in self.profile.users:
@@ -139,8 +145,10 @@ class Planner:
                 accounts.add_user(user.name, user.uid, user.gid, user.home, user.shell)
             elif accounts.user(user.name) is None:
                 if not user.optional:
-                    self.builder.issue(f"{origin}: user {user.name!r} is not in the source's /etc/passwd; "
-                                       f"give {{name, uid, gid, home, shell}} to create it, or mark it optional")
+                    self.builder.issue(
+                        f"{origin}: user {user.name!r} is not in the source's /etc/passwd; "
+                        f"give {{name, uid, gid, home, shell}} to create it, or mark it optional"
+                    )
                 continue
             users.add(user.name)
         self.context.users, self.context.groups = frozenset(users), frozenset(groups)
@@ -167,11 +175,14 @@ class Planner:
                 continue
             listed = ", ".join(missed)
             if key == "binaries":
-                self.builder.issue(f"{file}: binaries: none of {listed} is in {self.view.name}; "
-                                   "check the paths, or name the app's program with --binary")
+                self.builder.issue(
+                    f"{file}: binaries: none of {listed} is in {self.view.name}; check the paths, or name the app's program with --binary"
+                )
             else:
-                self.builder.warn(f"{file}: {key}: nothing matched in {self.view.name} for {listed}; "
-                                  "the output lacks what they name (check the names against the source)")
+                self.builder.warn(
+                    f"{file}: {key}: nothing matched in {self.view.name} for {listed}; "
+                    "the output lacks what they name (check the names against the source)"
+                )
 
     def _owner(self, spec: PathSpec, origin: str) -> tuple[int, int] | None:
         if spec.owner is None:
@@ -240,8 +251,7 @@ class Planner:
             self._note_match(origin, f"package {spec.name}", bool(names), spec.optional)
             if not names and not spec.optional:
                 missing = "matches no package installed" if paths.is_glob(spec.name) else "is not installed"
-                self.builder.issue(f"{origin}: package {spec.name!r} {missing} in {self.view.name}; "
-                                   "check the name or mark it optional")
+                self.builder.issue(f"{origin}: package {spec.name!r} {missing} in {self.view.name}; check the name or mark it optional")
             for name in names:
                 matched = f" (matches {spec.name})" if name != spec.name else ""
                 self._ship_package(db, name, Reason(ReasonKind.PACKAGE, f"{origin}: {name}{matched}"))
@@ -267,8 +277,7 @@ class Planner:
         if db is None or not wanted:
             return
         seen = {name for spec, _ in self.profile.packages for name in db.match(spec.name)}
-        queue = [(package, origin) for pattern, origin in wanted for name in db.match(pattern)
-                 if (package := db.get(name)) is not None]
+        queue = [(package, origin) for pattern, origin in wanted for name in db.match(pattern) if (package := db.get(name)) is not None]
         while queue:
             needer, origin = queue.pop(0)
             for relation, package in db.depends(needer.name):
@@ -319,20 +328,29 @@ class Planner:
         named = None if paths.is_glob(spec.path) else origin  # a link the rule names itself is worth a warning
         self._note_match(origin, spec.path, bool(matches), spec.optional)
         for match in matches:
-            self.builder.ship(match, Reason(ReasonKind.PROFILE, origin), follow=False, explicit=True, mode=spec.mode, owner=owner,
-                              whole=whole, named=named)
+            self.builder.ship(
+                match,
+                Reason(ReasonKind.PROFILE, origin),
+                follow=False,
+                explicit=True,
+                mode=spec.mode,
+                owner=owner,
+                whole=whole,
+                named=named,
+            )
 
     def _copy_from(self, spec: PathSpec, origin: str, target: str, owner: tuple[int, int] | None) -> None:
         found = self.view.resolve(spec.value or "")
-        self._note_match(origin, f"{spec.path} (copy of {spec.value})", found.node is not None and found.node.is_file,
-                         spec.optional)
+        self._note_match(origin, f"{spec.path} (copy of {spec.value})", found.node is not None and found.node.is_file, spec.optional)
         if found.node is None or not found.node.is_file:
             if not spec.optional:
                 self.builder.issue(f"{origin}.copy: {spec.value} is not a file in {self.view.name}")
             return
         if found.path in SHADOW_FILES:
-            self.builder.issue(f"{origin}.copy: {found.path} holds password hashes and never ships; set `system.shadow: yes` "
-                               "for one with the shipped accounts, locked")
+            self.builder.issue(
+                f"{origin}.copy: {found.path} holds password hashes and never ships; set `system.shadow: yes` "
+                "for one with the shipped accounts, locked"
+            )
             return
         mode = spec.mode if spec.mode is not None or not self.builder.keep_setuid else found.node.mode
         entry = replace(entry_from_node(found.node, explicit=True, mode=mode, owner=owner), path=target)
@@ -411,8 +429,7 @@ class Planner:
     def _shipped_elves(self) -> None:
         """Every shipped ELF that no closure covers (modules, plugins, extra tools) is a root too."""
         for entry in list(self.plan.entries.values()):
-            if (entry.kind is EntryKind.FILE and entry.source and entry.source not in self._covered
-                    and entry.source not in self._not_elf):
+            if entry.kind is EntryKind.FILE and entry.source and entry.source not in self._covered and entry.source not in self._not_elf:
                 with self.view.open(entry.source) as stream:
                     if not is_elf(stream.read(4)):
                         self._not_elf.add(entry.source)
@@ -427,8 +444,9 @@ class Planner:
             return
         scanned: set[str] = set()
         for _ in range(rounds):
-            shipped = [path for path in sorted(self.loader.parsed())
-                       if (entry := self.plan.entries.get(path)) is not None and entry.source == path]
+            shipped = [
+                path for path in sorted(self.loader.parsed()) if (entry := self.plan.entries.get(path)) is not None and entry.source == path
+            ]
             elves = [path for path in shipped if path not in scanned]
             scanned.update(elves)
             found = hints.find_hints(self.view, elves, shipped, lambda path: self.plan.entry_for(path) is not None)
@@ -437,8 +455,10 @@ class Planner:
                 return
             for hint in found:
                 origin = f"hints: include: {hint.path}, {hint.describe()}"
-                if self.builder.ship(hint.path, Reason(ReasonKind.HINT, origin, via=hint.named_by)) is not None \
-                        and hint.kind == "executable":
+                if (
+                    self.builder.ship(hint.path, Reason(ReasonKind.HINT, origin, via=hint.named_by)) is not None
+                    and hint.kind == "executable"
+                ):
                     self._root(hint.path, origin, explicit=False)
                 self.plan.hints.append(hint)
             self._shipped_elves()

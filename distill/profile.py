@@ -34,8 +34,18 @@ from distill.specs import (
 )
 from distill.yamlsafe import parse_yaml
 
-__all__ = ["Profile", "SystemConfig", "RuntimeConfig", "ImageConfig", "builtin_dir", "builtin_profiles", "load_profile", "adhoc_layer",
-           "profile_paths", "expand_tokens"]
+__all__ = [
+    "Profile",
+    "SystemConfig",
+    "RuntimeConfig",
+    "ImageConfig",
+    "builtin_dir",
+    "builtin_profiles",
+    "load_profile",
+    "adhoc_layer",
+    "profile_paths",
+    "expand_tokens",
+]
 
 
 @dataclass(frozen=True)
@@ -247,8 +257,10 @@ class _Resolver:
         for prefix, origin in empties.items():
             inherited = next((item for key, item in combined.items() if key[: len(prefix)] == prefix), None)
             if inherited is not None:
-                self.issues.append(f"{origin}: empty, which adds nothing to what {inherited[1]} gives (lists merge as unions); "
-                                   "write `null` to clear it, or `{replace: [...]}` to replace it")
+                self.issues.append(
+                    f"{origin}: empty, which adds nothing to what {inherited[1]} gives (lists merge as unions); "
+                    "write `null` to clear it, or `{replace: [...]}` to replace it"
+                )
         combined.update(own)
         return combined
 
@@ -269,8 +281,9 @@ def load_profile(reference: str, *, extra: Settings | None = None, cwd: Path | N
             names = [name for name, _ in builtin_profiles()]
             close = difflib.get_close_matches(reference, names, n=1)
             guess = f" (did you mean {close[0]}?)" if close else ""
-            raise ProfileError(f"no built-in profile {reference!r}{guess}; known: {', '.join(names)} "
-                               "(or give a file path such as ./my.yaml)")
+            raise ProfileError(
+                f"no built-in profile {reference!r}{guess}; known: {', '.join(names)} (or give a file path such as ./my.yaml)"
+            )
     settings = resolver.load(path, (), "profile")
     if extra:
         settings = resolver._merge([settings], extra, "command line")
@@ -305,7 +318,8 @@ def _freeze(name: str, description: str, files: tuple[str, ...], settings: Setti
 
     system = SystemConfig(**{key[1].replace("-", "_"): value for key, (value, _) in settings.items() if key[0] == "system"})
     runtime_settings: dict[str, Any] = {
-        key[1].replace("-", "_"): value for key, (value, _) in settings.items() if key[0] == "runtime" and len(key) == 2}
+        key[1].replace("-", "_"): value for key, (value, _) in settings.items() if key[0] == "runtime" and len(key) == 2
+    }
     runtime_lists: dict[str, Any] = {name: tuple(sorted(keyed("runtime", name))) for name in ("gconv", "locales", "tzdata")}
     plugins = tuple(settings[("runtime", "plugins", host)][0] for host in sorted(keyed("runtime", "plugins")))
     runtime = RuntimeConfig(**runtime_settings, **runtime_lists, plugins=plugins)

@@ -28,8 +28,9 @@ def shown(enabled: bool) -> Iterator[None]:
     if not console.is_terminal:
         yield
         return
-    display = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                       console=console, transient=False)
+    display = Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console, transient=False
+    )
     display.start()
     _active.append(display)
     try:

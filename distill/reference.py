@@ -139,8 +139,11 @@ def _check_path(text: str, path: str) -> None:
         if not component:
             raise _error(text, "repository name has an empty path component (leading, trailing or doubled '/')")
         if not _PATH_COMPONENT_RE.fullmatch(component):
-            raise _error(text, f"invalid repository path component {_quote(component)}: use lowercase letters and digits"
-                               " joined by single '.', '_' or '__', or by '-'s")
+            raise _error(
+                text,
+                f"invalid repository path component {_quote(component)}: use lowercase letters and digits"
+                " joined by single '.', '_' or '__', or by '-'s",
+            )
 
 
 def _check_tag(text: str, tag: str) -> None:

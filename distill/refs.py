@@ -53,10 +53,14 @@ def _parse(text: str, flag: str, allowed: tuple[str, ...]) -> Ref:
         return Ref("")  # bare
     if transport in UNSUPPORTED:
         if flag == "--out":  # write a layout, then copy it where the user wanted it
-            raise UsageError(f"{flag} {text}: the {transport}: transport is not supported; write --out oci:DIR:TAG "
-                             f"and copy it with `skopeo copy oci:DIR:TAG {text}`")
-        raise UsageError(f"{flag} {text}: the {transport}: transport is not supported; copy the image with "
-                         f"`skopeo copy {text} oci:DIR:TAG` and use oci:DIR:TAG")
+            raise UsageError(
+                f"{flag} {text}: the {transport}: transport is not supported; write --out oci:DIR:TAG "
+                f"and copy it with `skopeo copy oci:DIR:TAG {text}`"
+            )
+        raise UsageError(
+            f"{flag} {text}: the {transport}: transport is not supported; copy the image with "
+            f"`skopeo copy {text} oci:DIR:TAG` and use oci:DIR:TAG"
+        )
     if transport not in allowed:
         raise UsageError(f"{flag} {text}: {transport}: cannot be used here")
     if transport == "docker":

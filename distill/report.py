@@ -91,8 +91,10 @@ def hint_lines(plan: Plan) -> list[str]:
     candidates = [h for h in plan.hints if plan.entry_for(h.path) is None]
     if not candidates:
         return []
-    return ["hints: not shipped; named in shipped files' strings (`hints: include` in the profile takes them):",
-            *(f"  {h.path}  ({h.describe()})" for h in candidates)]
+    return [
+        "hints: not shipped; named in shipped files' strings (`hints: include` in the profile takes them):",
+        *(f"  {h.path}  ({h.describe()})" for h in candidates),
+    ]
 
 
 def _root_reason(plan: Plan, root: str) -> str:
@@ -159,8 +161,7 @@ def json_report(prepared: Prepared, source: Totals) -> dict[str, Any]:
                 "root": c.root,
                 "loader": c.flavor,
                 "links": [
-                    {"requester": ln.requester, "name": ln.name, "path": ln.path, "rule": ln.rule, "detail": ln.detail}
-                    for ln in c.links
+                    {"requester": ln.requester, "name": ln.name, "path": ln.path, "rule": ln.rule, "detail": ln.detail} for ln in c.links
                 ],
             }
             for c in plan.closures
@@ -171,8 +172,9 @@ def json_report(prepared: Prepared, source: Totals) -> dict[str, Any]:
             "findings": [_finding(f) for f in [*checks.errors, *checks.warnings]],
         },
         "excluded": plan.excluded,
-        "hints": [{"path": h.path, "kind": h.kind, "named_by": h.named_by, "shipped": plan.entry_for(h.path) is not None}
-                  for h in plan.hints],
+        "hints": [
+            {"path": h.path, "kind": h.kind, "named_by": h.named_by, "shipped": plan.entry_for(h.path) is not None} for h in plan.hints
+        ],
         "warnings": prepared.warnings,
         "summary": _summary(prepared, source),
         "written": prepared.written,
@@ -186,9 +188,12 @@ def json_report(prepared: Prepared, source: Totals) -> dict[str, Any]:
             "merged_with_base": prepared.layering.merged,
         }
     if prepared.built is not None:
-        report["image"] = {"manifest_digest": prepared.built.manifest_digest, "config_digest":
-                           prepared.built.config_blob.descriptor.digest, "layer_digest": prepared.built.layers[-1].descriptor.digest,
-                           "diff_id": prepared.built.config["rootfs"]["diff_ids"][-1]}
+        report["image"] = {
+            "manifest_digest": prepared.built.manifest_digest,
+            "config_digest": prepared.built.config_blob.descriptor.digest,
+            "layer_digest": prepared.built.layers[-1].descriptor.digest,
+            "diff_id": prepared.built.config["rootfs"]["diff_ids"][-1],
+        }
     return report
 
 
@@ -222,8 +227,7 @@ def size_rows(prepared: Prepared, source: Totals) -> list[tuple[str, ...]]:
         ("regular files", f"{source.files:,}", f"{summary['output_files']:,}", f"{summary.get('image_files', 0):,}"),
         ("bytes in files", _human(source.bytes), _human(summary["output_bytes"]), _human(summary.get("image_bytes", 0))),
         ("entries (files, dirs, links)", "", f"{summary['output_entries']:,}", ""),
-        ("size ratio", "", "" if on_base else f"{ratio:.1f}x smaller" if ratio else "-",
-         f"{ratio:.1f}x smaller" if ratio else "-"),
+        ("size ratio", "", "" if on_base else f"{ratio:.1f}x smaller" if ratio else "-", f"{ratio:.1f}x smaller" if ratio else "-"),
     ]
     return rows if on_base else [row[:3] for row in rows]
 

@@ -34,8 +34,21 @@ from distill.system import NSSWITCH
 __all__ = ["add_runtime_files"]
 
 _BUILTIN_NSS = ("files", "dns")  # inside libc.so.6 since glibc 2.34
-_NSS_DATABASES = ("passwd", "group", "shadow", "gshadow", "hosts", "networks", "protocols", "services", "ethers", "rpc",
-                  "netgroup", "aliases", "publickey")
+_NSS_DATABASES = (
+    "passwd",
+    "group",
+    "shadow",
+    "gshadow",
+    "hosts",
+    "networks",
+    "protocols",
+    "services",
+    "ethers",
+    "rpc",
+    "netgroup",
+    "aliases",
+    "publickey",
+)
 # what glibc does without an nsswitch.conf: files for everything, and dns for hosts
 _NSS_DEFAULTS = "passwd: files\ngroup: files\nhosts: dns files\n"
 _THREAD_EXITS = frozenset({"pthread_cancel", "pthread_exit"})
@@ -88,13 +101,17 @@ def _ship_library(builder: PlanBuilder, context: PlanContext, name: str, detail:
 def _shipped_elves(builder: PlanBuilder, context: PlanContext) -> list[tuple[str, ElfInfo]]:
     """Shipped ELF files, with what the loader model already parsed of them (every one is a closure member)."""
     parsed = context.loader.parsed()
-    return [(path, parsed[path]) for path, entry in sorted(builder.plan.entries.items())
-            if entry.kind is EntryKind.FILE and entry.source == path and path in parsed]
+    return [
+        (path, parsed[path])
+        for path, entry in sorted(builder.plan.entries.items())
+        if entry.kind is EntryKind.FILE and entry.source == path and path in parsed
+    ]
 
 
 def _shipped(builder: PlanBuilder, context: PlanContext, basename: re.Pattern[str]) -> list[str]:
-    return [e.path for e in builder.plan.entries.values()
-            if e.kind is EntryKind.FILE and e.source and basename.match(e.path.rsplit("/", 1)[-1])]
+    return [
+        e.path for e in builder.plan.entries.values() if e.kind is EntryKind.FILE and e.source and basename.match(e.path.rsplit("/", 1)[-1])
+    ]
 
 
 # -- OpenSSL ----------------------------------------------------------------------------------------
@@ -138,8 +155,11 @@ def _gconv(builder: PlanBuilder, context: PlanContext, charsets: tuple[str, ...]
         for match in context.view.glob(paths.join(directory, "**")):
             builder.ship(match, _reason("runtime.gconv: all"), follow=False, whole=True)
         return
-    configs = ["gconv-modules", "gconv-modules.cache", *[m.removeprefix(directory + "/")
-                                                        for m in context.view.glob(paths.join(directory, "gconv-modules.d/*.conf"))]]
+    configs = [
+        "gconv-modules",
+        "gconv-modules.cache",
+        *[m.removeprefix(directory + "/") for m in context.view.glob(paths.join(directory, "gconv-modules.d/*.conf"))],
+    ]
     text = ""
     for name in configs:
         path = paths.join(directory, name)
@@ -185,23 +205,25 @@ def _locales(builder: PlanBuilder, context: PlanContext, names: tuple[str, ...])
         elif context.view.stat("/usr/lib/locale/locale-archive") is not None:
             builder.ship("/usr/lib/locale/locale-archive", _reason(f"runtime.locales: {name} (in the locale archive)"))
         else:
-            builder.issue(f"runtime.locales: locale {name!r} is not compiled in the source; generate it there "
-                                  "(locale-gen) or drop it")
+            builder.issue(f"runtime.locales: locale {name!r} is not compiled in the source; generate it there (locale-gen) or drop it")
 
 
 def _tzdata(builder: PlanBuilder, context: PlanContext, zones: tuple[str, ...]) -> None:
     root = "/usr/share/zoneinfo"
     if "*" in zones:
         if context.view.stat(root) is None:  # the output keeps the source's behaviour, and says so
-            builder.warn("runtime.tzdata: the source has no time-zone database (/usr/share/zoneinfo, the "
-                                         "tzdata package), so none ships: programs know only UTC and Python's zoneinfo "
-                                         "has no zones; install tzdata in the source, or set `runtime.tzdata: null`")
+            builder.warn(
+                "runtime.tzdata: the source has no time-zone database (/usr/share/zoneinfo, the "
+                "tzdata package), so none ships: programs know only UTC and Python's zoneinfo "
+                "has no zones; install tzdata in the source, or set `runtime.tzdata: null`"
+            )
             return
         for match in context.view.glob(f"{root}/**"):
             node = context.view.lstat(match)
             target = (node.target or "") if node is not None and node.is_symlink else None
-            if target is not None and not paths.clean(target if target.startswith("/") else paths.join(paths.parent(match), target)
-                                                      ).startswith(root + "/"):
+            if target is not None and not paths.clean(
+                target if target.startswith("/") else paths.join(paths.parent(match), target)
+            ).startswith(root + "/"):
                 continue  # Debian's zoneinfo/localtime -> /etc/localtime: the system's zone, which system.timezone writes
             builder.ship(match, _reason("runtime.tzdata: all zones"), follow=False, whole=True)
         return
@@ -272,8 +294,13 @@ def _dlopen(builder: PlanBuilder, context: PlanContext, threshold: DlopenPriorit
         for note in info.dlopen:
             if note.priority in accepted:
                 for soname in note.sonames:
-                    _ship_library(builder, context, soname, f"runtime.dlopen-notes: {path} ({note.feature or 'feature'}, {note.priority})",
-                                  required=note.priority == DlopenPriority.REQUIRED)
+                    _ship_library(
+                        builder,
+                        context,
+                        soname,
+                        f"runtime.dlopen-notes: {path} ({note.feature or 'feature'}, {note.priority})",
+                        required=note.priority == DlopenPriority.REQUIRED,
+                    )
 
 
 # -- interpreters -----------------------------------------------------------------------------------
@@ -292,8 +319,10 @@ def _python(builder: PlanBuilder, context: PlanContext, *, required: bool) -> No
         done.add(root)
         home = interpreters.find_python(context.view, root, version)
         if isinstance(home, str):
-            builder.issue(f"runtime.python: {root} (Python {version}) could not start: {home} in {context.view.name}; "
-                          "install its standard library there, or set runtime.python: no")
+            builder.issue(
+                f"runtime.python: {root} (Python {version}) could not start: {home} in {context.view.name}; "
+                "install its standard library there, or set runtime.python: no"
+            )
             continue
         for pattern, why in interpreters.python_files(home):
             reason = _reason(f"runtime.python: {why}")
@@ -302,8 +331,9 @@ def _python(builder: PlanBuilder, context: PlanContext, *, required: bool) -> No
                     continue
                 builder.ship(match, reason, follow=False)  # a link's target follows with the links' closing
     if required and not done:
-        builder.issue("runtime.python: yes, but no shipped program is a Python interpreter; "
-                      "add one under binaries or set runtime.python: auto")
+        builder.issue(
+            "runtime.python: yes, but no shipped program is a Python interpreter; add one under binaries or set runtime.python: auto"
+        )
 
 
 def _node(builder: PlanBuilder, context: PlanContext) -> None:

@@ -35,8 +35,20 @@ STRACE_SYSCALLS = "%file,%process,%creds,fchdir"
 
 # Docker's default capability set (moby/oci/caps/defaults.go)
 _CAPABILITIES = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
-    "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
 ]
 
 
@@ -79,8 +91,21 @@ def confined_run(run: Run, scratch: Path) -> RunResult:
     spec_path = scratch / "spec.json"
     result_path = scratch / "result.json"
     spec_path.write_text(json.dumps({**run.__dict__, "scratch": str(scratch), "result": str(result_path)}))
-    command = ["unshare", "--mount", "--propagation", "private", "--net", "--pid", "--fork", "--mount-proc", "--",
-               sys.executable, "-m", "distill.sandbox", str(spec_path)]
+    command = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--net",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "--",
+        sys.executable,
+        "-m",
+        "distill.sandbox",
+        str(spec_path),
+    ]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=run.timeout + 120)
     if not result_path.exists():
         raise UsageError(f"the confined run could not start: {(proc.stderr or proc.stdout).strip()[-500:] or 'no output'}")
@@ -94,8 +119,11 @@ def _overlay(lower: str, scratch: Path) -> Path:
     upper, work, merged = scratch / "upper", scratch / "work", scratch / "merged"
     for directory in (upper, work, merged):
         directory.mkdir()
-    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower},upperdir={upper},workdir={work}",
-                    str(merged)], check=True, capture_output=True)
+    subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower},upperdir={upper},workdir={work}", str(merged)],
+        check=True,
+        capture_output=True,
+    )
     return merged
 
 
@@ -110,8 +138,12 @@ def _runtime_mounts(root: Path) -> None:
     for name in ("null", "zero", "full", "random", "urandom", "tty"):
         (dev / name).touch()
         subprocess.run(["mount", "--bind", f"/dev/{name}", str(dev / name)], check=True, capture_output=True)
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-                         ("stderr", "/proc/self/fd/2")):
+    for name, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
         os.symlink(target, dev / name)
     (dev / "shm").mkdir(mode=0o1777)
     (dev / "shm").chmod(0o1777)
@@ -134,8 +166,13 @@ def _bundle(spec: dict[str, Any], merged: Path, scratch: Path) -> Path:
     config["root"] = {"path": str(merged), "readonly": False}
     config["linux"]["namespaces"] = [n for n in config["linux"]["namespaces"] if n["type"] != "network"]
     process = config["process"]
-    process.update(terminal=False, args=spec["argv"], cwd=spec["cwd"],
-                   env=[f"{k}={v}" for k, v in spec["env"].items()], user={"uid": spec["uid"], "gid": spec["gid"]})
+    process.update(
+        terminal=False,
+        args=spec["argv"],
+        cwd=spec["cwd"],
+        env=[f"{k}={v}" for k, v in spec["env"].items()],
+        user={"uid": spec["uid"], "gid": spec["gid"]},
+    )
     process.pop("rlimits", None)
     process["capabilities"] = {kind: list(_CAPABILITIES) for kind in ("bounding", "effective", "permitted")}
     (bundle / "config.json").write_text(json.dumps(config))
@@ -193,9 +230,27 @@ def _inside(spec: dict[str, Any]) -> dict[str, Any]:
         _runtime_mounts(merged)
         trace_dir = scratch / "trace"
         trace_dir.mkdir()
-        command = ["strace", "-ff", "-qq", "-y", "-o", str(trace_dir / "t"), "-e", f"trace={STRACE_SYSCALLS}",
-                   "-e", "signal=none", "--", sys.executable, "-c", _ENTER, str(merged), spec["cwd"],
-                   str(spec["uid"]), str(spec["gid"]), *spec["argv"]]
+        command = [
+            "strace",
+            "-ff",
+            "-qq",
+            "-y",
+            "-o",
+            str(trace_dir / "t"),
+            "-e",
+            f"trace={STRACE_SYSCALLS}",
+            "-e",
+            "signal=none",
+            "--",
+            sys.executable,
+            "-c",
+            _ENTER,
+            str(merged),
+            spec["cwd"],
+            str(spec["uid"]),
+            str(spec["gid"]),
+            *spec["argv"],
+        ]
         program = subprocess.Popen(command, stdout=output, stderr=output, env=spec["env"])
     else:
         bundle = _bundle(spec, merged, scratch)
@@ -214,8 +269,9 @@ def _inside(spec: dict[str, Any]) -> dict[str, Any]:
         result["port_ready"] = ready
     if spec["probe"] is not None:
         try:
-            probe = subprocess.run(["sh", "-c", spec["probe"]], capture_output=True, stdin=subprocess.DEVNULL,
-                                   timeout=max(1.0, deadline - time.monotonic()))
+            probe = subprocess.run(
+                ["sh", "-c", spec["probe"]], capture_output=True, stdin=subprocess.DEVNULL, timeout=max(1.0, deadline - time.monotonic())
+            )
             result["probe_exit"] = probe.returncode
             result["probe_output"] = (probe.stdout + probe.stderr).decode("utf-8", "replace")[-2000:]
         except subprocess.TimeoutExpired:

@@ -57,14 +57,26 @@ def cyclonedx(prepared: Prepared, created: int) -> dict[str, Any]:
         if package is None or db is None:
             continue
         purl = _purl(db.kind, distro, name, package.version, package.architecture)
-        component: dict[str, Any] = {"type": "library", "bom-ref": purl, "name": name, "version": package.version, "purl": purl,
-                                     "properties": [{"name": "distill:files", "value": str(len(owned))}]}
+        component: dict[str, Any] = {
+            "type": "library",
+            "bom-ref": purl,
+            "name": name,
+            "version": package.version,
+            "purl": purl,
+            "properties": [{"name": "distill:files", "value": str(len(owned))}],
+        }
         if package.source and package.source != name:
             component["properties"].append({"name": "distill:source-package", "value": package.source})
         components.append(component)
     if prepared.base is not None:
-        components.append({"type": "container", "bom-ref": prepared.base.manifest_digest, "name": prepared.base_name or "base",
-                           "version": prepared.base.manifest_digest})
+        components.append(
+            {
+                "type": "container",
+                "bom-ref": prepared.base.manifest_digest,
+                "name": prepared.base_name or "base",
+                "version": prepared.base.manifest_digest,
+            }
+        )
     subject = prepared.built.manifest_digest if prepared.built else prepared.request.profile.digest
     return {
         "bomFormat": "CycloneDX",

@@ -26,18 +26,42 @@ from distill.specs import (
     UserSpec,
 )
 
-__all__ = ["SCHEMA", "MAX_PROFILE_BYTES", "PATH_TOKENS", "TOKEN", "Settings", "validate_document", "parse_mode", "CLEAR", "EMPTY",
-           "SHADOW_FILES"]
+__all__ = [
+    "SCHEMA",
+    "MAX_PROFILE_BYTES",
+    "PATH_TOKENS",
+    "TOKEN",
+    "Settings",
+    "validate_document",
+    "parse_mode",
+    "CLEAR",
+    "EMPTY",
+    "SHADOW_FILES",
+]
 
 SCHEMA = "distill/v1"
 MAX_PROFILE_BYTES = 1 << 20
 
-TOP_KEYS = ("schema", "name", "description", "extends", "binaries", "packages", "paths", "exclude", "dangling", "accounts",
-            "runtime", "system", "image", "base", "hints")
+TOP_KEYS = (
+    "schema",
+    "name",
+    "description",
+    "extends",
+    "binaries",
+    "packages",
+    "paths",
+    "exclude",
+    "dangling",
+    "accounts",
+    "runtime",
+    "system",
+    "image",
+    "base",
+    "hints",
+)
 PATH_KINDS = tuple(k.value for k in PathKind if k is not PathKind.SOURCE)
 PATH_MODIFIERS = ("mode", "owner", "optional")
-SYSTEM_KEYS = ("passwd", "shadow", "nsswitch", "tmp", "run", "timezone", "ca-certificates", "os-release", "package-metadata",
-               "setuid")
+SYSTEM_KEYS = ("passwd", "shadow", "nsswitch", "tmp", "run", "timezone", "ca-certificates", "os-release", "package-metadata", "setuid")
 RUNTIME_KEYS = ("nss", "gconv", "openssl", "libgcc-s", "locales", "tzdata", "dlopen-notes", "plugins", "python", "node")
 # the source's password databases hold hashes: they never ship from the source (system.shadow writes locked ones)
 SHADOW_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-")
@@ -225,8 +249,10 @@ def _packages(v: _Validator, value: Any) -> None:
         spec = v.mapping(item, key, ("name", "optional", "depends"))
         name = spec.get("name")
         if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9*?\[][a-z0-9+.*?\[\]-]*(:[a-z0-9]+)?", name):
-            v.error(f"{key}.name" if isinstance(item, dict) else key,
-                    f"{name!r} is not a package name such as libssl3, or a pattern such as libpython3.*-stdlib")
+            v.error(
+                f"{key}.name" if isinstance(item, dict) else key,
+                f"{name!r} is not a package name such as libssl3, or a pattern such as libpython3.*-stdlib",
+            )
             continue
         optional = v.boolean(spec["optional"], f"{key}.optional") if "optional" in spec else False
         depends = v.boolean(spec["depends"], f"{key}.depends") if "depends" in spec else False
@@ -287,7 +313,7 @@ def _mode(v: _Validator, spec: dict[str, Any], key: str) -> int | None:
         return None
     mode = parse_mode(spec["mode"])
     if mode is None:
-        v.error(f"{key}.mode", f"{spec['mode']!r} is not a mode; write it in octal as a string, e.g. \"0755\"")
+        v.error(f"{key}.mode", f'{spec["mode"]!r} is not a mode; write it in octal as a string, e.g. "0755"')
     return mode
 
 
@@ -318,8 +344,11 @@ def _paths(v: _Validator, value: Any) -> None:
             else:
                 entry_value = spec[kind]
         if path is not None and kind is PathKind.SOURCE and path.rstrip("/") in SHADOW_FILES:
-            v.error(key, "the source's file holds password hashes and never ships; set `system.shadow: yes` "
-                         "for one with the shipped accounts, locked")
+            v.error(
+                key,
+                "the source's file holds password hashes and never ships; set `system.shadow: yes` "
+                "for one with the shipped accounts, locked",
+            )
             continue
         if path is not None and kind is not PathKind.SOURCE and paths.is_glob(path):
             v.error(key, f"{kind} entries need a literal path; globs are allowed only for copies from the source")

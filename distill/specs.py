@@ -5,8 +5,19 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["PathKind", "Switch", "Setuid", "DlopenPriority", "HintMode", "BinarySpec", "PackageSpec", "PathSpec", "PluginSpec",
-           "UserSpec", "GroupSpec"]
+__all__ = [
+    "PathKind",
+    "Switch",
+    "Setuid",
+    "DlopenPriority",
+    "HintMode",
+    "BinarySpec",
+    "PackageSpec",
+    "PathSpec",
+    "PluginSpec",
+    "UserSpec",
+    "GroupSpec",
+]
 
 
 class PathKind(enum.StrEnum):

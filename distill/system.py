@@ -160,8 +160,11 @@ def _timezone(builder: PlanBuilder, context: PlanContext, zone: str) -> None:
         # Without /etc/localtime glibc and musl keep UTC: asked for UTC, the output already is, so nothing to say.
         if zone != "UTC":
             origin = context.profile.origin("system.timezone")
-            fix = ("name a zone the source has, or pass --tz none" if from_command_line(origin)
-                   else "install tzdata in the source or set `timezone: none`")
+            fix = (
+                "name a zone the source has, or pass --tz none"
+                if from_command_line(origin)
+                else "install tzdata in the source or set `timezone: none`"
+            )
             builder.issue(f"{origin}: zone {zone!r} is not in the source ({zone_path}); {fix}")
         return
     builder.ship(zone_path, _system(f"system.timezone: {zone}"))
@@ -182,8 +185,10 @@ def _ca_bundle(builder: PlanBuilder, context: PlanContext, *, required: bool) ->
             break
     else:
         if required:
-            builder.issue("system.ca-certificates: no CA bundle in the source (looked for "
-                                  f"{', '.join(CA_BUNDLES)}); install ca-certificates in the source or set it to no")
+            builder.issue(
+                "system.ca-certificates: no CA bundle in the source (looked for "
+                f"{', '.join(CA_BUNDLES)}); install ca-certificates in the source or set it to no"
+            )
         return
     for link in _OPENSSL_LINKS:
         node = context.view.resolve(link, follow=False).node
@@ -197,8 +202,10 @@ def account_hint(profile: Profile, name: str, origin: str) -> str:
     if from_command_line(origin):
         return f"{name!r} is not in the source's /etc/passwd; name a user it has, or a numeric uid"
     if any(spec.name == name for spec, _ in profile.users):  # under accounts already: the profile must create it
-        return (f"{name!r} is listed under accounts but the source's /etc/passwd lacks it; "
-                "give it {name, uid, gid, home, shell} there to create it")
+        return (
+            f"{name!r} is listed under accounts but the source's /etc/passwd lacks it; "
+            "give it {name, uid, gid, home, shell} there to create it"
+        )
     return f"{name!r} is not an account of the source or the profile; add it under accounts"
 
 
@@ -243,8 +250,10 @@ def add_account_files(builder: PlanBuilder, context: PlanContext) -> None:
         for path, text in zip(("/etc/shadow", "/etc/gshadow"), db.render_shadow(users, groups), strict=True):
             data = text.encode()
             target = builder.rebase(path, follow=False)
-            builder.add(Entry(target, EntryKind.FILE, 0o640, 0, gid, size=len(data), data=data),
-                        _system(f"system.shadow: {shadow}, every account locked"))
+            builder.add(
+                Entry(target, EntryKind.FILE, 0o640, 0, gid, size=len(data), data=data),
+                _system(f"system.shadow: {shadow}, every account locked"),
+            )
 
 
 def _shadow_wanted(builder: PlanBuilder, context: PlanContext) -> str | None:

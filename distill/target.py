@@ -101,8 +101,15 @@ class Platform:
     @classmethod
     def host(cls) -> Platform:
         machine = host_platform.machine().lower()
-        arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le",
-                "s390x": "s390x", "riscv64": "riscv64"}.get(machine, machine)
+        arch = {
+            "x86_64": "amd64",
+            "aarch64": "arm64",
+            "armv7l": "arm",
+            "i686": "386",
+            "ppc64le": "ppc64le",
+            "s390x": "s390x",
+            "riscv64": "riscv64",
+        }.get(machine, machine)
         return cls("linux", arch, "v7" if arch == "arm" else None)
 
     def matches(self, os: str, architecture: str, variant: str | None) -> bool:

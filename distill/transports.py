@@ -25,16 +25,47 @@ class Transport:
 
 
 TRANSPORTS: tuple[Transport, ...] = (
-    Transport("docker", "docker://REF, or a bare REF", "a registry image (normalised as Docker does)",
-              source=True, destination=True, image=True, local=False, platforms=True),
-    Transport("oci", "oci:DIR[:REF]", "an OCI image layout directory", source=True, destination=True, image=True, local=True,
-              platforms=True),
-    Transport("oci-archive", "oci-archive:FILE[:REF]", "a tar of an OCI image layout",
-              source=True, destination=True, image=True, local=True, platforms=True),
-    Transport("docker-archive", "docker-archive:FILE[:REF|@N]", "`docker save` / `podman save` output (legacy or OCI-dual)",
-              source=True, destination=True, image=True, local=True),
-    Transport("docker-daemon", "docker-daemon:REF", "an image in a Docker-API daemon (docker, podman system service)",
-              source=True, destination=True, image=True, local=False),
+    Transport(
+        "docker",
+        "docker://REF, or a bare REF",
+        "a registry image (normalised as Docker does)",
+        source=True,
+        destination=True,
+        image=True,
+        local=False,
+        platforms=True,
+    ),
+    Transport(
+        "oci", "oci:DIR[:REF]", "an OCI image layout directory", source=True, destination=True, image=True, local=True, platforms=True
+    ),
+    Transport(
+        "oci-archive",
+        "oci-archive:FILE[:REF]",
+        "a tar of an OCI image layout",
+        source=True,
+        destination=True,
+        image=True,
+        local=True,
+        platforms=True,
+    ),
+    Transport(
+        "docker-archive",
+        "docker-archive:FILE[:REF|@N]",
+        "`docker save` / `podman save` output (legacy or OCI-dual)",
+        source=True,
+        destination=True,
+        image=True,
+        local=True,
+    ),
+    Transport(
+        "docker-daemon",
+        "docker-daemon:REF",
+        "an image in a Docker-API daemon (docker, podman system service)",
+        source=True,
+        destination=True,
+        image=True,
+        local=False,
+    ),
     Transport("rootfs", "rootfs:DIR", "a root filesystem directory", source=True, destination=True, image=False, local=True),
     Transport("layer", "layer:FILE.tar[.gz]", "one layer tarball", source=False, destination=True, image=False, local=True),
 )

@@ -67,10 +67,18 @@ class ImageConfig:
     def of(cls, source: Source) -> ImageConfig:
         section = source.image.runtime_config if source.image is not None else {}
         env = dict(item.split("=", 1) for item in section.get("Env") or [] if "=" in item)
-        ports = sorted(int(p.split("/")[0]) for p, _ in (section.get("ExposedPorts") or {}).items()
-                       if p.split("/")[0].isdigit() and p.endswith(("/tcp", "")) and "/udp" not in p)
-        return cls([*(section.get("Entrypoint") or []), *(section.get("Cmd") or [])], env,
-                   str(section.get("User") or ""), str(section.get("WorkingDir") or ""), ports)
+        ports = sorted(
+            int(p.split("/")[0])
+            for p, _ in (section.get("ExposedPorts") or {}).items()
+            if p.split("/")[0].isdigit() and p.endswith(("/tcp", "")) and "/udp" not in p
+        )
+        return cls(
+            [*(section.get("Entrypoint") or []), *(section.get("Cmd") or [])],
+            env,
+            str(section.get("User") or ""),
+            str(section.get("WorkingDir") or ""),
+            ports,
+        )
 
 
 @dataclass
@@ -111,7 +119,8 @@ def _closures(view: View, config: ImageConfig, verdict: Verdict) -> None:
     verdict.warnings.extend(str(w) for w in result.warnings)
     for finding in result.errors:
         failure = {FindingKind.MISSING_VERSION: Failure.MISSING_VERSION, FindingKind.BAD_ELF: Failure.BAD_ELF}.get(
-            finding.kind, Failure.MISSING_LIBRARY)
+            finding.kind, Failure.MISSING_LIBRARY
+        )
         verdict.findings.append(Finding(failure, finding.message.replace("is not in the output", "is not in the image")))
 
 
@@ -156,8 +165,9 @@ def _config(view: View, config: ImageConfig, verdict: Verdict) -> None:
             search = (config.env.get("PATH") or _DEFAULT_PATH).split(":")
             hit = next((paths.join(d, program) for d in search if d.startswith("/") and view.stat(paths.join(d, program))), None)
             if hit is None:
-                verdict.findings.append(Finding(Failure.ENTRYPOINT, f"entrypoint {program} is not on the image's PATH "
-                                                                    f"({':'.join(search)})"))
+                verdict.findings.append(
+                    Finding(Failure.ENTRYPOINT, f"entrypoint {program} is not on the image's PATH ({':'.join(search)})")
+                )
             program = hit or ""
         elif not program.startswith("/"):
             program = paths.join(config.workdir or "/", program)
@@ -191,19 +201,20 @@ def _user(view: View, spec: str, verdict: Verdict) -> None:
 def account_ids(view: View, spec: str) -> tuple[int, int]:
     """Numeric uid and gid for runc, from the image's own account files."""
     user, _, group = spec.partition(":")
-    accounts = {a.name: a for a in parse_passwd(view.read_bytes("/etc/passwd").decode("utf-8", "replace"))} \
-        if user and not user.isdigit() else {}
+    accounts = (
+        {a.name: a for a in parse_passwd(view.read_bytes("/etc/passwd").decode("utf-8", "replace"))} if user and not user.isdigit() else {}
+    )
     uid = int(user) if user.isdigit() else accounts[user].uid if user else 0
     gid = accounts[user].gid if user in accounts else 0
     if group:
-        groups = {g.name: g.gid for g in parse_group(view.read_bytes("/etc/group").decode("utf-8", "replace"))} \
-            if not group.isdigit() else {}
+        groups = (
+            {g.name: g.gid for g in parse_group(view.read_bytes("/etc/group").decode("utf-8", "replace"))} if not group.isdigit() else {}
+        )
         gid = int(group) if group.isdigit() else groups[group]
     return uid, gid
 
 
-def run_probe(source: Source, config: ImageConfig, probe: str, *, wait_port: int | None, timeout: float,
-              verdict: Verdict) -> None:
+def run_probe(source: Source, config: ImageConfig, probe: str, *, wait_port: int | None, timeout: float, verdict: Verdict) -> None:
     """Start the entrypoint under runc (over an overlay of the image) and run `probe` from outside."""
     with tempfile.TemporaryDirectory(prefix="distill-verify-") as work:
         scratch = Path(work)
@@ -212,16 +223,38 @@ def run_probe(source: Source, config: ImageConfig, probe: str, *, wait_port: int
         uid, gid = account_ids(source.view, config.user)
         env = {"PATH": _DEFAULT_PATH, **config.env}
         ports = [wait_port] if wait_port is not None else config.ports
-        verdict.run = confined_run(Run(root, config.entrypoint, "runc", env=env, cwd=config.workdir or "/", uid=uid,
-                                       gid=gid, probe=probe, wait_ports=ports, timeout=timeout), scratch / "run")
+        verdict.run = confined_run(
+            Run(
+                root,
+                config.entrypoint,
+                "runc",
+                env=env,
+                cwd=config.workdir or "/",
+                uid=uid,
+                gid=gid,
+                probe=probe,
+                wait_ports=ports,
+                timeout=timeout,
+            ),
+            scratch / "run",
+        )
     result = verdict.run
     if result.port_ready is False:
         where = " or ".join(map(str, ports))
-        verdict.findings.append(Finding(Failure.PROBE, f"probe not run: nothing listened on port {where} within {timeout:g} s; "
-                                                       f"container output: {_tail(result.output)}"))
+        verdict.findings.append(
+            Finding(
+                Failure.PROBE,
+                f"probe not run: nothing listened on port {where} within {timeout:g} s; container output: {_tail(result.output)}",
+            )
+        )
     elif result.probe_exit != 0:
-        verdict.findings.append(Finding(Failure.PROBE, f"probe {shlex.quote(probe)} failed (exit {result.probe_exit}): "
-                                                       f"{_tail(result.probe_output)}; container output: {_tail(result.output)}"))
+        verdict.findings.append(
+            Finding(
+                Failure.PROBE,
+                f"probe {shlex.quote(probe)} failed (exit {result.probe_exit}): "
+                f"{_tail(result.probe_output)}; container output: {_tail(result.output)}",
+            )
+        )
 
 
 def _tail(text: str, limit: int = 600) -> str:

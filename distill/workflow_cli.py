@@ -28,12 +28,21 @@ def _image_options(command: Any) -> Any:
         click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="platform to pick from a multi-platform image"),
         click.option("--creds", metavar="USER:PASSWORD", help="registry credentials"),
         click.option("--authfile", metavar="FILE", help="registry auth file"),
-        click.option("--tls-verify", type=click.BOOL, default=True, is_flag=False, flag_value=True, metavar="[=BOOL]",
-                     help="verify registry TLS certificates and refuse plain http (default true)"),
-        click.option("--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True, metavar="SECONDS",
-                     help="time limit for the run"),
-        click.option("--wait-port", type=click.IntRange(1, 65535), metavar="PORT",
-                     help="start the probe once this TCP port accepts connections"),
+        click.option(
+            "--tls-verify",
+            type=click.BOOL,
+            default=True,
+            is_flag=False,
+            flag_value=True,
+            metavar="[=BOOL]",
+            help="verify registry TLS certificates and refuse plain http (default true)",
+        ),
+        click.option(
+            "--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True, metavar="SECONDS", help="time limit for the run"
+        ),
+        click.option(
+            "--wait-port", type=click.IntRange(1, 65535), metavar="PORT", help="start the probe once this TCP port accepts connections"
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -82,8 +91,9 @@ def _app_profile(app: str) -> Profile | None:
 @click.option("--write", "write", metavar="FILE", type=click.Path(dir_okay=False), help="write the draft here, not to stdout")
 @click.option("--check", "check", metavar="PROFILE", help="list what the run needed that PROFILE's plan lacks (exit 4)")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def learn_command(app: str, probe: str | None, run_as: str | None, write: str | None, check: str | None,
-                  command: tuple[str, ...], **flags: Any) -> None:
+def learn_command(
+    app: str, probe: str | None, run_as: str | None, write: str | None, check: str | None, command: tuple[str, ...], **flags: Any
+) -> None:
     """Run COMMAND (default: APP's entrypoint) confined in the source under strace, and draft a profile
     from what it used. This runs the source's programs, on your request, in private namespaces."""
     from distill.learn import learn, missing_from, render_draft
@@ -100,18 +110,32 @@ def learn_command(app: str, probe: str | None, run_as: str | None, write: str | 
         if not argv:
             argv = [*(profile.image.entrypoint or ()), *(profile.image.cmd or ())]
         if not wait_ports and probe:
-            wait_ports = [int(port) for port, _, proto in (str(e).partition("/") for e in profile.image.expose)
-                          if port.isdigit() and proto in ("", "tcp")]
+            wait_ports = [
+                int(port)
+                for port, _, proto in (str(e).partition("/") for e in profile.image.expose)
+                if port.isdigit() and proto in ("", "tcp")
+            ]
     if not argv:
         raise UsageError(f"{app}: no command to run; give one after `--` (distill learn {app} --from SRC -- /usr/bin/{app} ...)")
     ref = parse_source(flags["source"])
     options = _options(flags)
     uid, gid = _run_as(ref, options, run_as or (profile.image.user if profile is not None else None))
-    learned = learn(ref, options, argv, env=env, cwd=(profile.image.workdir if profile else None) or "/", uid=uid, gid=gid,
-                    probe=probe, wait_ports=wait_ports, timeout=flags["timeout"])
+    learned = learn(
+        ref,
+        options,
+        argv,
+        env=env,
+        cwd=(profile.image.workdir if profile else None) or "/",
+        uid=uid,
+        gid=gid,
+        probe=probe,
+        wait_ports=wait_ports,
+        timeout=flags["timeout"],
+    )
     run = learned.run
-    note = (f"ran {shlex.join(argv)}: " + ("stopped at the time limit" if run.timed_out else
-            f"exit {run.exit}" if run.exit is not None else "stopped after the probe"))
+    note = f"ran {shlex.join(argv)}: " + (
+        "stopped at the time limit" if run.timed_out else f"exit {run.exit}" if run.exit is not None else "stopped after the probe"
+    )
     if probe:
         note += f"; probe exit {run.probe_exit}"
     _say(note)
@@ -130,8 +154,9 @@ def learn_command(app: str, probe: str | None, run_as: str | None, write: str | 
             raise ClosureError(f"{check}: lacks {len(lines)} thing(s) the run needed (listed on stdout); add them to the profile")
         _say(f"{check}: has everything the run needed")
         return
-    text = render_draft(learned.needs, learned.source.view, name=profile.name if profile else app, argv=argv,
-                        source=str(ref), run_note=note)
+    text = render_draft(
+        learned.needs, learned.source.view, name=profile.name if profile else app, argv=argv, source=str(ref), run_note=note
+    )
     if write is None:
         click.echo(text, nl=False)
         return
@@ -176,8 +201,9 @@ def _run_as(ref: Any, options: SourceOptions, spec: str | None) -> tuple[int, in
 @click.option("--user", "user", metavar="USER[:GROUP]", help="the account to check and run as; default: the image's")
 @click.option("--workdir", metavar="DIR", help="the working directory to check; default: the image's")
 @click.option("--json", "as_json", is_flag=True, help="write the findings as JSON to stdout")
-def verify_command(target: str, probe: str | None, entrypoint: str | None, user: str | None, workdir: str | None,
-                   as_json: bool, **flags: Any) -> None:
+def verify_command(
+    target: str, probe: str | None, entrypoint: str | None, user: str | None, workdir: str | None, as_json: bool, **flags: Any
+) -> None:
     """Check TARGET (a rootfs or an image) the way the build checks its output; with --run, smoke-run it."""
     from distill.refs import parse_source
     from distill.sources import open_source
@@ -200,15 +226,21 @@ def verify_command(target: str, probe: str | None, entrypoint: str | None, user:
     for warning in verdict.warnings:
         _say(f"warning: {warning}")
     if as_json:
-        click.echo(json.dumps({"target": target, "elf_files": verdict.elf_files, "exit_code": verdict.exit_code,
-                               "findings": [{"class": f.failure.label, "message": f.message}
-                                            for f in verdict.findings],
-                               "probe": None if verdict.run is None else {"exit": verdict.run.probe_exit,
-                                                                          "output": verdict.run.probe_output,
-                                                                          "container_output": verdict.run.output}},
-                              indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "target": target,
+                    "elf_files": verdict.elf_files,
+                    "exit_code": verdict.exit_code,
+                    "findings": [{"class": f.failure.label, "message": f.message} for f in verdict.findings],
+                    "probe": None
+                    if verdict.run is None
+                    else {"exit": verdict.run.probe_exit, "output": verdict.run.probe_output, "container_output": verdict.run.output},
+                },
+                indent=2,
+            )
+        )
     if verdict.findings:
         raise VerifyError(verdict)
     passed = f"; probe passed: {verdict.run.probe_output.strip()[-200:] or 'exit 0'}" if verdict.run is not None else ""
     _say(f"{target}: {verdict.elf_files} ELF files load, image config consistent{passed}")
-

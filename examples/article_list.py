@@ -22,12 +22,24 @@ from distill.sources.rootfs import DirView
 TRIPLET = "x86_64-linux-gnu"
 # (pattern, dereference) in the article's order; `cp -aL` for /var/run
 ARTICLE_LIST = [
-    ("/usr/lib/nginx", False), ("/usr/share/nginx", False), ("/var/log/nginx", False), ("/var/run", True),
-    ("/etc/nginx", False), ("/etc/passwd", False), ("/etc/group", False), ("/usr/sbin/nginx", False),
-    ("/usr/sbin/nginx-debug", False), (f"/lib/{TRIPLET}/ld-*", False), (f"/usr/lib/{TRIPLET}/libpcre*", False),
-    (f"/lib/{TRIPLET}/libz.so.*", False), (f"/lib/{TRIPLET}/libc*", False), (f"/lib/{TRIPLET}/libdl*", False),
-    (f"/lib/{TRIPLET}/libpthread*", False), (f"/lib/{TRIPLET}/libcrypt*", False),
-    (f"/usr/lib/{TRIPLET}/libssl.so.*", False), (f"/usr/lib/{TRIPLET}/libcrypto.so.*", False),
+    ("/usr/lib/nginx", False),
+    ("/usr/share/nginx", False),
+    ("/var/log/nginx", False),
+    ("/var/run", True),
+    ("/etc/nginx", False),
+    ("/etc/passwd", False),
+    ("/etc/group", False),
+    ("/usr/sbin/nginx", False),
+    ("/usr/sbin/nginx-debug", False),
+    (f"/lib/{TRIPLET}/ld-*", False),
+    (f"/usr/lib/{TRIPLET}/libpcre*", False),
+    (f"/lib/{TRIPLET}/libz.so.*", False),
+    (f"/lib/{TRIPLET}/libc*", False),
+    (f"/lib/{TRIPLET}/libdl*", False),
+    (f"/lib/{TRIPLET}/libpthread*", False),
+    (f"/lib/{TRIPLET}/libcrypt*", False),
+    (f"/usr/lib/{TRIPLET}/libssl.so.*", False),
+    (f"/usr/lib/{TRIPLET}/libcrypto.so.*", False),
 ]
 
 

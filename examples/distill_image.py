@@ -35,8 +35,15 @@ def wheelhouse(dest: Path) -> None:
 def source_key(root: Path) -> str:
     """What the image is made of: distill's sources and packaging, and the rootfs it starts from."""
     digest = hashlib.sha256(str(root).encode())
-    for path in sorted([REPO / "pyproject.toml", REPO / "README.md", *(REPO / "distill").rglob("*.py"),
-                        *(REPO / "profiles").glob("*.yaml"), Path(__file__)]):
+    for path in sorted(
+        [
+            REPO / "pyproject.toml",
+            REPO / "README.md",
+            *(REPO / "distill").rglob("*.py"),
+            *(REPO / "profiles").glob("*.yaml"),
+            Path(__file__),
+        ]
+    ):
         digest.update(str(path.relative_to(REPO)).encode() + hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:16]
 
@@ -55,15 +62,44 @@ def build(outdir: Path) -> Path:
         subprocess.run(["cp", "-a", "--reflink=auto", f"{root}/.", str(fat)], check=True)
         site = fat / "usr/local/lib/python3.11/dist-packages"
         # by name, from the wheel directory: a path requirement would record that (temporary) path in direct_url.json
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-compile", "--find-links",
-                        str(staging / "wheels"), "--target", str(site), "distill"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-index",
+                "--no-compile",
+                "--find-links",
+                str(staging / "wheels"),
+                "--target",
+                str(site),
+                "distill",
+            ],
+            check=True,
+        )
         shutil.rmtree(site / "bin", ignore_errors=True)  # console scripts written for the host's python
         script = fat / "usr/local/bin/distill"
         script.write_text(CONSOLE_SCRIPT)
         script.chmod(0o755)
-        subprocess.run([sys.executable, "-m", "distill", "distill", "--from", str(fat), "-q",
-                        "--out", f"oci:{staging}/oci:latest", "--out", f"docker-archive:{staging}/distill.tar:distill:latest"],
-                       check=True, env={**os.environ, "SOURCE_DATE_EPOCH": EPOCH})
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "distill",
+                "distill",
+                "--from",
+                str(fat),
+                "-q",
+                "--out",
+                f"oci:{staging}/oci:latest",
+                "--out",
+                f"docker-archive:{staging}/distill.tar:distill:latest",
+            ],
+            check=True,
+            env={**os.environ, "SOURCE_DATE_EPOCH": EPOCH},
+        )
         shutil.rmtree(fat)
         (staging / "key").write_text(key)
         shutil.rmtree(outdir, ignore_errors=True)

@@ -41,13 +41,21 @@ def cache_dir() -> Path:
 
 
 # what base-passwd's postinst does, for roots whose maintainer scripts never ran
-_ACCOUNTS_HOOK = ('if [ -f "$1/usr/share/base-passwd/passwd.master" ]; then '
-                  'cp "$1/usr/share/base-passwd/passwd.master" "$1/etc/passwd"; '
-                  'cp "$1/usr/share/base-passwd/group.master" "$1/etc/group"; fi')
+_ACCOUNTS_HOOK = (
+    'if [ -f "$1/usr/share/base-passwd/passwd.master" ]; then '
+    'cp "$1/usr/share/base-passwd/passwd.master" "$1/etc/passwd"; '
+    'cp "$1/usr/share/base-passwd/group.master" "$1/etc/group"; fi'
+)
 
 
-def fat_rootfs(packages: tuple[str, ...] = DEFAULT_PACKAGES, *, arch: str = "amd64", variant: str = VARIANT,
-               suite: str = SUITE, hooks: tuple[str, ...] = ()) -> Path:
+def fat_rootfs(
+    packages: tuple[str, ...] = DEFAULT_PACKAGES,
+    *,
+    arch: str = "amd64",
+    variant: str = VARIANT,
+    suite: str = SUITE,
+    hooks: tuple[str, ...] = (),
+) -> Path:
     """The path of a cached rootfs of `suite` with `packages` installed (or, with variant "extract", unpacked).
 
     `hooks` are mmdebstrap customize hooks (shell, "$1" is the root); they are part of the key. A root
@@ -67,8 +75,15 @@ def fat_rootfs(packages: tuple[str, ...] = DEFAULT_PACKAGES, *, arch: str = "amd
         shutil.rmtree(final, ignore_errors=True)
         work = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=home))
         try:
-            command = ["mmdebstrap", f"--variant={variant}", f"--architectures={arch}", f"--include={','.join(packages)}",
-                       *(f"--customize-hook={hook}" for hook in hooks), suite, str(work / "root")]
+            command = [
+                "mmdebstrap",
+                f"--variant={variant}",
+                f"--architectures={arch}",
+                f"--include={','.join(packages)}",
+                *(f"--customize-hook={hook}" for hook in hooks),
+                suite,
+                str(work / "root"),
+            ]
             if variant == "extract":
                 command[1:1] = ["--mode=root", f"--extract-hook={_ACCOUNTS_HOOK}"]
                 command.append(f"deb {MIRROR} {suite} main")
@@ -84,5 +99,11 @@ def fat_rootfs(packages: tuple[str, ...] = DEFAULT_PACKAGES, *, arch: str = "amd
 
 if __name__ == "__main__":
     wanted = tuple(sys.argv[1].split(",")) if len(sys.argv) > 1 else DEFAULT_PACKAGES
-    print(fat_rootfs(wanted, arch=sys.argv[2] if len(sys.argv) > 2 else "amd64",
-                     variant=sys.argv[3] if len(sys.argv) > 3 else VARIANT, suite=sys.argv[4] if len(sys.argv) > 4 else SUITE))
+    print(
+        fat_rootfs(
+            wanted,
+            arch=sys.argv[2] if len(sys.argv) > 2 else "amd64",
+            variant=sys.argv[3] if len(sys.argv) > 3 else VARIANT,
+            suite=sys.argv[4] if len(sys.argv) > 4 else SUITE,
+        )
+    )

@@ -44,7 +44,9 @@ cd "$(find . -mindepth 1 -maxdepth 1 -type d | head -n1)"
 # The official python image's build (docker-library/python, Dockerfile for -slim-trixie), without
 # --enable-optimizations (PGO) and --with-lto: those double a build on two shared cores and change no
 # file layout. tkinter is left out (tk-dev pulls X).
-PYTHON_SCRIPT = DEB_SRC + r"""
+PYTHON_SCRIPT = (
+    DEB_SRC
+    + r"""
 gnuArch="$(dpkg-architecture --query DEB_BUILD_GNU_TYPE)"
 if ls Lib/ensurepip/_bundled/*.whl >/dev/null 2>&1; then pip=--with-ensurepip; else pip=--without-ensurepip; fi
 ./configure --build="$gnuArch" --enable-loadable-sqlite-extensions --enable-option-checking=fatal \
@@ -64,25 +66,53 @@ for src in idle3 pip3 pydoc3 python3 python3-config; do
 done
 true
 """
-PYTHON_BUILD = ("gcc", "make", "libc6-dev", "dpkg-dev", "pkgconf", "xz-utils", "libbz2-dev", "libffi-dev",
-                "libgdbm-dev", "liblzma-dev", "libncurses-dev", "libreadline-dev", "libsqlite3-dev",
-                "libssl-dev", "uuid-dev", "zlib1g-dev")
+)
+PYTHON_BUILD = (
+    "gcc",
+    "make",
+    "libc6-dev",
+    "dpkg-dev",
+    "pkgconf",
+    "xz-utils",
+    "libbz2-dev",
+    "libffi-dev",
+    "libgdbm-dev",
+    "liblzma-dev",
+    "libncurses-dev",
+    "libreadline-dev",
+    "libsqlite3-dev",
+    "libssl-dev",
+    "uuid-dev",
+    "zlib1g-dev",
+)
 # What the official image keeps installed after purging its build dependencies (found there by ldd).
-PYTHON_RUNTIME = ("libbz2-1.0", "libffi8", "libgdbm6t64", "liblzma5", "libncursesw6", "libreadline8t64",
-                  "libsqlite3-0", "libssl3t64", "libuuid1", "zlib1g")
+PYTHON_RUNTIME = (
+    "libbz2-1.0",
+    "libffi8",
+    "libgdbm6t64",
+    "liblzma5",
+    "libncursesw6",
+    "libreadline8t64",
+    "libsqlite3-0",
+    "libssl3t64",
+    "libuuid1",
+    "zlib1g",
+)
 
 # The official redis image's build (docker-library/redis): TLS on, protected mode off, no modules.
-REDIS_SCRIPT = DEB_SRC + r"""
+REDIS_SCRIPT = (
+    DEB_SRC
+    + r"""
 grep -E '^ *createBoolConfig[(]"protected-mode",.*, *1 *,.*[)],$' src/config.c
 sed -ri 's!^( *createBoolConfig[(]"protected-mode",.*, *)1( *,.*[)],)$!\10\2!' src/config.c
 make -s -j "$(nproc)" BUILD_TLS=yes all >/dev/null
 make -s install BUILD_TLS=yes PREFIX=/dest/usr/local >/dev/null
 """
+)
 REDIS_BUILD = ("gcc", "g++", "make", "libc6-dev", "dpkg-dev", "pkgconf", "xz-utils", "libssl-dev")
 REDIS_RUNTIME = ("libssl3t64", "passwd")  # passwd: groupadd and useradd, as debian:trixie-slim has them
 # the official image's account and data directory
-REDIS_ACCOUNT = ('chroot "$1" sh -c "groupadd -r -g 999 redis && useradd -r -g redis -u 999 redis '
-                 '&& mkdir /data && chown redis:redis /data"')
+REDIS_ACCOUNT = 'chroot "$1" sh -c "groupadd -r -g 999 redis && useradd -r -g redis -u 999 redis && mkdir /data && chown redis:redis /data"'
 
 # No source build of node: it takes hours on two cores. Debian's nodejs is moved into the layout the
 # official image has (/usr/local/bin/node, its library under /usr/local/lib) and its package records are
@@ -112,11 +142,16 @@ def build_tarball(name: str, source_package: str, build: tuple[str, ...], script
         work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=home))
         try:
             (work / "build.sh").write_text(script)
-            command = ["mmdebstrap", "--variant=apt", f"--include={','.join(build)}",
-                       f'--customize-hook=cp {work / "build.sh"} "$1/build.sh"',
-                       f'--customize-hook=chroot "$1" env SOURCE_PACKAGE={source_package} SUITE={SUITE} sh -e /build.sh',
-                       f'--customize-hook=tar -C "$1/dest" --sort=name --numeric-owner -cf {work / "out.tar"} usr',
-                       SUITE, str(work / "root")]
+            command = [
+                "mmdebstrap",
+                "--variant=apt",
+                f"--include={','.join(build)}",
+                f'--customize-hook=cp {work / "build.sh"} "$1/build.sh"',
+                f'--customize-hook=chroot "$1" env SOURCE_PACKAGE={source_package} SUITE={SUITE} sh -e /build.sh',
+                f'--customize-hook=tar -C "$1/dest" --sort=name --numeric-owner -cf {work / "out.tar"} usr',
+                SUITE,
+                str(work / "root"),
+            ]
             print(f"building {name} look-alike (long): {' '.join(command)}", file=sys.stderr)
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
             (work / "out.tar").rename(final)
@@ -127,8 +162,7 @@ def build_tarball(name: str, source_package: str, build: tuple[str, ...], script
 
 def _root(tarball: Path, runtime: tuple[str, ...], hooks: tuple[str, ...] = ()) -> Path:
     """A cached trixie root with `runtime` packages and `tarball` unpacked at / (then ldconfig, then `hooks`)."""
-    return fat_rootfs(BASE + runtime, suite=SUITE,
-                      hooks=(f'tar -C "$1" -xf {tarball}', 'chroot "$1" ldconfig', *hooks))
+    return fat_rootfs(BASE + runtime, suite=SUITE, hooks=(f'tar -C "$1" -xf {tarball}', 'chroot "$1" ldconfig', *hooks))
 
 
 def python_root() -> Path:

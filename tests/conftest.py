@@ -26,17 +26,20 @@ DEFAULT_TIMEOUT = int(os.environ.get("DISTILL_TEST_TIMEOUT", "300"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--shuffle", default=os.environ.get("DISTILL_TEST_SHUFFLE", "no"), metavar="SEED|random|no",
-                     help="run modules, and the tests within each module, in a shuffled order "
-                          "(a seed reproduces an order; default: $DISTILL_TEST_SHUFFLE or no)")
+    parser.addoption(
+        "--shuffle",
+        default=os.environ.get("DISTILL_TEST_SHUFFLE", "no"),
+        metavar="SEED|random|no",
+        help="run modules, and the tests within each module, in a shuffled order "
+        "(a seed reproduces an order; default: $DISTILL_TEST_SHUFFLE or no)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # pytest removes old temporary directories recursively, one frame per level; the hostile corpora
     # leave trees deeper than Python's default limit of 1000 frames
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
-    config.addinivalue_line("markers", "timeout(seconds): this test's own time limit (default "
-                                       f"{DEFAULT_TIMEOUT} s, $DISTILL_TEST_TIMEOUT)")
+    config.addinivalue_line("markers", f"timeout(seconds): this test's own time limit (default {DEFAULT_TIMEOUT} s, $DISTILL_TEST_TIMEOUT)")
     choice = config.getoption("--shuffle")
     config.stash[_SEED] = None if choice == "no" else random.randrange(1, 10**6) if choice == "random" else int(choice)
 

@@ -28,17 +28,29 @@ class Learned:
     run: RunResult
 
 
-def learn(ref: Ref, options: SourceOptions, argv: list[str], *, env: dict[str, str], cwd: str = "/",
-          uid: int = 0, gid: int = 0, probe: str | None = None, wait_ports: list[int] | None = None,
-          timeout: float = 60.0) -> Learned:
+def learn(
+    ref: Ref,
+    options: SourceOptions,
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    cwd: str = "/",
+    uid: int = 0,
+    gid: int = 0,
+    probe: str | None = None,
+    wait_ports: list[int] | None = None,
+    timeout: float = 60.0,
+) -> Learned:
     """Run `argv` confined inside the source under strace and sort out what it used."""
     source = open_source(ref, options)
     with tempfile.TemporaryDirectory(prefix="distill-learn-") as work:
         scratch = Path(work)
         root = source.host_root or str(materialize(source.view, scratch / "rootfs"))
         (scratch / "run").mkdir()
-        result = confined_run(Run(root, argv, "strace", env=env, cwd=cwd, uid=uid, gid=gid, probe=probe,
-                                  wait_ports=wait_ports or [], timeout=timeout), scratch / "run")
+        result = confined_run(
+            Run(root, argv, "strace", env=env, cwd=cwd, uid=uid, gid=gid, probe=probe, wait_ports=wait_ports or [], timeout=timeout),
+            scratch / "run",
+        )
         assert result.trace_dir is not None
         found = parse_traces(Path(result.trace_dir), str(scratch / "run" / "merged"))
     return Learned(source, needs_of(found, source.view), result)

@@ -31,9 +31,16 @@ __all__ = ["Needs", "needs_of", "render_draft", "missing_from"]
 
 _HIDDEN = ("/proc", "/sys", "/dev")
 # written by distill itself (system: keys); the source's copies would be wrong or unsafe in the output
-_GENERATED = {"/etc/ld.so.cache": "ld.so.cache", "/etc/passwd": "accounts", "/etc/group": "accounts",
-              "/etc/shadow": "never shipped", "/etc/gshadow": "never shipped", "/etc/nsswitch.conf": "system.nsswitch",
-              "/etc/localtime": "system.timezone", "/etc/ld.so.preload": "never shipped"}
+_GENERATED = {
+    "/etc/ld.so.cache": "ld.so.cache",
+    "/etc/passwd": "accounts",
+    "/etc/group": "accounts",
+    "/etc/shadow": "never shipped",
+    "/etc/gshadow": "never shipped",
+    "/etc/nsswitch.conf": "system.nsswitch",
+    "/etc/localtime": "system.timezone",
+    "/etc/ld.so.preload": "never shipped",
+}
 _PLAIN = re.compile(r"^/[A-Za-z0-9_/.+@~%-]*(/\*\*?)?$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _HOW_ORDER = ("executed", "opened", "written", "created", "expected", "listed", "looked up")
@@ -108,8 +115,11 @@ def needs_of(found: Observations, view: View) -> Needs:
         else:
             needs.modules[path] = by_path[path]
     needs.listed = {d for d, touches in needs.directories.items() if any(t.how == "listed" for t in touches)}
-    needs.directories = {d: t for d, t in needs.directories.items()
-                         if not any(p.startswith(d.rstrip("/") + "/") for p in (*needs.files, *needs.modules, *needs.binaries))}
+    needs.directories = {
+        d: t
+        for d, t in needs.directories.items()
+        if not any(p.startswith(d.rstrip("/") + "/") for p in (*needs.files, *needs.modules, *needs.binaries))
+    }
     _accounts(found, view, needs)
     return needs
 
@@ -207,19 +217,26 @@ def _lines(items: list[tuple[str, str]], width: int = 64) -> list[str]:
 
 def render_draft(needs: Needs, view: View, *, name: str, argv: list[str], source: str, run_note: str) -> str:
     """The draft profile as YAML text, one comment per entry."""
-    out = [f"# Drafted by `distill learn` from a traced run of: {shlex.join(argv)}",
-           f"# source: {source}; {run_note}",
-           "# Review every entry: a run shows what it used, not what other inputs would need.",
-           f"# Left out: {needs.in_closures} libraries the loader model finds from the binaries' headers; "
-           "anything under /proc, /sys, /dev or created by the run.",
-           ]
+    out = [
+        f"# Drafted by `distill learn` from a traced run of: {shlex.join(argv)}",
+        f"# source: {source}; {run_note}",
+        "# Review every entry: a run shows what it used, not what other inputs would need.",
+        f"# Left out: {needs.in_closures} libraries the loader model finds from the binaries' headers; "
+        "anything under /proc, /sys, /dev or created by the run.",
+    ]
     if needs.left_to_distill:
         out.append("# Written by distill itself: " + ", ".join(f"{p} ({k})" for p, k in sorted(needs.left_to_distill.items())))
-    out += ["schema: distill/v1", f"name: {name}", f"description: {json.dumps('drafted by distill learn: ' + shlex.join(argv))}",
-            "extends: [glibc]"]
+    out += [
+        "schema: distill/v1",
+        f"name: {name}",
+        f"description: {json.dumps('drafted by distill learn: ' + shlex.join(argv))}",
+        "extends: [glibc]",
+    ]
     binaries = [(f"  - {_scalar(p)}", _describe(t)) for p, t in sorted(needs.binaries.items(), key=lambda i: paths.sort_key(i[0]))]
-    binaries += [(f"  - {_scalar(p)}", f"loaded at run time (no program's closure has it): {_describe(t)}")
-                 for p, t in sorted(needs.modules.items(), key=lambda i: paths.sort_key(i[0]))]
+    binaries += [
+        (f"  - {_scalar(p)}", f"loaded at run time (no program's closure has it): {_describe(t)}")
+        for p, t in sorted(needs.modules.items(), key=lambda i: paths.sort_key(i[0]))
+    ]
     if binaries:
         out.append("binaries:")
         out += _lines(binaries)

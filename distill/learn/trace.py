@@ -24,11 +24,32 @@ _STRING = r'"((?:[^"\\]|\\.)*)"'
 _DIRFD = re.compile(r"^(?:AT_FDCWD|-?\d+)<(?P<dir>(?:[^>\\]|\\.)*)>,\s*" + _STRING)
 _FIRST_STRING = re.compile(r"^" + _STRING)
 _CHILD_CALLS = ("clone", "clone3", "fork", "vfork")
-_STAT_CALLS = ("stat", "lstat", "newfstatat", "statx", "access", "faccessat", "faccessat2", "readlink", "readlinkat",
-               "statfs", "chdir", "getxattr", "lgetxattr")
+_STAT_CALLS = (
+    "stat",
+    "lstat",
+    "newfstatat",
+    "statx",
+    "access",
+    "faccessat",
+    "faccessat2",
+    "readlink",
+    "readlinkat",
+    "statfs",
+    "chdir",
+    "getxattr",
+    "lgetxattr",
+)
 _OPEN_CALLS = ("open", "openat", "openat2", "creat")
-_UID_CALLS = {"setuid": "user", "setresuid": "user", "setreuid": "user", "setfsuid": "user",
-              "setgid": "group", "setresgid": "group", "setregid": "group", "setfsgid": "group"}
+_UID_CALLS = {
+    "setuid": "user",
+    "setresuid": "user",
+    "setreuid": "user",
+    "setfsuid": "user",
+    "setgid": "group",
+    "setresgid": "group",
+    "setregid": "group",
+    "setfsgid": "group",
+}
 
 
 @dataclass(frozen=True)
@@ -68,7 +89,7 @@ class _Parser:
         if host_path == self.mount:
             return "/"
         if host_path.startswith(self.mount + "/"):
-            return host_path[len(self.mount):]
+            return host_path[len(self.mount) :]
         return None
 
     def path_of(self, args: str) -> str | None:
@@ -112,8 +133,15 @@ class _Parser:
         elif call in _OPEN_CALLS:
             path = self.path_of(args)
             if path:
-                how = ("listed" if "O_DIRECTORY" in args else "created" if "O_CREAT" in args or call == "creat"
-                       else "written" if re.search(r"O_WRONLY|O_RDWR", args) else "opened")
+                how = (
+                    "listed"
+                    if "O_DIRECTORY" in args
+                    else "created"
+                    if "O_CREAT" in args or call == "creat"
+                    else "written"
+                    if re.search(r"O_WRONLY|O_RDWR", args)
+                    else "opened"
+                )
                 self.found.touches.append(Touch(path, how, proc.exe))
         elif call in _STAT_CALLS:
             path = self.path_of(args)

@@ -99,13 +99,19 @@ def _platform_of(config: dict[str, Any]) -> dict[str, str]:
 
 def build_index(images: list[BuiltImage]) -> BuiltIndex:
     """The index over `images`, in the order given (the source index's order, or the user's list)."""
-    manifests = [{"mediaType": media.OCI_MANIFEST, "digest": image.manifest_digest, "size": len(image.manifest_bytes),
-                  "platform": _platform_of(image.config)} for image in images]
+    manifests = [
+        {
+            "mediaType": media.OCI_MANIFEST,
+            "digest": image.manifest_digest,
+            "size": len(image.manifest_bytes),
+            "platform": _platform_of(image.config),
+        }
+        for image in images
+    ]
     index: dict[str, Any] = {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": manifests}
     index_bytes = canonical_json(index)
     docker_list = canonical_json({**index, "mediaType": media.DOCKER_LIST})
-    return BuiltIndex(images, index, index_bytes, sha256_of(index_bytes), docker_list,
-                      max(image.created for image in images))
+    return BuiltIndex(images, index, index_bytes, sha256_of(index_bytes), docker_list, max(image.created for image in images))
 
 
 class _HashingWriter:
@@ -146,8 +152,12 @@ def _runtime(profile: Profile, source: Image | None, base: Image | None, warning
     for image in (base, source):
         section = image.runtime_config if image else None
         if section:
-            inherited = {**inherited, **section, "Env": [*inherited.get("Env", []), *(section.get("Env") or [])],
-                         "Labels": {**inherited.get("Labels", {}), **(section.get("Labels") or {})}}
+            inherited = {
+                **inherited,
+                **section,
+                "Env": [*inherited.get("Env", []), *(section.get("Env") or [])],
+                "Labels": {**inherited.get("Labels", {}), **(section.get("Labels") or {})},
+            }
     for key in _DROPPED:
         if inherited.pop(key, None) is not None:
             warnings.append(f"image config: {key} dropped (it usually needs a shell, which the output does not have)")
@@ -184,9 +194,19 @@ def _history(base: Image | None, created: str, profile: Profile) -> list[dict[st
     return [*entries, {"created": created, "created_by": created_by, "comment": "distilled by distill"}]
 
 
-def build_image(layer_plan: Plan, source_view: View, *, workdir: Path, profile: Profile, source: Image | None,
-                base: Image | None, base_name: str | None, created: int, architecture: tuple[str, str, str | None],
-                warnings: list[str]) -> BuiltImage:
+def build_image(
+    layer_plan: Plan,
+    source_view: View,
+    *,
+    workdir: Path,
+    profile: Profile,
+    source: Image | None,
+    base: Image | None,
+    base_name: str | None,
+    created: int,
+    architecture: tuple[str, str, str | None],
+    warnings: list[str],
+) -> BuiltImage:
     """Write our layer into `workdir` and assemble config and manifest around it."""
     layer_path = workdir / "layer.tar.gz"
     layer, diff_id = _write_layer(layer_plan, source_view, layer_path)
@@ -220,5 +240,14 @@ def build_image(layer_plan: Plan, source_view: View, *, workdir: Path, profile: 
     if base is not None and base_name:
         manifest["annotations"] = {BASE_NAME: base_name, BASE_DIGEST: base.manifest_digest}
     manifest_bytes = canonical_json(manifest)
-    return BuiltImage(manifest, manifest_bytes, sha256_of(manifest_bytes), config,
-                      Blob(config_descriptor, lambda: io.BytesIO(config_bytes)), layers, base, base_name, created)
+    return BuiltImage(
+        manifest,
+        manifest_bytes,
+        sha256_of(manifest_bytes),
+        config,
+        Blob(config_descriptor, lambda: io.BytesIO(config_bytes)),
+        layers,
+        base,
+        base_name,
+        created,
+    )

@@ -90,6 +90,7 @@ def integer(low: int, high: int) -> Check:
             raise _Problem(path, f"expected a whole number, got {_kind(value)}")
         if not low <= value <= high:
             raise _Problem(path, f"{value} is outside {low}..{high}")
+
     return check
 
 
@@ -111,6 +112,7 @@ def nullable(check: Check) -> Check:
     def nullable_check(value: Any, path: str) -> None:
         if value is not None:
             check(value, path)
+
     return nullable_check
 
 
@@ -122,21 +124,25 @@ def listof(check: Check, *, nonempty: bool = False) -> Check:
             raise _Problem(path, "expected a non-empty list")
         for number_, item in enumerate(value):
             check(item, f"{path}[{number_}]")
+
     return list_check
 
 
 def mapof(check: Check) -> Check:
     """An object whose values all pass `check` (keys are strings in JSON)."""
+
     def map_check(value: Any, path: str) -> None:
         if not isinstance(value, dict):
             raise _Problem(path, f"expected an object, got {_kind(value)}")
         for key, item in value.items():
             check(item, _member_path(path, key))
+
     return map_check
 
 
 def obj(fields: Mapping[str, Check], required: tuple[str, ...] = ()) -> Check:
     """An object with these (optional unless `required`) fields; other fields are allowed."""
+
     def object_check(value: Any, path: str) -> None:
         if not isinstance(value, dict):
             raise _Problem(path, f"expected an object, got {_kind(value)}")
@@ -146,6 +152,7 @@ def obj(fields: Mapping[str, Check], required: tuple[str, ...] = ()) -> Check:
         for key, check in fields.items():
             if key in value:
                 check(value[key], _member_path(path, key))
+
     return object_check
 
 
@@ -156,34 +163,95 @@ def _member_path(path: str, key: str) -> str:
 # -- the documents -------------------------------------------------------------------------------
 
 _ANNOTATIONS = mapof(string)
-_PLATFORM = obj({"architecture": string, "os": string, "os.version": string, "os.features": listof(string),
-                 "variant": string, "features": listof(string)})
+_PLATFORM = obj(
+    {
+        "architecture": string,
+        "os": string,
+        "os.version": string,
+        "os.features": listof(string),
+        "variant": string,
+        "features": listof(string),
+    }
+)
 _DESCRIPTOR_FIELDS: dict[str, Check] = {
-    "mediaType": string, "digest": digest, "size": integer(0, MAX_SIZE), "urls": listof(string),
-    "annotations": _ANNOTATIONS, "data": string, "artifactType": string, "platform": _PLATFORM,
+    "mediaType": string,
+    "digest": digest,
+    "size": integer(0, MAX_SIZE),
+    "urls": listof(string),
+    "annotations": _ANNOTATIONS,
+    "data": string,
+    "artifactType": string,
+    "platform": _PLATFORM,
 }
 DESCRIPTOR = obj(_DESCRIPTOR_FIELDS, required=("digest", "size"))
 _VERSION = integer(0, 1 << 31)
-INDEX = obj({"schemaVersion": _VERSION, "mediaType": string, "artifactType": string, "manifests": listof(DESCRIPTOR),
-             "annotations": _ANNOTATIONS, "subject": DESCRIPTOR}, required=("manifests",))
-MANIFEST = obj({"schemaVersion": _VERSION, "mediaType": string, "artifactType": string, "config": DESCRIPTOR,
-                "layers": listof(DESCRIPTOR), "annotations": _ANNOTATIONS, "subject": DESCRIPTOR},
-               required=("config", "layers"))
+INDEX = obj(
+    {
+        "schemaVersion": _VERSION,
+        "mediaType": string,
+        "artifactType": string,
+        "manifests": listof(DESCRIPTOR),
+        "annotations": _ANNOTATIONS,
+        "subject": DESCRIPTOR,
+    },
+    required=("manifests",),
+)
+MANIFEST = obj(
+    {
+        "schemaVersion": _VERSION,
+        "mediaType": string,
+        "artifactType": string,
+        "config": DESCRIPTOR,
+        "layers": listof(DESCRIPTOR),
+        "annotations": _ANNOTATIONS,
+        "subject": DESCRIPTOR,
+    },
+    required=("config", "layers"),
+)
 _STRINGS = nullable(listof(string))
 _SET = nullable(mapof(mapof(anything)))  # ExposedPorts, Volumes: {"80/tcp": {}}
-RUNTIME = obj({"User": string, "ExposedPorts": _SET, "Env": _STRINGS, "Entrypoint": _STRINGS, "Cmd": _STRINGS,
-               "Volumes": _SET, "WorkingDir": string, "Labels": nullable(mapof(string)), "StopSignal": string,
-               "ArgsEscaped": boolean, "OnBuild": _STRINGS, "Shell": _STRINGS, "Healthcheck": nullable(mapof(anything))})
+RUNTIME = obj(
+    {
+        "User": string,
+        "ExposedPorts": _SET,
+        "Env": _STRINGS,
+        "Entrypoint": _STRINGS,
+        "Cmd": _STRINGS,
+        "Volumes": _SET,
+        "WorkingDir": string,
+        "Labels": nullable(mapof(string)),
+        "StopSignal": string,
+        "ArgsEscaped": boolean,
+        "OnBuild": _STRINGS,
+        "Shell": _STRINGS,
+        "Healthcheck": nullable(mapof(anything)),
+    }
+)
 _HISTORY = obj({"created": string, "author": string, "created_by": string, "comment": string, "empty_layer": boolean})
-CONFIG = obj({"created": string, "author": string, "architecture": string, "os": string, "os.version": string,
-              "os.features": listof(string), "variant": string, "config": nullable(RUNTIME),
-              "rootfs": obj({"type": string, "diff_ids": listof(digest)}, required=("diff_ids",)),
-              "history": nullable(listof(_HISTORY))}, required=("rootfs",))
-ARCHIVE_MANIFEST = listof(obj({"Config": string, "Layers": listof(string), "RepoTags": _STRINGS,
-                               "LayerSources": nullable(mapof(DESCRIPTOR))}, required=("Config", "Layers")), nonempty=True)
+CONFIG = obj(
+    {
+        "created": string,
+        "author": string,
+        "architecture": string,
+        "os": string,
+        "os.version": string,
+        "os.features": listof(string),
+        "variant": string,
+        "config": nullable(RUNTIME),
+        "rootfs": obj({"type": string, "diff_ids": listof(digest)}, required=("diff_ids",)),
+        "history": nullable(listof(_HISTORY)),
+    },
+    required=("rootfs",),
+)
+ARCHIVE_MANIFEST = listof(
+    obj(
+        {"Config": string, "Layers": listof(string), "RepoTags": _STRINGS, "LayerSources": nullable(mapof(DESCRIPTOR))},
+        required=("Config", "Layers"),
+    ),
+    nonempty=True,
+)
 LAYOUT_FILE = obj({"imageLayoutVersion": string}, required=("imageLayoutVersion",))
-TOKEN = obj({"token": string, "access_token": string, "expires_in": number, "issued_at": string,
-             "refresh_token": string})
+TOKEN = obj({"token": string, "access_token": string, "expires_in": number, "issued_at": string, "refresh_token": string})
 
 
 def load(data: bytes, document: str) -> Any:

@@ -15,8 +15,7 @@ from distill.errors import SourceError
 from distill.oci import documents, media
 from distill.target import Platform
 
-__all__ = ["MAX_MANIFEST_BYTES", "Descriptor", "Platform", "Image", "parse_json", "parse_manifest", "index_platforms",
-           "select_platform"]
+__all__ = ["MAX_MANIFEST_BYTES", "Descriptor", "Platform", "Image", "parse_json", "parse_manifest", "index_platforms", "select_platform"]
 
 MAX_MANIFEST_BYTES = documents.MAX_DOCUMENT_BYTES
 
@@ -83,8 +82,7 @@ class Image:
 
     @property
     def platform(self) -> Platform:
-        return Platform(str(self.config.get("os", "linux")), str(self.config.get("architecture", "")),
-                        self.config.get("variant"))
+        return Platform(str(self.config.get("os", "linux")), str(self.config.get("architecture", "")), self.config.get("variant"))
 
 
 def parse_json(data: bytes, where: str) -> dict[str, Any]:

@@ -65,8 +65,9 @@ class Cache:
         self.root = root or base / "distill"
         env_max, env_layer = os.environ.get("DISTILL_CACHE_MAX"), os.environ.get("DISTILL_LAYER_MAX")
         self.limit = limit if limit is not None else parse_size(env_max, "DISTILL_CACHE_MAX") if env_max else DEFAULT_CACHE_MAX
-        self.layer_limit = (layer_limit if layer_limit is not None
-                            else parse_size(env_layer, "DISTILL_LAYER_MAX") if env_layer else DEFAULT_LAYER_MAX)
+        self.layer_limit = (
+            layer_limit if layer_limit is not None else parse_size(env_layer, "DISTILL_LAYER_MAX") if env_layer else DEFAULT_LAYER_MAX
+        )
         self.in_use: set[Path] = set()  # never evicted by this run
 
     def blob_path(self, digest: str) -> Path:
@@ -225,8 +226,10 @@ def _spool(image: Image, number: int, cache: Cache) -> Path:
             while chunk := reader.read(_CHUNK):
                 written += len(chunk)
                 if written > cache.layer_limit:
-                    raise SourceError(f"{where}: decompresses to more than {cache.layer_limit:,} bytes (DISTILL_LAYER_MAX); "
-                                      "a decompression bomb, or a layer larger than allowed: raise DISTILL_LAYER_MAX if you trust it")
+                    raise SourceError(
+                        f"{where}: decompresses to more than {cache.layer_limit:,} bytes (DISTILL_LAYER_MAX); "
+                        "a decompression bomb, or a layer larger than allowed: raise DISTILL_LAYER_MAX if you trust it"
+                    )
                 digest.update(chunk)
                 out.write(chunk)
         except SourceError:
@@ -302,8 +305,9 @@ def _member(info: tarfile.TarInfo, spool_size: int, where: str, notes: list[str]
     linkname = info.linkname
     if kind == "hardlink":
         linkname = normalize_member_name(linkname, where)
-    return Member(name, kind, info.mode & 0o7777, info.uid, info.gid, int(mtime),
-                  info.size if kind == "file" else 0, linkname, info.offset_data)
+    return Member(
+        name, kind, info.mode & 0o7777, info.uid, info.gid, int(mtime), info.size if kind == "file" else 0, linkname, info.offset_data
+    )
 
 
 def layer_members(image: Image, number: int, cache: Cache) -> tuple[Path, list[Member], list[str]]:

@@ -74,7 +74,6 @@ class _Slice(io.RawIOBase):
         return self.position
 
 
-
 def _close_all(fds: list[int]) -> None:
     for fd in fds:
         os.close(fd)
@@ -186,9 +185,17 @@ class ImageView(View):
             self._hardlink(member, target, where)
             return
         mode = 0o777 if member.type == "symlink" else member.mode  # as on any Linux filesystem
-        node = Node(target, _NODE_TYPES[member.type], mode, member.uid, member.gid, member.mtime,
-                    member.size, member.linkname if member.type == "symlink" else None,
-                    file_id=(layer, member.offset) if member.type == "file" else None)
+        node = Node(
+            target,
+            _NODE_TYPES[member.type],
+            mode,
+            member.uid,
+            member.gid,
+            member.mtime,
+            member.size,
+            member.linkname if member.type == "symlink" else None,
+            file_id=(layer, member.offset) if member.type == "file" else None,
+        )
         if existing is not None and not (existing.is_dir and node.is_dir):
             self._remove(target)
         self._insert(node)
@@ -203,12 +210,23 @@ class ImageView(View):
         data = self.data[source.path]
         if target in self.nodes:
             self._remove(target)
-        self._insert(Node(target, NodeType.FILE, member.mode, member.uid, member.gid, member.mtime, node.size,
-                          file_id=node.file_id or (data.spool, data.offset)))
+        self._insert(
+            Node(
+                target,
+                NodeType.FILE,
+                member.mode,
+                member.uid,
+                member.gid,
+                member.mtime,
+                node.size,
+                file_id=node.file_id or (data.spool, data.offset),
+            )
+        )
         self.data[target] = data
         if node.file_id is None:  # the first link makes the original part of a hard-linked set too
-            self.nodes[source.path] = Node(node.path, node.type, node.mode, node.uid, node.gid, node.mtime, node.size,
-                                           file_id=(data.spool, data.offset))
+            self.nodes[source.path] = Node(
+                node.path, node.type, node.mode, node.uid, node.gid, node.mtime, node.size, file_id=(data.spool, data.offset)
+            )
 
 
 def open_image_view(image: Image, cache: Cache) -> ImageView:
@@ -224,6 +242,7 @@ def open_image_view(image: Image, cache: Cache) -> ImageView:
             view.apply(spool, members, where)
         if notes:
             shown = ", ".join(notes[:3]) + (f" and {len(notes) - 3} more" if len(notes) > 3 else "")
-            view.warnings.append(f"{where}: {len(notes)} member(s) with an mtime that is not finite or outside "
-                                 f"1970..9999, clamped: {shown}")
+            view.warnings.append(
+                f"{where}: {len(notes)} member(s) with an mtime that is not finite or outside 1970..9999, clamped: {shown}"
+            )
     return view

@@ -16,8 +16,10 @@ __all__ = ["resolve_image", "read_verified"]
 def read_verified(open_raw: Callable[[Descriptor], BinaryIO], descriptor: Descriptor, where: str) -> bytes:
     """The whole (small) blob behind `descriptor`, checked against its size and digest."""
     if descriptor.size > MAX_MANIFEST_BYTES:
-        raise SourceError(f"{where}: {descriptor.digest} declares {descriptor.size} bytes; a manifest or config may be "
-                          f"at most {MAX_MANIFEST_BYTES >> 20} MiB")
+        raise SourceError(
+            f"{where}: {descriptor.digest} declares {descriptor.size} bytes; a manifest or config may be "
+            f"at most {MAX_MANIFEST_BYTES >> 20} MiB"
+        )
     with VerifiedReader(open_raw(descriptor), descriptor.digest, descriptor.size, f"{where}: {descriptor.digest[:19]}") as reader:
         data = reader.read(MAX_MANIFEST_BYTES + 1)
         reader.verify()
@@ -49,9 +51,25 @@ def resolve_image(
     config_bytes = read_blob(config_descriptor)
     config = parse_json(config_bytes, f"{name}: config")
     layers = [Descriptor.from_json(layer) for layer in document["layers"]]
-    image = Image(name, document, manifest_bytes, sha256_of(manifest_bytes), config, config_bytes, config_descriptor,
-                  layers, open_blob, offered, probe_blob)
-    if kind == "manifest" and top is manifest_bytes and platform.architecture and image.platform.architecture \
-            and not platform.matches(image.platform.os, image.platform.architecture, image.platform.variant):
+    image = Image(
+        name,
+        document,
+        manifest_bytes,
+        sha256_of(manifest_bytes),
+        config,
+        config_bytes,
+        config_descriptor,
+        layers,
+        open_blob,
+        offered,
+        probe_blob,
+    )
+    if (
+        kind == "manifest"
+        and top is manifest_bytes
+        and platform.architecture
+        and image.platform.architecture
+        and not platform.matches(image.platform.os, image.platform.architecture, image.platform.variant)
+    ):
         raise SourceError(f"{name}: the image is for {image.platform}, not {platform} (use --platform {image.platform})")
     return image

@@ -121,22 +121,28 @@ class RegistryClient:
         try:
             if creds is not None and creds.username == IDENTITY_TOKEN_USER:
                 # an identity token (from `docker login`) is an OAuth2 refresh token: exchange it with a POST
-                form = {"grant_type": "refresh_token", "refresh_token": creds.password, "client_id": "distill",
-                        "scope": " ".join(sorted(scopes)), **({"service": service} if service else {})}
+                form = {
+                    "grant_type": "refresh_token",
+                    "refresh_token": creds.password,
+                    "client_id": "distill",
+                    "scope": " ".join(sorted(scopes)),
+                    **({"service": service} if service else {}),
+                }
                 response = self.session.post(realm, data=form, timeout=self.options.timeout, verify=self._verify)
             else:
                 query = [("service", service)] if service else []
                 query.extend(("scope", scope) for scope in sorted(scopes))
                 auth = (creds.username, creds.password) if creds is not None else None
-                response = self.session.get(f"{realm}?{urlencode(query)}", auth=auth, timeout=self.options.timeout,
-                                            verify=self._verify)
+                response = self.session.get(f"{realm}?{urlencode(query)}", auth=auth, timeout=self.options.timeout, verify=self._verify)
         except requests.RequestException as exc:
             raise self._error(f"{self.registry}: cannot reach its token service ({type(exc).__name__})") from None
         if response.status_code in (400, 401, 403):
             if creds is None:
                 raise self._error(f"{self.registry} requires authentication; give --creds USER:PASSWORD or an auth file")
-            raise self._error(f"{self.registry}: the token service refused these credentials (HTTP {response.status_code}); "
-                              "check --creds or the auth file")
+            raise self._error(
+                f"{self.registry}: the token service refused these credentials (HTTP {response.status_code}); "
+                "check --creds or the auth file"
+            )
         if response.status_code != 200:
             raise self._error(f"{self.registry}: the token service answered HTTP {response.status_code}")
         where = f"{self.registry}: token service answer"
@@ -155,9 +161,19 @@ class RegistryClient:
 
     # -- requests --------------------------------------------------------------------------
 
-    def request(self, method: str, url: str, repository: str, *, actions: tuple[str, ...] = ("pull",),
-                extra_scopes: tuple[str, ...] = (), headers: dict[str, str] | None = None,
-                body: Callable[[], Any] | None = None, stream: bool = False, ok: tuple[int, ...] = (200,)) -> requests.Response:
+    def request(
+        self,
+        method: str,
+        url: str,
+        repository: str,
+        *,
+        actions: tuple[str, ...] = ("pull",),
+        extra_scopes: tuple[str, ...] = (),
+        headers: dict[str, str] | None = None,
+        body: Callable[[], Any] | None = None,
+        stream: bool = False,
+        ok: tuple[int, ...] = (200,),
+    ) -> requests.Response:
         """One request with auth, retries and a clear error; `body` makes a fresh payload for each attempt."""
         if not url.startswith("http"):
             url = self.base + url
@@ -166,15 +182,22 @@ class RegistryClient:
         challenged = False
         for attempt in range(_ATTEMPTS):
             try:
-                response = self.session.request(method, url, headers={**(headers or {}), **auth}, stream=stream,
-                                                data=body() if body else None, timeout=self.options.timeout,
-                                                verify=self._verify)
+                response = self.session.request(
+                    method,
+                    url,
+                    headers={**(headers or {}), **auth},
+                    stream=stream,
+                    data=body() if body else None,
+                    timeout=self.options.timeout,
+                    verify=self._verify,
+                )
             except requests.exceptions.SSLError:
                 if self._plain_http_allowed(url):
                     url = self._downgrade(url)
                     continue
-                raise self._error(f"{self.registry}: TLS verification failed; use --tls-verify=false for a registry "
-                                  "without a trusted certificate") from None
+                raise self._error(
+                    f"{self.registry}: TLS verification failed; use --tls-verify=false for a registry without a trusted certificate"
+                ) from None
             except requests.exceptions.ConnectionError:
                 if self._plain_http_allowed(url):
                     url = self._downgrade(url)
@@ -251,8 +274,9 @@ class RegistryClient:
             pass
         response.close()
         if code in (401, 403) and "push" in actions:
-            return self._error(f"{self.registry}/{repository}: push denied: these credentials (or the token they got) "
-                               "do not grant push to this repository")
+            return self._error(
+                f"{self.registry}/{repository}: push denied: these credentials (or the token they got) do not grant push to this repository"
+            )
         if code in (401, 403):
             return self._error(f"{self.registry}/{repository}: access denied; check --creds or the auth file")
         if code == 404:
@@ -263,8 +287,9 @@ class RegistryClient:
 
     def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str]:
         """The raw manifest or index and its media type, checked against the digest asked for or announced."""
-        response = self.request("GET", f"/v2/{repository}/manifests/{reference}", repository,
-                                headers={"Accept": media.ACCEPT}, stream=True, ok=(200, 404))
+        response = self.request(
+            "GET", f"/v2/{repository}/manifests/{reference}", repository, headers={"Accept": media.ACCEPT}, stream=True, ok=(200, 404)
+        )
         if response.status_code == 404:
             response.close()
             separator = "@" if reference.startswith("sha256:") else ":"
@@ -272,8 +297,10 @@ class RegistryClient:
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > MAX_MANIFEST_BYTES:
             response.close()
-            raise self._error(f"{self.registry}/{repository}:{reference}: the manifest is {declared} bytes; refusing more "
-                              f"than {MAX_MANIFEST_BYTES >> 20} MiB")
+            raise self._error(
+                f"{self.registry}/{repository}:{reference}: the manifest is {declared} bytes; refusing more "
+                f"than {MAX_MANIFEST_BYTES >> 20} MiB"
+            )
         data = response.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
         response.close()
         if len(data) > MAX_MANIFEST_BYTES:
@@ -300,20 +327,33 @@ class RegistryClient:
     def mount_blob(self, repository: str, digest: str, source_repository: str) -> bool:
         """Ask the registry to link a blob from another repository; False when it would rather have an upload."""
         query = urlencode({"mount": digest, "from": source_repository})
-        response = self.request("POST", f"/v2/{repository}/blobs/uploads/?{query}", repository, actions=("pull", "push"),
-                                extra_scopes=(f"repository:{source_repository}:pull",), ok=(201, 202))
+        response = self.request(
+            "POST",
+            f"/v2/{repository}/blobs/uploads/?{query}",
+            repository,
+            actions=("pull", "push"),
+            extra_scopes=(f"repository:{source_repository}:pull",),
+            ok=(201, 202),
+        )
         response.close()
         if response.status_code == 202 and response.headers.get("Location"):
-            self.request("DELETE", urljoin(self.base + "/", response.headers["Location"]), repository,
-                         actions=("pull", "push"), ok=(204, 404, 405)).close()
+            self.request(
+                "DELETE", urljoin(self.base + "/", response.headers["Location"]), repository, actions=("pull", "push"), ok=(204, 404, 405)
+            ).close()
         return response.status_code == 201
 
     def upload_blob(self, repository: str, digest: str, size: int, opener: Callable[[], BinaryIO]) -> None:
         """Monolithic upload (POST, then one PUT); chunked PATCHes when the registry refuses that."""
         location = self._start_upload(repository)
-        response = self.request("PUT", _with_query(location, digest), repository, actions=("pull", "push"),
-                                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-                                body=opener, ok=(201, 400, 404, 405, 413, 416))
+        response = self.request(
+            "PUT",
+            _with_query(location, digest),
+            repository,
+            actions=("pull", "push"),
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            body=opener,
+            ok=(201, 400, 404, 405, 413, 416),
+        )
         response.close()
         if response.status_code == 201:
             return
@@ -336,18 +376,36 @@ class RegistryClient:
                 if not chunk:
                     break
                 end = start + len(chunk) - 1
-                response = self.request("PATCH", location, repository, actions=("pull", "push"), ok=(202,),
-                                        headers={"Content-Type": "application/octet-stream", "Content-Range": f"{start}-{end}",
-                                                 "Content-Length": str(len(chunk))}, body=functools.partial(bytes, chunk))
+                response = self.request(
+                    "PATCH",
+                    location,
+                    repository,
+                    actions=("pull", "push"),
+                    ok=(202,),
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": f"{start}-{end}",
+                        "Content-Length": str(len(chunk)),
+                    },
+                    body=functools.partial(bytes, chunk),
+                )
                 response.close()
                 location = urljoin(self.base + "/", response.headers.get("Location", location))
                 start = end + 1
-        self.request("PUT", _with_query(location, digest), repository, actions=("pull", "push"), ok=(201,),
-                     headers={"Content-Length": "0"}).close()
+        self.request(
+            "PUT", _with_query(location, digest), repository, actions=("pull", "push"), ok=(201,), headers={"Content-Length": "0"}
+        ).close()
 
     def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> str:
-        response = self.request("PUT", f"/v2/{repository}/manifests/{reference}", repository, actions=("pull", "push"),
-                                headers={"Content-Type": media_type}, body=lambda: data, ok=(201,))
+        response = self.request(
+            "PUT",
+            f"/v2/{repository}/manifests/{reference}",
+            repository,
+            actions=("pull", "push"),
+            headers={"Content-Type": media_type},
+            body=lambda: data,
+            ok=(201,),
+        )
         response.close()
         digest = sha256_of(data)
         announced = response.headers.get("Docker-Content-Digest")

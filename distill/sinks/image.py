@@ -157,8 +157,9 @@ def _add_to_layout(content: _Content, dest: Path, name: str | None) -> None:
     blobs = dest / "blobs" / "sha256"
     for directory in (dest / "blobs", blobs):
         if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
-            raise DestinationError(f"{where}: {directory.relative_to(dest)} is a symlink or not a directory; "
-                                   "this is not a layout distill will write into")
+            raise DestinationError(
+                f"{where}: {directory.relative_to(dest)} is a symlink or not a directory; this is not a layout distill will write into"
+            )
     made = [d for d in (dest / "blobs", blobs) if not d.exists()]
     pending: list[tuple[Path, Path]] = []  # (temporary file, final name)
     placed: list[Path] = []  # new files already renamed in, taken back unless index.json was
@@ -246,6 +247,7 @@ def _write_archive(content: _Content, out: BinaryIO, name: str | None, *, docker
     format Docker 25+ writes)."""
     mtime = content.created
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+
         def add(path: str, data: bytes | None = None, stream: Any = None, size: int = 0) -> None:
             info = tarfile.TarInfo(path)
             info.mtime, info.uname, info.gname = mtime, "", ""
@@ -268,12 +270,14 @@ def _write_archive(content: _Content, out: BinaryIO, name: str | None, *, docker
             with VerifiedReader(blob.open(), digest, blob.descriptor.size, f"blob {digest[:19]}") as reader:
                 add(path, stream=reader, size=blob.descriptor.size)
                 reader.verify()
-        add("index.json", canonical_json({"schemaVersion": 2, "mediaType": media.OCI_INDEX,
-                                          "manifests": [_index_entry(content, name)]}))
+        add("index.json", canonical_json({"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": [_index_entry(content, name)]}))
         if docker is not None:
             tags = [_familiar(name)] if name else []
-            entry = {"Config": f"blobs/sha256/{hex_of(docker.config_blob.descriptor.digest)}", "RepoTags": tags,
-                     "Layers": [f"blobs/sha256/{hex_of(b.descriptor.digest)}" for b in docker.layers]}
+            entry = {
+                "Config": f"blobs/sha256/{hex_of(docker.config_blob.descriptor.digest)}",
+                "RepoTags": tags,
+                "Layers": [f"blobs/sha256/{hex_of(b.descriptor.digest)}" for b in docker.layers],
+            }
             add("manifest.json", canonical_json([entry]))
         add("oci-layout", _LAYOUT)
 
@@ -304,8 +308,15 @@ def _push(built: BuiltImage | BuiltIndex, ref: Ref, options: RegistryOptions) ->
 def _put_index(client: RegistryClient, built: BuiltIndex, repository: str, reference: str) -> str:
     """PUT the OCI index; a registry that refuses its media type (400/415) gets the Docker manifest list."""
     for data, kind in ((built.index_bytes, media.OCI_INDEX), (built.docker_list_bytes, media.DOCKER_LIST)):
-        response = client.request("PUT", f"/v2/{repository}/manifests/{reference}", repository, actions=("pull", "push"),
-                                  headers={"Content-Type": kind}, body=functools.partial(bytes, data), ok=(201, 400, 415))
+        response = client.request(
+            "PUT",
+            f"/v2/{repository}/manifests/{reference}",
+            repository,
+            actions=("pull", "push"),
+            headers={"Content-Type": kind},
+            body=functools.partial(bytes, data),
+            ok=(201, 400, 415),
+        )
         status = response.status_code
         response.close()
         if status == 201:
@@ -313,8 +324,10 @@ def _put_index(client: RegistryClient, built: BuiltIndex, repository: str, refer
             if announced and announced != digest:
                 raise DestinationError(f"{client.registry}/{repository}: the registry stored the index as {announced}, not {digest}")
             return digest if kind == media.OCI_INDEX else f"{digest} (as a Docker manifest list: the registry refused the OCI index)"
-    raise DestinationError(f"{client.registry}/{repository}: the registry refused both the OCI image index and the Docker "
-                           f"manifest list (HTTP {status}); push one platform at a time with --platform os/arch")
+    raise DestinationError(
+        f"{client.registry}/{repository}: the registry refused both the OCI image index and the Docker "
+        f"manifest list (HTTP {status}); push one platform at a time with --platform os/arch"
+    )
 
 
 def _push_image(client: RegistryClient, built: BuiltImage, ref: Ref, reference: str) -> str:

@@ -84,11 +84,25 @@ def archive_image(store: TarStore, ref: str | None, index: int | None, platform:
     manifest_bytes = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
 
     def open_blob(descriptor: Descriptor) -> BinaryIO:
-        return VerifiedReader(store.open(paths_by_digest[descriptor.digest]), descriptor.digest, descriptor.size,  # type: ignore[return-value]
-                              f"{store.name}: {paths_by_digest[descriptor.digest]}")
+        return VerifiedReader(
+            store.open(paths_by_digest[descriptor.digest]),
+            descriptor.digest,
+            descriptor.size,  # type: ignore[return-value]
+            f"{store.name}: {paths_by_digest[descriptor.digest]}",
+        )
 
-    image = Image(store.name, manifest, manifest_bytes, sha256_of(manifest_bytes), config, config_bytes, config_descriptor,
-                  layers, open_blob, probe_blob=lambda descriptor: None)  # each layer was hashed from the archive just now
+    image = Image(
+        store.name,
+        manifest,
+        manifest_bytes,
+        sha256_of(manifest_bytes),
+        config,
+        config_bytes,
+        config_descriptor,
+        layers,
+        open_blob,
+        probe_blob=lambda descriptor: None,
+    )  # each layer was hashed from the archive just now
     if image.platform.architecture and not platform.matches(image.platform.os, image.platform.architecture, image.platform.variant):
         raise SourceError(f"{store.name}: the image is for {image.platform}, not {platform} (use --platform {image.platform})")
     return image

@@ -136,8 +136,12 @@ def layout_image(store: DirStore | TarStore, ref: str | None, platform: Platform
         return read_verified(lambda d: _blob(store, d), descriptor, store.name)
 
     def open_blob(descriptor: Descriptor) -> BinaryIO:
-        return VerifiedReader(_blob(store, descriptor), descriptor.digest, descriptor.size,  # type: ignore[return-value]
-                              f"{store.name}: blob {descriptor.digest[:19]}")
+        return VerifiedReader(
+            _blob(store, descriptor),
+            descriptor.digest,
+            descriptor.size,  # type: ignore[return-value]
+            f"{store.name}: blob {descriptor.digest[:19]}",
+        )
 
     def probe(descriptor: Descriptor) -> None:
         store.probe(f"blobs/sha256/{hex_of(descriptor.digest)}", descriptor.size)
@@ -146,8 +150,9 @@ def layout_image(store: DirStore | TarStore, ref: str | None, platform: Platform
         # an unnamed multi-platform layout: index.json is itself the index to pick a platform from
         return resolve_image(store.name, raw_index, None, read, read, open_blob, platform, probe)
     if ref is not None:
-        chosen = [e for e, n in zip(entries, names, strict=True)
-                  if n == ref or (e.get("annotations") or {}).get(media.CONTAINERD_NAME) == ref]
+        chosen = [
+            e for e, n in zip(entries, names, strict=True) if n == ref or (e.get("annotations") or {}).get(media.CONTAINERD_NAME) == ref
+        ]
         if not chosen:
             known = ", ".join(sorted(n for n in names if n)) or "none"
             raise SourceError(f"{store.name}: no image named {ref!r} in the layout (names: {known})")

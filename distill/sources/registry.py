@@ -25,9 +25,11 @@ def fetch_blob(client: RegistryClient, repository: str, descriptor: Descriptor, 
     if path.exists() and path.stat().st_size == descriptor.size:
         return cache.use(path)
     where = f"{name}: blob {descriptor.digest[:19]}"
-    with cache.writing(path) as out, VerifiedReader(client.open_blob(repository, descriptor.digest),
-                                                    descriptor.digest, descriptor.size, where) as reader, \
-            progress.task(f"Copying blob {descriptor.digest.removeprefix('sha256:')[:12]}", descriptor.size) as advance:
+    with (
+        cache.writing(path) as out,
+        VerifiedReader(client.open_blob(repository, descriptor.digest), descriptor.digest, descriptor.size, where) as reader,
+        progress.task(f"Copying blob {descriptor.digest.removeprefix('sha256:')[:12]}", descriptor.size) as advance,
+    ):
         while chunk := reader.read(1 << 20):
             out.write(chunk)
             advance(len(chunk))

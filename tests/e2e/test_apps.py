@@ -56,8 +56,9 @@ def distill_app(source: Path, profile: str, out: Path, *extra: str) -> dict:  # 
         shipped = report["summary"]["output_bytes"] / 1e6
         # 2% leaves room for a Debian point release rebuilding the cached rootfs; a lost or extra
         # library moves the figure by more than that
-        assert shipped == pytest.approx(DOCUMENTED_MB[profile][suite], rel=0.02), \
+        assert shipped == pytest.approx(DOCUMENTED_MB[profile][suite], rel=0.02), (
             f"{profile} on {suite}: {shipped:.1f} MB shipped, docs/profiles.md says {DOCUMENTED_MB[profile][suite]} MB"
+        )
     return report
 
 
@@ -219,7 +220,8 @@ def test_package_records_match_what_ships(apps_root: Path, tmp_path: Path) -> No
 
 def test_the_size_table_covers_every_app_profile() -> None:
     """Each app profile's test above compares its size with this table; every built-in app has a row."""
-    apps = {path.stem for path in (REPO / "profiles").glob("*.yaml")
-            if "entrypoint" in (yaml.safe_load(path.read_text()).get("image") or {})}
+    apps = {
+        path.stem for path in (REPO / "profiles").glob("*.yaml") if "entrypoint" in (yaml.safe_load(path.read_text()).get("image") or {})
+    }
     apps.discard("distill")  # distill's own image is built from its own root and sized by tests/e2e/test_containerfiles.py
     assert apps and apps <= set(DOCUMENTED_MB), sorted(apps - set(DOCUMENTED_MB))

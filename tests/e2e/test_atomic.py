@@ -69,8 +69,12 @@ def killed_mid_write(source: Path, out: str, writing: Callable[[], bool], sig: s
     """Start a run and send `sig` as soon as `writing()` sees its temporary output; the exit status,
     or None if the run finished before anything was seen (the per-test time limit bounds a hang)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "distill", "/usr/bin/app", "--from", str(source), "--path", "/srv/big",
-                                "--out", out, "--force", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "distill", "/usr/bin/app", "--from", str(source), "--path", "/srv/big", "--out", out, "--force", "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     caught = False
     while process.poll() is None:
         if writing():
@@ -117,8 +121,7 @@ def test_a_killed_run_leaves_the_destination_as_it_was(source: Path, tmp_path: P
 
 def new_blobs(layout: Path, before: dict[str, tuple[str, int, str]]) -> list[str]:
     """Blobs renamed into the layout since `before` (complete files, not temporaries)."""
-    return [f"blobs/sha256/{n}" for n in os.listdir(layout / "blobs/sha256")
-            if ".distill-" not in n and f"blobs/sha256/{n}" not in before]
+    return [f"blobs/sha256/{n}" for n in os.listdir(layout / "blobs/sha256") if ".distill-" not in n and f"blobs/sha256/{n}" not in before]
 
 
 def referenced(layout: Path) -> set[str]:
@@ -133,15 +136,18 @@ def referenced(layout: Path) -> set[str]:
 
 @SIGNALS
 @pytest.mark.parametrize("moment", ["first-blob-staged", "first-blob-landed"])
-def test_a_killed_write_into_an_existing_layout_is_all_or_nothing(source: Path, tmp_path: Path, sig: signal.Signals,
-                                                                 moment: str) -> None:
+def test_a_killed_write_into_an_existing_layout_is_all_or_nothing(source: Path, tmp_path: Path, sig: signal.Signals, moment: str) -> None:
     """An existing layout gains blobs in place and index.json last. Interrupted, it holds exactly what it held,
     or (when the signal came after index.json was replaced) that plus the whole new image; never a stray blob.
     After SIGKILL nothing can clean up: complete, unreferenced blobs and temporaries may stay, nothing else."""
     layout = tmp_path / "layout"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    first = subprocess.run([sys.executable, "-m", "distill", "/usr/bin/app", "--from", str(source), "--out", f"oci:{layout}:previous",
-                            "-q"], env=env, capture_output=True, text=True)
+    first = subprocess.run(
+        [sys.executable, "-m", "distill", "/usr/bin/app", "--from", str(source), "--out", f"oci:{layout}:previous", "-q"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert first.returncode == 0, first.stderr
     before = snapshot(layout)
     writing = (lambda: bool(staged_inside(layout))) if moment == "first-blob-staged" else (lambda: bool(new_blobs(layout, before)))
@@ -150,7 +156,9 @@ def test_a_killed_write_into_an_existing_layout_is_all_or_nothing(source: Path, 
     extra = set(after) - set(before)
     assert skopeo_inspect(f"oci:{layout}:previous")["Os"] == "linux"
     if after.get("index.json") != before["index.json"]:  # committed: the new image is whole, and nothing else came
-        assert {k: v for k, v in after.items() if k in before and k != "index.json"} == {k: v for k, v in before.items() if k != "index.json"}
+        assert {k: v for k, v in after.items() if k in before and k != "index.json"} == {
+            k: v for k, v in before.items() if k != "index.json"
+        }
         assert extra <= referenced(layout) and skopeo_inspect(f"oci:{layout}:app")["Os"] == "linux"
     elif sig is signal.SIGKILL:
         assert {k: v for k, v in after.items() if k in before} == before
@@ -166,12 +174,35 @@ def verified_blob(path: Path) -> bool:
 def test_concurrent_runs_share_one_layout(source: Path, tmp_path: Path) -> None:
     layout = tmp_path / "layout"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    first = subprocess.run([sys.executable, "-m", "distill", "/usr/bin/app", "--from", str(source), "--out", f"oci:{layout}:base",
-                            "-q"], env=env, capture_output=True, text=True)
+    first = subprocess.run(
+        [sys.executable, "-m", "distill", "/usr/bin/app", "--from", str(source), "--out", f"oci:{layout}:base", "-q"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert first.returncode == 0, first.stderr
-    runs = [subprocess.Popen([sys.executable, "-m", "distill", "/usr/bin/app", "--from", str(source), "--tz", "none" if n % 2 else "UTC",
-                              "--env", f"RUN={n}", "--out", f"oci:{layout}:run{n}", "-q"], env=env, stderr=subprocess.PIPE)
-            for n in range(4)]
+    runs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "distill",
+                "/usr/bin/app",
+                "--from",
+                str(source),
+                "--tz",
+                "none" if n % 2 else "UTC",
+                "--env",
+                f"RUN={n}",
+                "--out",
+                f"oci:{layout}:run{n}",
+                "-q",
+            ],
+            env=env,
+            stderr=subprocess.PIPE,
+        )
+        for n in range(4)
+    ]
     for run in runs:
         _, stderr = run.communicate(timeout=300)
         assert run.returncode == 0, stderr

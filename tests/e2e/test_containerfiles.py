@@ -28,8 +28,11 @@ pytestmark = [pytest.mark.rootfs, pytest.mark.slow]
 
 EXAMPLES = REPO / "examples/containerfiles"
 # example -> (port its app listens on, text its answer must hold)
-APPS = {"build-stage": (80, "Welcome to nginx!"), "pip-in-fat": (80, "Welcome to nginx!"),
-        "own-profile": (8080, "hello from a distilled image")}
+APPS = {
+    "build-stage": (80, "Welcome to nginx!"),
+    "pip-in-fat": (80, "Welcome to nginx!"),
+    "own-profile": (8080, "hello from a distilled image"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +75,28 @@ def built(registry: Registry, distill_image: Path, tmp_path_factory: pytest.Temp
         if name == "pip-in-fat":
             shutil.copytree(distill_image / "wheels", context / "wheels")
         log = open(work / f"{name}.log", "w+")
-        running[name] = (subprocess.Popen([*storage, "bud", "--isolation", "chroot", "--tls-verify=false",
-                                           "--build-arg", f"REGISTRY={registry.host}", "-t", f"example-{name}",
-                                           "-f", str(context / "Containerfile"), str(context)],
-                                          stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL), log)
+        running[name] = (
+            subprocess.Popen(
+                [
+                    *storage,
+                    "bud",
+                    "--isolation",
+                    "chroot",
+                    "--tls-verify=false",
+                    "--build-arg",
+                    f"REGISTRY={registry.host}",
+                    "-t",
+                    f"example-{name}",
+                    "-f",
+                    str(context / "Containerfile"),
+                    str(context),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            ),
+            log,
+        )
     started = time.monotonic()
     results = {}
     for name, (process, log) in running.items():
@@ -85,8 +106,7 @@ def built(registry: Registry, distill_image: Path, tmp_path_factory: pytest.Temp
         log.close()
         layout = work / f"layout-{name}"
         if code == 0:
-            subprocess.run([*storage, "push", "-q", f"localhost/example-{name}", f"oci:{layout}:latest"], check=True,
-                           capture_output=True)
+            subprocess.run([*storage, "push", "-q", f"localhost/example-{name}", f"oci:{layout}:latest"], check=True, capture_output=True)
         results[name] = (code, text, layout)
     print(f"buildah built {len(APPS)} examples in {time.monotonic() - started:.0f} s", file=sys.stderr)
     try:
@@ -96,8 +116,7 @@ def built(registry: Registry, distill_image: Path, tmp_path_factory: pytest.Temp
 
 
 @pytest.mark.parametrize("name", list(APPS))
-def test_example_containerfile_builds_and_its_image_answers(name: str, built: dict[str, tuple[int, str, Path]],
-                                                             tmp_path: Path) -> None:
+def test_example_containerfile_builds_and_its_image_answers(name: str, built: dict[str, tuple[int, str, Path]], tmp_path: Path) -> None:
     code, log, layout = built[name]
     assert code == 0, log
     port, text = APPS[name]

@@ -33,8 +33,9 @@ def documented_count() -> int:
 def test_every_elf_resolves_as_the_real_loader_does(fat_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     view = DirView(fat_root)
     loader = Loader(view)
-    files = [node.path for top in ("/usr/bin", "/usr/sbin", "/usr/lib") for node in view.walk(top)
-             if node.is_file and loader.is_elf(node.path)]
+    files = [
+        node.path for top in ("/usr/bin", "/usr/sbin", "/usr/lib") for node in view.walk(top) if node.is_file and loader.is_elf(node.path)
+    ]
     unreadable, refused, disagreements = [], [], []
     for path in files:
         try:
@@ -42,8 +43,7 @@ def test_every_elf_resolves_as_the_real_loader_does(fat_root: Path, capsys: pyte
         except ElfError as error:
             unreadable.append(f"{path}: {error}")
             continue
-        real = subprocess.run(["chroot", str(fat_root), "/lib64/ld-linux-x86-64.so.2", "--list", path],
-                              capture_output=True, text=True)
+        real = subprocess.run(["chroot", str(fat_root), "/lib64/ld-linux-x86-64.so.2", "--list", path], capture_output=True, text=True)
         expected = parse_ld_list(real.stdout, real.stderr)
         if not expected and real.returncode != 0 and closure.flavor is not None:
             refused.append(f"{path}: ld.so --list exit {real.returncode}: {real.stderr.strip()[:200]}")
@@ -53,8 +53,10 @@ def test_every_elf_resolves_as_the_real_loader_does(fat_root: Path, capsys: pyte
             disagreements.append(f"{path}: distill {ours} != ld.so {expected}")
     compared = len(files) - len(unreadable) - len(refused)
     with capsys.disabled():
-        print(f"\ndifferential: {len(files)} ELF files, {compared} compared, {len(unreadable)} unreadable by distill, "
-              f"{len(refused)} refused by ld.so, {len(disagreements)} disagreements")
+        print(
+            f"\ndifferential: {len(files)} ELF files, {compared} compared, {len(unreadable)} unreadable by distill, "
+            f"{len(refused)} refused by ld.so, {len(disagreements)} disagreements"
+        )
     assert not unreadable, "distill cannot read files Debian ships:\n" + "\n".join(unreadable[:20])
     assert not refused, "ld.so refuses files distill resolves:\n" + "\n".join(refused[:20])
     assert not disagreements, "\n".join(disagreements[:20])

@@ -66,8 +66,7 @@ def examples() -> list[Example]:
                 if prompt:
                     end = next((j for j in range(i, len(lines)) if lines[j].startswith("$ ")), len(lines))
                     output, i = tuple(lines[i:end]), end
-                found.append(Example(f"{doc.relative_to(REPO)}:{first_line + start}", command,
-                                     int(said.group(1)) if said else 0, output))
+                found.append(Example(f"{doc.relative_to(REPO)}:{first_line + start}", command, int(said.group(1)) if said else 0, output))
     return found
 
 
@@ -91,9 +90,17 @@ def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         skopeo_copy(f"oci:{distroless_layout('bookworm', DEBIAN12_BASE)}:latest", reg.ref("distroless/base-debian12:latest"))
         from test_apps import APP_PACKAGES
 
-        yield {"fat": str(fat_rootfs()), "apps": str(fat_rootfs(APP_PACKAGES)), "registry": reg.host,
-               "my-app": str(my_app.root), "my-app-layout": str(home / "my-app-layout"), "fat-archive": str(home / "fat.tar"), "index": str(index_layout()),
-               "cache": str(home / "cache"), "graphviz": str(fat_rootfs(("graphviz",)))}
+        yield {
+            "fat": str(fat_rootfs()),
+            "apps": str(fat_rootfs(APP_PACKAGES)),
+            "registry": reg.host,
+            "my-app": str(my_app.root),
+            "my-app-layout": str(home / "my-app-layout"),
+            "fat-archive": str(home / "fat.tar"),
+            "index": str(index_layout()),
+            "cache": str(home / "cache"),
+            "graphviz": str(fat_rootfs(("graphviz",))),
+        }
 
 
 # What each documented name stands for here, applied in order (the first rules are the more specific).

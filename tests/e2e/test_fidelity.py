@@ -100,8 +100,21 @@ def test_jvm_plugins_are_checked_in_the_process_of_java(fat: Path, tmp_path: Pat
     result, out = distill(fat, tmp_path, plugins)
     assert result.code == 0, result.stderr
     (out / "tmp").mkdir(exist_ok=True)
-    made = command(out, f"{JAVA}/keytool", "-genkeypair", "-alias", "probe", "-keyalg", "EC", "-dname", "CN=probe",
-                   "-storepass", "probe-pass", "-keystore", "/tmp/probe.p12")
+    made = command(
+        out,
+        f"{JAVA}/keytool",
+        "-genkeypair",
+        "-alias",
+        "probe",
+        "-keyalg",
+        "EC",
+        "-dname",
+        "CN=probe",
+        "-storepass",
+        "probe-pass",
+        "-keystore",
+        "/tmp/probe.p12",
+    )
     assert made["exit"] == 0, made
     listed = command(out, f"{JAVA}/keytool", "-list", "-storepass", "probe-pass", "-keystore", "/tmp/probe.p12")
     assert listed["exit"] == 0 and "Your keystore contains 1 entry" in listed["stdout"], listed
@@ -181,9 +194,11 @@ def test_python3_without_tzdata_works_and_says_zoneinfo_has_no_zones(fat: Path, 
     result, out = distill(fat, tmp_path, "python3")
     assert result.code == 0, result.stderr
     assert "runtime.tzdata: the source has no time-zone database" in result.stderr
-    script = ("import sqlite3, ssl, zoneinfo\nfrom multiprocessing import shared_memory\n"
-              "segment = shared_memory.SharedMemory(create=True, size=16)  # in /dev/shm, which the runtime mounts\n"
-              "segment.close(); segment.unlink()\n"
-              "print(len(zoneinfo.available_timezones()), sqlite3.connect(':memory:').execute('select 1').fetchone()[0])")
+    script = (
+        "import sqlite3, ssl, zoneinfo\nfrom multiprocessing import shared_memory\n"
+        "segment = shared_memory.SharedMemory(create=True, size=16)  # in /dev/shm, which the runtime mounts\n"
+        "segment.close(); segment.unlink()\n"
+        "print(len(zoneinfo.available_timezones()), sqlite3.connect(':memory:').execute('select 1').fetchone()[0])"
+    )
     run = command(out, "/usr/bin/python3", "-c", script)
     assert (run["exit"], run["stdout"]) == (0, "0 1\n"), run

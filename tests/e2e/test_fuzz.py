@@ -15,8 +15,12 @@ RUNS = 4000
 
 @pytest.mark.parametrize("harness", ["elf", "layer", "reference", "profile", "auth"])
 def test_fuzz_harness_finds_no_crash(harness: str) -> None:
-    result = subprocess.run([sys.executable, str(REPO / "tests/fuzz/run.py"), "--runs", str(RUNS), "--only", harness],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tests/fuzz/run.py"), "--runs", str(RUNS), "--only", harness],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     report = json.loads(result.stdout[: result.stdout.rindex("]") + 1])
     assert report[0]["executions"] == RUNS, result.stderr[-2000:]
     assert not report[0]["crashed"], report[0]["tail"]

@@ -33,7 +33,8 @@ def _checkout(commit: str, into: Path) -> Path:
     archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "distill", "profiles"], capture_output=True)
     assert archive.returncode == 0, (
         f"git archive {commit} failed ({archive.stderr.decode().strip()}); the golden test needs the repository's history: "
-        "clone without --depth")
+        "clone without --depth"
+    )
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(into, filter="data")
     return into
@@ -42,8 +43,18 @@ def _checkout(commit: str, into: Path) -> Path:
 def _distill(code: Path, fat_root: Path, out: Path) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(code), "SOURCE_DATE_EPOCH": EPOCH}
     out.mkdir()  # distill creates no directory it was not given
-    command = [sys.executable, "-m", "distill", "nginx", "--from", f"rootfs:{fat_root}",
-               "--out", f"layer:{out / 'layer.tar'}", "--out", f"oci:{out / 'oci'}:nginx"]
+    command = [
+        sys.executable,
+        "-m",
+        "distill",
+        "nginx",
+        "--from",
+        f"rootfs:{fat_root}",
+        "--out",
+        f"layer:{out / 'layer.tar'}",
+        "--out",
+        f"oci:{out / 'oci'}:nginx",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=code)
     assert result.returncode == 0, result.stderr
     index = json.loads((out / "oci" / "index.json").read_text())

@@ -44,8 +44,9 @@ def test_sshd_helpers_are_hinted_and_taken(suite: str, tmp_path: Path) -> None:
     assert helpers | {"/usr/lib/openssh/ssh-sk-helper"} <= set(hinted)
     assert all(not h["shipped"] and h["named_by"] == "/usr/sbin/sshd" for p, h in hinted.items() if p in helpers)
     assert reports["report"]["summary"]["hints"] == len(hinted)
-    assert "hints: " in run_distill(str(tmp_path / "report.yaml"), "--from", str(root), "--out",
-                                    f"rootfs:{tmp_path / 'again'}").stderr  # the summary names them
+    assert (
+        "hints: " in run_distill(str(tmp_path / "report.yaml"), "--from", str(root), "--out", f"rootfs:{tmp_path / 'again'}").stderr
+    )  # the summary names them
     taken = {e["path"]: e["reasons"] for e in reports["include"]["entries"]}
     for helper in helpers:
         assert [r["kind"] for r in taken[helper]] == ["hint"] and taken[helper][0]["via"] == "/usr/sbin/sshd"

@@ -91,14 +91,18 @@ def layout_with(tmp_path: Path, tree: Tree, extra: list[list[tuple[tarfile.TarIn
 # -- layers ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("members", "message"), [
-    ([member("../escape", data=b"x")], "climbs out of the root with '..'"),
-    ([member("usr/../../escape", data=b"x")], "climbs out of the root with '..'"),
-    ([member("hard", tarfile.LNKTYPE, link="../../etc/shadow")], "climbs out of the root with '..'"),
-    ([member("hard", tarfile.LNKTYPE, link="/etc/shadow")], "hard link /hard -> /etc/shadow: no such regular file in the image"),
-    ([member(".wh..", data=b"")], "names no entry"),
-    ([member("etc/passwd/.wh..wh..opq", data=b"")], "opaque whiteout in /etc/passwd, which is not a directory"),
-], ids=["dotdot", "nested-dotdot", "hardlink-dotdot", "hardlink-missing", "whiteout-dotdot", "opaque-under-file"])
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ([member("../escape", data=b"x")], "climbs out of the root with '..'"),
+        ([member("usr/../../escape", data=b"x")], "climbs out of the root with '..'"),
+        ([member("hard", tarfile.LNKTYPE, link="../../etc/shadow")], "climbs out of the root with '..'"),
+        ([member("hard", tarfile.LNKTYPE, link="/etc/shadow")], "hard link /hard -> /etc/shadow: no such regular file in the image"),
+        ([member(".wh..", data=b"")], "names no entry"),
+        ([member("etc/passwd/.wh..wh..opq", data=b"")], "opaque whiteout in /etc/passwd, which is not a directory"),
+    ],
+    ids=["dotdot", "nested-dotdot", "hardlink-dotdot", "hardlink-missing", "whiteout-dotdot", "opaque-under-file"],
+)
 def test_hostile_layer_members_are_refused(glibc_tree: Tree, tmp_path: Path, members: list, message: str) -> None:  # type: ignore[type-arg]
     layout = layout_with(tmp_path, glibc_tree, [members])
     result = hostile("/usr/bin/app", "--from", f"oci:{layout}:latest", "--out", f"rootfs:{tmp_path / 'out'}")
@@ -108,14 +112,31 @@ def test_hostile_layer_members_are_refused(glibc_tree: Tree, tmp_path: Path, mem
 
 
 def test_a_file_written_through_a_symlink_stays_inside_the_image(glibc_tree: Tree, tmp_path: Path, canaries: dict[str, str]) -> None:
-    layout = layout_with(tmp_path, glibc_tree, [
-        [member("evil", tarfile.SYMTYPE, link="../../../../../../etc")],
-        [member(f"evil/{CANARY}", data=b"from the layer\n"), member("abs", tarfile.SYMTYPE, link="/etc"),
-         member("abs/written-via-absolute-link", data=b"inside\n")],
-    ])
+    layout = layout_with(
+        tmp_path,
+        glibc_tree,
+        [
+            [member("evil", tarfile.SYMTYPE, link="../../../../../../etc")],
+            [
+                member(f"evil/{CANARY}", data=b"from the layer\n"),
+                member("abs", tarfile.SYMTYPE, link="/etc"),
+                member("abs/written-via-absolute-link", data=b"inside\n"),
+            ],
+        ],
+    )
     out = tmp_path / "out"
-    result = hostile("/usr/bin/app", "--from", f"oci:{layout}:latest", "--path", f"/etc/{CANARY}",
-                     "--path", "/etc/written-via-absolute-link", "--out", f"rootfs:{out}", env={"HOME": canaries["HOME"]})
+    result = hostile(
+        "/usr/bin/app",
+        "--from",
+        f"oci:{layout}:latest",
+        "--path",
+        f"/etc/{CANARY}",
+        "--path",
+        "/etc/written-via-absolute-link",
+        "--out",
+        f"rootfs:{out}",
+        env={"HOME": canaries["HOME"]},
+    )
     assert result.code == 0, result.stderr
     assert (out / "etc" / CANARY).read_text() == "from the layer\n"  # the image's /etc, not the host's
     assert (out / "etc/written-via-absolute-link").read_text() == "inside\n"
@@ -126,8 +147,9 @@ def test_a_file_written_through_a_symlink_stays_inside_the_image(glibc_tree: Tre
 def test_absolute_member_names_stay_inside_the_image(glibc_tree: Tree, tmp_path: Path, canaries: dict[str, str]) -> None:
     layout = layout_with(tmp_path, glibc_tree, [[member(f"/etc/{CANARY}", data=b"layer copy\n"), member("//srv//x", data=b"x")]])
     out = tmp_path / "out"
-    result = hostile("/usr/bin/app", "--from", f"oci:{layout}:latest", "--path", f"/etc/{CANARY}", "--path", "/srv/x",
-                     "--out", f"rootfs:{out}")
+    result = hostile(
+        "/usr/bin/app", "--from", f"oci:{layout}:latest", "--path", f"/etc/{CANARY}", "--path", "/srv/x", "--out", f"rootfs:{out}"
+    )
     assert result.code == 0, result.stderr
     assert (out / "etc" / CANARY).read_text() == "layer copy\n" and (out / "srv/x").read_text() == "x"
     assert Path(canaries["host_file"]).read_text() == CANARY + "\n"
@@ -135,13 +157,32 @@ def test_absolute_member_names_stay_inside_the_image(glibc_tree: Tree, tmp_path:
 
 
 def test_device_nodes_fifos_and_duplicates_are_handled(glibc_tree: Tree, tmp_path: Path) -> None:
-    layout = layout_with(tmp_path, glibc_tree, [[
-        member("dev/evil", tarfile.CHRTYPE), member("run/fifo", tarfile.FIFOTYPE),
-        member("etc/dup", data=b"first"), member("etc/dup", data=b"second"),
-    ]])
+    layout = layout_with(
+        tmp_path,
+        glibc_tree,
+        [
+            [
+                member("dev/evil", tarfile.CHRTYPE),
+                member("run/fifo", tarfile.FIFOTYPE),
+                member("etc/dup", data=b"first"),
+                member("etc/dup", data=b"second"),
+            ]
+        ],
+    )
     out = tmp_path / "out"
-    result = hostile("/usr/bin/app", "--from", f"oci:{layout}:latest", "--path", "/dev/**", "--path", "/run/**",
-                     "--path", "/etc/dup", "--out", f"rootfs:{out}")
+    result = hostile(
+        "/usr/bin/app",
+        "--from",
+        f"oci:{layout}:latest",
+        "--path",
+        "/dev/**",
+        "--path",
+        "/run/**",
+        "--path",
+        "/etc/dup",
+        "--out",
+        f"rootfs:{out}",
+    )
     assert result.code == 0, result.stderr
     assert "/dev/evil: not shipped: a char" in result.stderr and "/run/fifo: not shipped: a fifo" in result.stderr
     assert not (out / "dev/evil").exists() and (out / "etc/dup").read_text() == "second"
@@ -154,14 +195,19 @@ def test_an_opaque_root_hides_every_lower_layer(glibc_tree: Tree, tmp_path: Path
     assert "/usr/bin/app not found in" in error(result)
 
 
-@pytest.mark.parametrize(("section", "message"), [
-    (["x"], "$.config: expected an object, got a list"),
-    ({"Env": "LD_LIBRARY_PATH=/x"}, "$.config.Env: expected a list, got a string"),
-    ({"Entrypoint": [1]}, "$.config.Entrypoint[0]: expected a string, got a number"),
-    ({"Labels": ["a"]}, "$.config.Labels: expected an object, got a list"),
-], ids=["not-object", "env-string", "entrypoint-number", "labels-list"])
-def test_a_malformed_config_section_is_refused_before_any_layer_is_read(glibc_tree: Tree, tmp_path: Path, section: object,
-                                                                        message: str) -> None:
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        (["x"], "$.config: expected an object, got a list"),
+        ({"Env": "LD_LIBRARY_PATH=/x"}, "$.config.Env: expected a list, got a string"),
+        ({"Entrypoint": [1]}, "$.config.Entrypoint[0]: expected a string, got a number"),
+        ({"Labels": ["a"]}, "$.config.Labels: expected an object, got a list"),
+    ],
+    ids=["not-object", "env-string", "entrypoint-number", "labels-list"],
+)
+def test_a_malformed_config_section_is_refused_before_any_layer_is_read(
+    glibc_tree: Tree, tmp_path: Path, section: object, message: str
+) -> None:
     layout = write_layout(tmp_path / "layout", [tree_members(glibc_tree.root)], config={"config": section})
     out = tmp_path / "out"
     result = hostile("/usr/bin/app", "--from", f"oci:{layout}:latest", "--out", f"oci:{out}:x")
@@ -269,11 +315,23 @@ def test_links_to_host_files_resolve_inside_the_root(glibc_tree: Tree, tmp_path:
     glibc_tree.symlink("/usr/bin/self", "/proc/self/exe")
     glibc_tree.symlink("/home-link", canaries["HOME"])
     out = tmp_path / "out"
-    result = hostile("/usr/bin/app", "--from", str(glibc_tree.root), "--path", "/etc/canary-link", "--path", "/home-link",
-                     "--out", f"rootfs:{out}", "--json", env={"HOME": canaries["HOME"]})
+    result = hostile(
+        "/usr/bin/app",
+        "--from",
+        str(glibc_tree.root),
+        "--path",
+        "/etc/canary-link",
+        "--path",
+        "/home-link",
+        "--out",
+        f"rootfs:{out}",
+        "--json",
+        env={"HOME": canaries["HOME"]},
+    )
     assert result.code == 0, result.stderr
-    assert (f"command line: --path /etc/canary-link: /etc/canary-link is a symlink to {canaries['host_file']}, "
-            "which the source does not have") in result.stderr
+    assert (
+        f"command line: --path /etc/canary-link: /etc/canary-link is a symlink to {canaries['host_file']}, which the source does not have"
+    ) in result.stderr
     assert not (out / canaries["host_file"].lstrip("/")).exists()
     outputs_of(out)
     refused = hostile("/usr/bin/self", "--from", str(glibc_tree.root), "--out", f"rootfs:{tmp_path / 'o2'}")
@@ -356,8 +414,20 @@ def test_ten_thousand_needed_entries(tmp_path: Path) -> None:
         (build / f"lib{n}.so").symlink_to("base.so")
     (build / "m.c").write_text("int main(void) { return 0; }\n")
     tree.mkdir("/usr/bin")
-    subprocess.run(["gcc", "-o", str(tree.host("/usr/bin/many")), str(build / "m.c"), "-L", str(build), "-Wl,--no-as-needed",
-                    *[f"-l:lib{n}.so" for n in range(10_000)]], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "gcc",
+            "-o",
+            str(tree.host("/usr/bin/many")),
+            str(build / "m.c"),
+            "-L",
+            str(build),
+            "-Wl,--no-as-needed",
+            *[f"-l:lib{n}.so" for n in range(10_000)],
+        ],
+        check=True,
+        capture_output=True,
+    )
     result = hostile("/usr/bin/many", "--from", str(tree.root), "--out", f"rootfs:{tmp_path / 'out'}")
     assert result.code == 4
     assert "lib0.so (needed by /usr/bin/many) is not in the output" in error(result)
@@ -368,12 +438,16 @@ def test_ten_thousand_needed_entries(tmp_path: Path) -> None:
 # -- profiles ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ('schema: distill/v1\na: &a ["x","x"]\nb: &b [*a,*a]\nc: [*b,*b]\n', "aliases are not allowed in profiles"),
-    ("schema: distill/v1\nbinaries: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply to be a profile"),
-    ("schema: distill/v1\nextends: [/etc/passwd]\n", "is absolute; use a built-in name or a path relative to this file"),
-    ("schema: distill/v1\npaths:\n  /etc/x: {copy: /../../etc/shadow}\n", "is not a clean path"),
-], ids=["billion-laughs", "deep-nesting", "absolute-extends", "copy-escape"])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('schema: distill/v1\na: &a ["x","x"]\nb: &b [*a,*a]\nc: [*b,*b]\n', "aliases are not allowed in profiles"),
+        ("schema: distill/v1\nbinaries: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply to be a profile"),
+        ("schema: distill/v1\nextends: [/etc/passwd]\n", "is absolute; use a built-in name or a path relative to this file"),
+        ("schema: distill/v1\npaths:\n  /etc/x: {copy: /../../etc/shadow}\n", "is not a clean path"),
+    ],
+    ids=["billion-laughs", "deep-nesting", "absolute-extends", "copy-escape"],
+)
 def test_hostile_profiles_are_refused(glibc_tree: Tree, tmp_path: Path, text: str, message: str) -> None:
     profile = tmp_path / "p.yaml"
     profile.write_text(text)
@@ -434,13 +508,16 @@ def misbehaving() -> Iterator[tuple[http.server.HTTPServer, str]]:
     server.server_close()
 
 
-@pytest.mark.parametrize(("mode", "message"), [
-    ("redirect-loop", "too many redirects"),
-    ("always-500", "answered HTTP 500"),
-    ("slow", "no answer within 0.5 s"),
-    ("wrong-type", "unsupported manifest media type 'application/x-not-an-image'"),
-    ("huge", "refusing more than 4 MiB"),
-])
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        ("redirect-loop", "too many redirects"),
+        ("always-500", "answered HTTP 500"),
+        ("slow", "no answer within 0.5 s"),
+        ("wrong-type", "unsupported manifest media type 'application/x-not-an-image'"),
+        ("huge", "refusing more than 4 MiB"),
+    ],
+)
 def test_misbehaving_registries(misbehaving: tuple[http.server.HTTPServer, str], mode: str, message: str) -> None:
     _Misbehaving.mode = mode
     _, host = misbehaving

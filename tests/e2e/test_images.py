@@ -64,8 +64,12 @@ def test_registry_in_layout_and_registry_out_runs_and_is_reproducible(registry: 
     digest = first["image"]["manifest_digest"]
     assert layout_info["Digest"] == remote_info["Digest"] == digest
     assert remote_info["Architecture"] == "amd64"
-    assert json.loads(subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", pushed], check=True,
-                                     capture_output=True, text=True).stdout)["layers"][0]["digest"] == first["image"]["layer_digest"]
+    assert (
+        json.loads(
+            subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", pushed], check=True, capture_output=True, text=True).stdout
+        )["layers"][0]["digest"]
+        == first["image"]["layer_digest"]
+    )
     bundle = tmp_path / "bundle"
     config = unpack_bundle(f"{out}:nginx", bundle)
     assert config["process"]["args"] == ["/usr/sbin/nginx", "-g", "daemon off;"]
@@ -98,8 +102,15 @@ def test_warm_cache_is_reused(registry: Registry, cache: Path, tmp_path: Path) -
 
 def test_distroless_base_ships_neither_libc_nor_libssl_and_runs(registry: Registry, cache: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = report("nginx", "--from", f"{registry.host}/library/nginx:latest", "--base",
-                    f"{registry.host}/distroless/base-debian12:latest", "--out", f"oci:{out}:nginx")
+    result = report(
+        "nginx",
+        "--from",
+        f"{registry.host}/library/nginx:latest",
+        "--base",
+        f"{registry.host}/distroless/base-debian12:latest",
+        "--out",
+        f"oci:{out}:nginx",
+    )
     names = layer_names(out, "nginx")
     assert not any(n.endswith(("/libc.so.6", "/libssl.so.3", "/libcrypto.so.3", "ld-linux-x86-64.so.2")) for n in names), names
     assert "usr/sbin/nginx" in names
@@ -123,8 +134,15 @@ def test_distroless_base_ships_neither_libc_nor_libssl_and_runs(registry: Regist
 
 def test_a_base_with_older_glibc_is_refused(registry: Registry, cache: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = run_distill("nginx", "--from", f"{registry.host}/library/nginx:latest", "--base",
-                         f"{registry.host}/distroless/base-debian11:latest", "--out", f"oci:{out}:nginx")
+    result = run_distill(
+        "nginx",
+        "--from",
+        f"{registry.host}/library/nginx:latest",
+        "--base",
+        f"{registry.host}/distroless/base-debian11:latest",
+        "--out",
+        f"oci:{out}:nginx",
+    )
     assert result.code == 4, result.stderr
     first = next(line for line in result.stderr.splitlines() if line.startswith("distill: error: "))
     assert "needs version GLIBC_2.3" in first and "of libc.so.6" in first and "defines versions up to GLIBC_2.30" in first
@@ -134,8 +152,16 @@ def test_a_base_with_older_glibc_is_refused(registry: Registry, cache: Path, tmp
 
 def test_replace_base_libs_ships_the_sources_libraries(registry: Registry, cache: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    report("nginx", "--from", f"{registry.host}/library/nginx:latest", "--base", f"{registry.host}/distroless/base-debian12:latest",
-           "--replace-base-libs", "--out", f"oci:{out}:nginx")
+    report(
+        "nginx",
+        "--from",
+        f"{registry.host}/library/nginx:latest",
+        "--base",
+        f"{registry.host}/distroless/base-debian12:latest",
+        "--replace-base-libs",
+        "--out",
+        f"oci:{out}:nginx",
+    )
     names = layer_names(out, "nginx")
     assert any(n.endswith("/libc.so.6") for n in names)
 
@@ -147,8 +173,9 @@ def podman_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
     storage = ["--root", str(home / "root"), "--runroot", str(home / "run"), "--storage-driver", "vfs"]
     store = f"containers-storage:[vfs@{home / 'root'}+{home / 'run'}]"
     socket = home / "podman.sock"
-    service = subprocess.Popen(["podman", *storage, "system", "service", "--time=0", f"unix://{socket}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    service = subprocess.Popen(
+        ["podman", *storage, "system", "service", "--time=0", f"unix://{socket}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         for _ in range(100):
             if socket.exists():
@@ -160,8 +187,7 @@ def podman_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
         service.wait(timeout=30)
 
 
-def test_every_transport_gives_the_same_layer(registry: Registry, podman_service: dict[str, str], cache: Path,
-                                               tmp_path: Path) -> None:
+def test_every_transport_gives_the_same_layer(registry: Registry, podman_service: dict[str, str], cache: Path, tmp_path: Path) -> None:
     layout = fat_layout()
     podman = podman_service["podman"].split()
     skopeo_copy(f"oci:{layout}:latest", f"{podman_service['store']}localhost/fat:latest")
@@ -171,8 +197,14 @@ def test_every_transport_gives_the_same_layer(registry: Registry, podman_service
     dual = tmp_path / "fat.dual.tar"
     write_docker25_archive(layout, dual, "fat:latest")
     diff_ids = {}
-    for source in (f"{registry.host}/library/nginx:latest", f"oci:{layout}:latest", f"oci-archive:{oci_archive}",
-                   f"docker-archive:{podman_archive}", f"docker-archive:{dual}:fat:latest", "docker-daemon:localhost/fat:latest"):
+    for source in (
+        f"{registry.host}/library/nginx:latest",
+        f"oci:{layout}:latest",
+        f"oci-archive:{oci_archive}",
+        f"docker-archive:{podman_archive}",
+        f"docker-archive:{dual}:fat:latest",
+        "docker-daemon:localhost/fat:latest",
+    ):
         env = {"DOCKER_HOST": podman_service["DOCKER_HOST"]}
         result = run_distill("nginx", "--from", source, "--out", f"oci:{tmp_path / 'out'}:{len(diff_ids)}", "--json", "-q", env=env)
         assert result.code == 0, (source, result.stderr)
@@ -182,34 +214,55 @@ def test_every_transport_gives_the_same_layer(registry: Registry, podman_service
 
 def test_zstd_layers_read_like_gzip_ones(cache: Path, tmp_path: Path) -> None:
     zstd_layout = tmp_path / "zstd"
-    subprocess.run(["skopeo", "copy", "-q", "--dest-compress-format=zstd", f"oci:{fat_layout()}:latest", f"oci:{zstd_layout}:latest"],
-                   check=True)
-    manifest = json.loads((zstd_layout / "blobs/sha256" / json.loads((zstd_layout / "index.json").read_text())["manifests"][0]
-                           ["digest"].split(":")[1]).read_text())
+    subprocess.run(
+        ["skopeo", "copy", "-q", "--dest-compress-format=zstd", f"oci:{fat_layout()}:latest", f"oci:{zstd_layout}:latest"], check=True
+    )
+    manifest = json.loads(
+        (
+            zstd_layout / "blobs/sha256" / json.loads((zstd_layout / "index.json").read_text())["manifests"][0]["digest"].split(":")[1]
+        ).read_text()
+    )
     assert {layer["mediaType"] for layer in manifest["layers"]} == {"application/vnd.oci.image.layer.v1.tar+zstd"}
     from_zstd = report("nginx", "--from", f"oci:{zstd_layout}:latest", "--out", f"oci:{tmp_path / 'a'}:x")
     from_gzip = report("nginx", "--from", f"oci:{fat_layout()}:latest", "--out", f"oci:{tmp_path / 'b'}:x")
     assert from_zstd["image"]["diff_id"] == from_gzip["image"]["diff_id"]
 
 
-def test_docker_archive_output_loads_in_podman_and_the_docker_cli(registry: Registry, podman_service: dict[str, str],
-                                                                   cache: Path, tmp_path: Path) -> None:
+def test_docker_archive_output_loads_in_podman_and_the_docker_cli(
+    registry: Registry, podman_service: dict[str, str], cache: Path, tmp_path: Path
+) -> None:
     archive = tmp_path / "nginx.tar"
-    result = report("nginx", "--from", f"{registry.host}/library/nginx:latest", "--out", f"docker-archive:{archive}:distilled/nginx:1",
-                    "--out", f"oci-archive:{tmp_path / 'nginx.oci.tar'}:nginx")
+    result = report(
+        "nginx",
+        "--from",
+        f"{registry.host}/library/nginx:latest",
+        "--out",
+        f"docker-archive:{archive}:distilled/nginx:1",
+        "--out",
+        f"oci-archive:{tmp_path / 'nginx.oci.tar'}:nginx",
+    )
     podman = podman_service["podman"].split()
     loaded = subprocess.run([*podman, "load", "-i", str(archive)], check=True, capture_output=True, text=True)
     assert "distilled/nginx:1" in loaded.stdout + loaded.stderr
     env = {**os.environ, "DOCKER_HOST": podman_service["DOCKER_HOST"], "HOME": str(tmp_path)}
     docker = subprocess.run(["docker", "load", "-i", str(archive)], env=env, capture_output=True, text=True)
     assert docker.returncode == 0, docker.stderr
-    inspect = json.loads(subprocess.run([*podman, "image", "inspect", "distilled/nginx:1"], check=True, capture_output=True,
-                                        text=True).stdout)
+    inspect = json.loads(
+        subprocess.run([*podman, "image", "inspect", "distilled/nginx:1"], check=True, capture_output=True, text=True).stdout
+    )
     assert inspect[0]["Config"]["Entrypoint"] == ["/usr/sbin/nginx", "-g", "daemon off;"]
     assert skopeo_inspect(f"oci-archive:{tmp_path / 'nginx.oci.tar'}:nginx")["Digest"] == result["image"]["manifest_digest"]
-    daemon = run_distill("nginx", "--from", f"{registry.host}/library/nginx:latest", "--out", "docker-daemon:distilled/nginx:2",
-                         "-q", env={"DOCKER_HOST": podman_service["DOCKER_HOST"]})
+    daemon = run_distill(
+        "nginx",
+        "--from",
+        f"{registry.host}/library/nginx:latest",
+        "--out",
+        "docker-daemon:distilled/nginx:2",
+        "-q",
+        env={"DOCKER_HOST": podman_service["DOCKER_HOST"]},
+    )
     assert daemon.code == 0, daemon.stderr
-    loaded_by_api = json.loads(subprocess.run([*podman, "image", "inspect", "distilled/nginx:2"], check=True,
-                                              capture_output=True, text=True).stdout)
+    loaded_by_api = json.loads(
+        subprocess.run([*podman, "image", "inspect", "distilled/nginx:2"], check=True, capture_output=True, text=True).stdout
+    )
     assert loaded_by_api[0]["Config"]["Entrypoint"] == ["/usr/sbin/nginx", "-g", "daemon off;"]

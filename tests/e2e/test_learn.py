@@ -74,8 +74,11 @@ def test_check_lists_what_a_profile_lacks_exit_4(graphviz_root: Path, tmp_path: 
     result = learn(graphviz_root, "dot", "--check", str(adhoc), "--", "dot", "-Tpng", "-o", "/dev/null", stdin=GRAPH)
     assert result.returncode == 4, result.stderr
     lines = result.stdout.splitlines()
-    assert any(line.startswith("/usr/lib/x86_64-linux-gnu/graphviz/config6a: opened by /usr/bin/dot")
-               and line.endswith("not in the profile's output") for line in lines), lines
+    assert any(
+        line.startswith("/usr/lib/x86_64-linux-gnu/graphviz/config6a: opened by /usr/bin/dot")
+        and line.endswith("not in the profile's output")
+        for line in lines
+    ), lines
     assert f"distill: error: {adhoc}: lacks" in result.stderr
 
 
@@ -99,14 +102,36 @@ def test_learning_a_server_with_a_probe_finds_its_worker_account(fat_root: Path)
 @pytest.mark.rootfs
 def test_learn_then_distill_then_verify_run_without_a_built_in_profile(fat_root: Path, tmp_path: Path) -> None:
     draft = tmp_path / "web.yaml"
-    learned = learn(fat_root, "web", "--probe", "curl -sf http://127.0.0.1/ -o /dev/null", "--wait-port", "80",
-                    "--write", str(draft), "--", "/usr/sbin/nginx", "-g", "daemon off;")
+    learned = learn(
+        fat_root,
+        "web",
+        "--probe",
+        "curl -sf http://127.0.0.1/ -o /dev/null",
+        "--wait-port",
+        "80",
+        "--write",
+        str(draft),
+        "--",
+        "/usr/sbin/nginx",
+        "-g",
+        "daemon off;",
+    )
     assert learned.returncode == 0, learned.stderr
     built = run_distill(str(draft), "--from", str(fat_root), "--out", f"rootfs:{tmp_path / 'out'}", "-q")
     assert built.code == 0, built.stderr
     entrypoint = json.dumps(yaml.safe_load(draft.read_text())["image"]["entrypoint"])  # a rootfs has no image config
-    verified = run_distill("verify", str(tmp_path / "out"), "--entrypoint", entrypoint, "--wait-port", "80", "--timeout", "30",
-                           "--run", "curl -sf http://127.0.0.1/ | grep -q 'Welcome to nginx'")
+    verified = run_distill(
+        "verify",
+        str(tmp_path / "out"),
+        "--entrypoint",
+        entrypoint,
+        "--wait-port",
+        "80",
+        "--timeout",
+        "30",
+        "--run",
+        "curl -sf http://127.0.0.1/ | grep -q 'Welcome to nginx'",
+    )
     assert verified.code == 0, verified.stderr
     assert "probe passed" in verified.stderr
 
@@ -117,7 +142,9 @@ def test_children_relative_paths_and_the_host_stay_apart(tree: Tree, tmp_path: P
     tree.write("/etc/app/two.conf", "2\n")
     tree.write("/usr/share/app/data", "x\n")
     tree.prog("/usr/bin/child", source='#include <stdio.h>\nint main(void) { return fopen("/usr/share/app/data", "r") == 0; }\n')
-    tree.prog("/usr/bin/parent", source="""
+    tree.prog(
+        "/usr/bin/parent",
+        source="""
 #include <dirent.h>
 #include <stdio.h>
 #include <sys/wait.h>
@@ -129,7 +156,8 @@ int main(void) {
     if (fork() == 0) { execl("/usr/bin/child", "child", (char *)0); _exit(127); }
     int status; wait(&status); return WEXITSTATUS(status);
 }
-""")
+""",
+    )
     result = learn(tree.root, "app", "--", "/usr/bin/parent")
     assert result.returncode == 0, result.stderr
     document = yaml.safe_load(result.stdout)
@@ -148,8 +176,9 @@ def test_an_image_source_is_written_out_and_traced(tree: Tree, tmp_path: Path) -
     tree.prog("/usr/bin/reader", source='#include <stdio.h>\nint main(void) { return fopen("/etc/app.conf", "r") == 0; }\n')
     build_image_layout(tree.root, tmp_path / "layout", "1")
     result = learn(tree.root, "reader", "--", "reader")  # PATH lookup inside the root
-    from_image = subprocess.run([*LEARN, "reader", "--from", f"oci:{tmp_path / 'layout'}:1", "--", "reader"],
-                                capture_output=True, text=True)
+    from_image = subprocess.run(
+        [*LEARN, "reader", "--from", f"oci:{tmp_path / 'layout'}:1", "--", "reader"], capture_output=True, text=True
+    )
     assert from_image.returncode == 0, from_image.stderr
     assert from_image.stdout.splitlines()[4:] == result.stdout.splitlines()[4:]  # the same draft, below the header
     assert "/etc/app.conf: {}" in from_image.stdout

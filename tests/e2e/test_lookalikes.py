@@ -36,8 +36,9 @@ def test_python3_profile_on_a_usr_local_cpython(tmp_path: Path) -> None:
     out = tmp_path / "python3"
     report = distill(source, "python3", out)
     why = reasons(report, "/usr/local/lib/python3.13/os.py")
-    assert why == ["runtime.python: the standard library of Python 3.13 (/usr/local/lib/python3.13/os.py found walking up "
-                   "from /usr/local/bin)"]
+    assert why == [
+        "runtime.python: the standard library of Python 3.13 (/usr/local/lib/python3.13/os.py found walking up from /usr/local/bin)"
+    ]
     assert (out / "usr/local/lib/libpython3.13.so.1.0").is_file()  # through DT_RUNPATH $ORIGIN/../lib
     assert not list(out.glob("usr/local/lib/python3.13/site-packages/pip*"))  # pip is not the standard library
     result = run_probe("python3", str(out), str(tmp_path / "tls"))
@@ -68,7 +69,8 @@ def test_node_profile_on_a_usr_local_node(tmp_path: Path) -> None:
     # Debian's build keeps some built-in modules outside the binary; node aborts at start-up without them
     library = next(out.glob("usr/local/lib/libnode.so.*")).name
     assert reasons(report, "/usr/share/nodejs/cjs-module-lexer/lexer.js") == [
-        f"runtime.node: a built-in module /usr/local/lib/{library} loads from outside itself"]
+        f"runtime.node: a built-in module /usr/local/lib/{library} loads from outside itself"
+    ]
     result = run_probe("node", str(out), str(tmp_path / "tls"))
     assert result["exit"] == 0, result["stderr"]
     assert result["sha256"] == hashlib.sha256(b"distill").hexdigest()

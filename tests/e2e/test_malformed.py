@@ -64,43 +64,59 @@ def _first(key: str, value: Any) -> Any:
     def hook(index: Any) -> Any:
         index["manifests"][0][key] = value
         return index
+
     return hook
 
 
-@pytest.mark.parametrize(("hook", "needle"), [
-    (lambda i: {**i, "manifests": 3}, "index.json: $.manifests: expected a list, got a number"),
-    (_first("annotations", ["x"]), "$.manifests[0].annotations: expected an object, got a list"),
-    (_first("platform", "linux/amd64"), "$.manifests[0].platform: expected an object, got a string"),
-    (_first("annotations", {"org.opencontainers.image.ref.name": 7}),
-     "$.manifests[0].annotations['org.opencontainers.image.ref.name']: expected a string, got a number"),
-    (_first("size", 2**70), "$.manifests[0].size: 1180591620717411303424 is outside 0..9223372036854775807"),
-    (lambda i: [i], "index.json: not a JSON object"),
-], ids=["manifests-number", "annotations-list", "platform-string", "refname-number", "size-huge", "index-list"])
+@pytest.mark.parametrize(
+    ("hook", "needle"),
+    [
+        (lambda i: {**i, "manifests": 3}, "index.json: $.manifests: expected a list, got a number"),
+        (_first("annotations", ["x"]), "$.manifests[0].annotations: expected an object, got a list"),
+        (_first("platform", "linux/amd64"), "$.manifests[0].platform: expected an object, got a string"),
+        (
+            _first("annotations", {"org.opencontainers.image.ref.name": 7}),
+            "$.manifests[0].annotations['org.opencontainers.image.ref.name']: expected a string, got a number",
+        ),
+        (_first("size", 2**70), "$.manifests[0].size: 1180591620717411303424 is outside 0..9223372036854775807"),
+        (lambda i: [i], "index.json: not a JSON object"),
+    ],
+    ids=["manifests-number", "annotations-list", "platform-string", "refname-number", "size-huge", "index-list"],
+)
 def test_a_malformed_index_is_a_source_error_naming_the_json_path(app: bytes, tmp_path: Path, hook: Any, needle: str) -> None:
     layout = Crafted([layer(app)], index_hook=hook).layout(tmp_path / "layout")
     refused(distill_from(f"oci:{layout}:latest", tmp_path / "out"), 3, needle)
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize(("manifest_hook", "config_hook", "needle"), [
-    (lambda m: {**m, "layers": {"a": 1}}, None, "$.layers: expected a list, got an object"),
-    (lambda m: {**m, "annotations": {"x": None}}, None, "$.annotations.x: expected a string, got null"),
-    (None, lambda c: {**c, "history": [{"empty_layer": "yes"}]}, "$.history[0].empty_layer: expected true or false"),
-    (None, lambda c: {**c, "rootfs": {"diff_ids": ["md5:1"]}}, "$.rootfs.diff_ids[0]: expected a sha256 digest"),
-    (None, lambda c: {**c, "config": {"Env": ["\ud800"]}}, "$.config.Env[0]: a string holds an unpaired surrogate"),
-    (None, lambda c: {**c, "architecture": float("nan")}, "not valid JSON (NaN is not a JSON number)"),
-], ids=["layers-object", "annotation-null", "history-flag", "diff-id-md5", "lone-surrogate", "nan"])
-def test_a_malformed_manifest_or_config_is_a_source_error(app: bytes, tmp_path: Path, manifest_hook: Any, config_hook: Any,
-                                                         needle: str) -> None:
+@pytest.mark.parametrize(
+    ("manifest_hook", "config_hook", "needle"),
+    [
+        (lambda m: {**m, "layers": {"a": 1}}, None, "$.layers: expected a list, got an object"),
+        (lambda m: {**m, "annotations": {"x": None}}, None, "$.annotations.x: expected a string, got null"),
+        (None, lambda c: {**c, "history": [{"empty_layer": "yes"}]}, "$.history[0].empty_layer: expected true or false"),
+        (None, lambda c: {**c, "rootfs": {"diff_ids": ["md5:1"]}}, "$.rootfs.diff_ids[0]: expected a sha256 digest"),
+        (None, lambda c: {**c, "config": {"Env": ["\ud800"]}}, "$.config.Env[0]: a string holds an unpaired surrogate"),
+        (None, lambda c: {**c, "architecture": float("nan")}, "not valid JSON (NaN is not a JSON number)"),
+    ],
+    ids=["layers-object", "annotation-null", "history-flag", "diff-id-md5", "lone-surrogate", "nan"],
+)
+def test_a_malformed_manifest_or_config_is_a_source_error(
+    app: bytes, tmp_path: Path, manifest_hook: Any, config_hook: Any, needle: str
+) -> None:
     layout = Crafted([layer(app)], manifest_hook=manifest_hook, config_hook=config_hook).layout(tmp_path / "layout")
     refused(distill_from(f"oci:{layout}:latest", tmp_path / "out"), 3, needle)
 
 
-@pytest.mark.parametrize(("hook", "needle"), [
-    (lambda e: [{**e[0], "RepoTags": 5}], "manifest.json: $[0].RepoTags: expected a list, got a number"),
-    (lambda e: [{**e[0], "Layers": "0/layer.tar"}], "manifest.json: $[0].Layers: expected a list, got a string"),
-    (lambda e: [], "manifest.json: $: expected a non-empty list"),
-], ids=["repotags-number", "layers-string", "empty"])
+@pytest.mark.parametrize(
+    ("hook", "needle"),
+    [
+        (lambda e: [{**e[0], "RepoTags": 5}], "manifest.json: $[0].RepoTags: expected a list, got a number"),
+        (lambda e: [{**e[0], "Layers": "0/layer.tar"}], "manifest.json: $[0].Layers: expected a list, got a string"),
+        (lambda e: [], "manifest.json: $: expected a non-empty list"),
+    ],
+    ids=["repotags-number", "layers-string", "empty"],
+)
 def test_a_malformed_docker_archive_manifest_is_a_source_error(app: bytes, tmp_path: Path, hook: Any, needle: str) -> None:
     archive = Crafted([layer(app)], archive_hook=hook).docker_archive(tmp_path / "app.tar")
     refused(run("/usr/bin/app", "--from", f"docker-archive:{archive}:app:1", "--out", f"rootfs:{tmp_path / 'out'}"), 3, needle)
@@ -124,16 +140,30 @@ def pax(name: str, headers: dict[str, str], data: bytes = b"x") -> tuple[tarfile
     return info, data
 
 
-@pytest.mark.parametrize(("headers", "clamped"), [
-    ({"mtime": "nan"}, "nan -> 0"),
-    ({"mtime": "1e15"}, "1000000000000000.0 -> 253402300799"),
-    ({"mtime": "-5"}, "-5"),
-], ids=["nan", "1e15", "negative"])
+@pytest.mark.parametrize(
+    ("headers", "clamped"),
+    [
+        ({"mtime": "nan"}, "nan -> 0"),
+        ({"mtime": "1e15"}, "1000000000000000.0 -> 253402300799"),
+        ({"mtime": "-5"}, "-5"),
+    ],
+    ids=["nan", "1e15", "negative"],
+)
 def test_an_mtime_out_of_range_is_clamped_and_said(app: bytes, tmp_path: Path, headers: dict[str, str], clamped: str) -> None:
     layout = Crafted([layer(app, pax("etc/odd", headers), pax("etc/never-shipped", headers))]).layout(tmp_path / "layout")
     out = tmp_path / "out"
-    result = run("/usr/bin/app", "--from", f"oci:{layout}:latest", "--path", "/etc/odd", "--out", f"rootfs:{out}",
-                 "--out", f"layer:{tmp_path / 'layer.tar'}", "-q")
+    result = run(
+        "/usr/bin/app",
+        "--from",
+        f"oci:{layout}:latest",
+        "--path",
+        "/etc/odd",
+        "--out",
+        f"rootfs:{out}",
+        "--out",
+        f"layer:{tmp_path / 'layer.tar'}",
+        "-q",
+    )
     assert result.code == 0, result.stderr
     assert "2 member(s) with an mtime that is not finite or outside 1970..9999, clamped: /etc/odd (mtime" in result.stderr
     assert clamped in result.stderr
@@ -142,12 +172,16 @@ def test_an_mtime_out_of_range_is_clamped_and_said(app: bytes, tmp_path: Path, h
         assert 0 <= tar.getmember("etc/odd").mtime <= MAX_TIME
 
 
-@pytest.mark.parametrize(("headers", "needle"), [
-    ({"uid": str(2**40)}, "has uid 1099511627776, outside 0..4294967294"),
-    ({"gid": "-1"}, "has gid -1, outside 0..4294967294"),
-    ({"uid": "4294967295"}, "has uid 4294967295"),
-    ({"path": "etc/a\x00b"}, "has a NUL byte in its name"),
-], ids=["uid-2^40", "gid-negative", "uid-minus-one", "nul-in-path"])
+@pytest.mark.parametrize(
+    ("headers", "needle"),
+    [
+        ({"uid": str(2**40)}, "has uid 1099511627776, outside 0..4294967294"),
+        ({"gid": "-1"}, "has gid -1, outside 0..4294967294"),
+        ({"uid": "4294967295"}, "has uid 4294967295"),
+        ({"path": "etc/a\x00b"}, "has a NUL byte in its name"),
+    ],
+    ids=["uid-2^40", "gid-negative", "uid-minus-one", "nul-in-path"],
+)
 def test_member_owners_and_names_out_of_range_are_refused(app: bytes, tmp_path: Path, headers: dict[str, str], needle: str) -> None:
     layout = Crafted([layer(app, pax("etc/odd", headers))]).layout(tmp_path / "layout")
     refused(distill_from(f"oci:{layout}:latest", tmp_path / "out"), 3, needle)
@@ -186,8 +220,11 @@ def oci_archive(layout: Path, path: Path) -> Path:
 @pytest.mark.parametrize("where", ["in-the-largest-member", "in-the-last-header"])
 def test_a_truncated_archive_is_a_source_error(app: bytes, tmp_path: Path, kind: str, where: str) -> None:
     crafted = Crafted([layer(app)])
-    whole = (oci_archive(crafted.layout(tmp_path / "layout"), tmp_path / "a.tar") if kind == "oci-archive"
-             else crafted.docker_archive(tmp_path / "a.tar"))
+    whole = (
+        oci_archive(crafted.layout(tmp_path / "layout"), tmp_path / "a.tar")
+        if kind == "oci-archive"
+        else crafted.docker_archive(tmp_path / "a.tar")
+    )
     with tarfile.open(whole) as tar:
         members = tar.getmembers()
     largest = max(members, key=lambda m: m.size)
@@ -207,8 +244,11 @@ def test_a_link_member_whose_target_is_not_in_the_archive_is_a_source_error(app:
                 out.addfile(info)
             else:
                 out.addfile(info, source.extractfile(info))
-    refused(run("/usr/bin/app", "--from", f"docker-archive:{rebuilt}", "--out", f"rootfs:{tmp_path / 'out'}"), 3,
-            "0/layer.tar links to 'gone/layer.tar', which the archive does not hold")
+    refused(
+        run("/usr/bin/app", "--from", f"docker-archive:{rebuilt}", "--out", f"rootfs:{tmp_path / 'out'}"),
+        3,
+        "0/layer.tar links to 'gone/layer.tar', which the archive does not hold",
+    )
 
 
 # -- 2. no recursion over a depth the input chooses ---------------------------------------------------
@@ -293,8 +333,11 @@ def existing(app: bytes, tmp_path: Path) -> tuple[Path, Path]:
     return source, out
 
 
-@pytest.mark.parametrize("index", [b"{", b'{"manifests": 5}', b'{"manifests": [{"digest": "sha256:x", "size": 1}]}'],
-                         ids=["truncated", "manifests-number", "bad-digest"])
+@pytest.mark.parametrize(
+    "index",
+    [b"{", b'{"manifests": 5}', b'{"manifests": [{"digest": "sha256:x", "size": 1}]}'],
+    ids=["truncated", "manifests-number", "bad-digest"],
+)
 def test_a_bad_index_in_an_existing_layout_is_refused_before_anything_is_written(existing: tuple[Path, Path], index: bytes) -> None:
     source, out = existing
     (out / "index.json").write_bytes(index)
@@ -365,8 +408,9 @@ def test_a_config_naming_another_images_diff_id_does_not_get_its_cached_content(
     refused(distill_from(f"oci:{forged}:latest", tmp_path / "second"), 3, f"does not match diff_id {forged_diff_id}")
 
 
-def test_a_decompression_bomb_is_refused_and_not_kept(app: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    private_cache: Path) -> None:
+def test_a_decompression_bomb_is_refused_and_not_kept(
+    app: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, private_cache: Path
+) -> None:
     zeros = tarfile.TarInfo("zeros")
     zeros.size = 16 << 20
     bomb = layer(app, (zeros, b"\0" * zeros.size))
@@ -376,8 +420,9 @@ def test_a_decompression_bomb_is_refused_and_not_kept(app: bytes, tmp_path: Path
     assert not [p for p in private_cache.rglob("*") if p.is_file()]
 
 
-def test_the_cache_keeps_under_its_cap_by_evicting_the_least_recently_used(app: bytes, tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch, private_cache: Path) -> None:
+def test_the_cache_keeps_under_its_cap_by_evicting_the_least_recently_used(
+    app: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, private_cache: Path
+) -> None:
     images = []
     for number in range(3):
         padding = tarfile.TarInfo(f"pad{number}")
@@ -426,8 +471,7 @@ def test_an_unknown_setuid_setting_is_a_profile_error(tree: Tree, tmp_path: Path
     tree.app()
     profile = tmp_path / "app.yaml"
     profile.write_text("schema: distill/v1\nname: app\nbinaries: [/usr/bin/app]\nsystem: {setuid: maybe}\n")
-    refused(run(str(profile), "--from", str(tree.root), "--out", f"rootfs:{tmp_path / 'out'}"), 2,
-            "system.setuid: must be strip or keep")
+    refused(run(str(profile), "--from", str(tree.root), "--out", f"rootfs:{tmp_path / 'out'}"), 2, "system.setuid: must be strip or keep")
 
 
 # -- directory source ----------------------------------------------------------------------------------------
@@ -440,4 +484,3 @@ def test_a_profile_path_that_is_a_symlink_loop_is_a_source_error(tree: Tree, tmp
     result = run("/usr/bin/app", "--from", str(tree.root), "--path", "/etc/loop-a", "--out", f"rootfs:{tmp_path / 'out'}")
     refused(result, 3, "/etc/loop-a: too many levels of symbolic links")
     assert not (tmp_path / "out").exists()
-

@@ -40,8 +40,16 @@ def runnable(distilled: Path, tmp_path: Path) -> Path:
 
 
 def serve(root: Path, *paths: str) -> dict:  # type: ignore[type-arg]
-    command = [sys.executable, str(NETNS_HTTP), str(root), *[a for p in paths for a in ("--get", p)],
-               "--", "/usr/sbin/nginx", "-g", "daemon off;"]
+    command = [
+        sys.executable,
+        str(NETNS_HTTP),
+        str(root),
+        *[a for p in paths for a in ("--get", p)],
+        "--",
+        "/usr/sbin/nginx",
+        "-g",
+        "daemon off;",
+    ]
     return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
 
 
@@ -60,8 +68,18 @@ def test_nginx_config_test_passes_in_the_output(runnable: Path) -> None:
 
 
 def test_no_shell_package_manager_perl_or_curl_ships(distilled: Path) -> None:
-    for path in ("bin/sh", "usr/bin/sh", "usr/bin/dash", "usr/bin/bash", "usr/bin/apt", "usr/bin/apt-get",
-                 "usr/bin/dpkg", "usr/bin/perl", "usr/bin/curl", "etc/shadow"):
+    for path in (
+        "bin/sh",
+        "usr/bin/sh",
+        "usr/bin/dash",
+        "usr/bin/bash",
+        "usr/bin/apt",
+        "usr/bin/apt-get",
+        "usr/bin/dpkg",
+        "usr/bin/perl",
+        "usr/bin/curl",
+        "etc/shadow",
+    ):
         assert not os.path.lexists(distilled / path), path
 
 

@@ -49,8 +49,19 @@ def distill_json(*args: str) -> dict:  # type: ignore[type-arg]
 
 def test_every_platform_is_distilled_pushed_copied_and_runs(registry: Registry, cache: Path, tmp_path: Path) -> None:
     pushed = f"docker://{registry.host}/distilled/nginx:all"
-    report = distill_json("nginx", "--binary", "/usr/bin/jq", "--from", f"{registry.host}/src/nginx:multi",
-                          "--platform", "all", "--out", pushed, "--out", f"oci:{tmp_path / 'layout'}:nginx")
+    report = distill_json(
+        "nginx",
+        "--binary",
+        "/usr/bin/jq",
+        "--from",
+        f"{registry.host}/src/nginx:multi",
+        "--platform",
+        "all",
+        "--out",
+        pushed,
+        "--out",
+        f"oci:{tmp_path / 'layout'}:nginx",
+    )
     assert [p["platform"] for p in report["platforms"]] == [platform_name(a) for a in FOREIGN]
 
     raw = skopeo_inspect(pushed, raw=True)
@@ -86,10 +97,12 @@ def test_every_platform_is_distilled_pushed_copied_and_runs(registry: Registry, 
 
 def test_same_inputs_give_the_same_index_and_manifests(registry: Registry, cache: Path, tmp_path: Path) -> None:
     source = f"oci:{index_layout(FOREIGN)}:latest"
-    first = distill_json("/usr/bin/jq", "--from", source, "--platform", "linux/arm64,linux/amd64",
-                         "--out", f"oci-archive:{tmp_path / 'a.tar'}:jq")
-    second = distill_json("/usr/bin/jq", "--from", source, "--platform", "linux/arm64,linux/amd64",
-                          "--out", f"oci-archive:{tmp_path / 'b.tar'}:jq")
+    first = distill_json(
+        "/usr/bin/jq", "--from", source, "--platform", "linux/arm64,linux/amd64", "--out", f"oci-archive:{tmp_path / 'a.tar'}:jq"
+    )
+    second = distill_json(
+        "/usr/bin/jq", "--from", source, "--platform", "linux/arm64,linux/amd64", "--out", f"oci-archive:{tmp_path / 'b.tar'}:jq"
+    )
     assert first["index"] == second["index"]
     assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
     assert [m["platform"]["architecture"] for m in first["index"]["manifests"]] == ["arm64", "amd64"]  # the order asked for
@@ -97,8 +110,15 @@ def test_same_inputs_give_the_same_index_and_manifests(registry: Registry, cache
     assert len(set(digests)) == 2 and digests == [m["digest"] for m in first["index"]["manifests"]]
     raw = skopeo_inspect(f"oci-archive:{tmp_path / 'a.tar'}:jq", raw=True)
     assert [m["digest"] for m in raw["manifests"]] == digests
-    again = distill_json("/usr/bin/jq", "--from", f"oci-archive:{tmp_path / 'a.tar'}:jq", "--platform", "linux/arm64",
-                         "--out", f"rootfs:{tmp_path / 'arm64'}")  # distill reads its own index back, one platform
+    again = distill_json(
+        "/usr/bin/jq",
+        "--from",
+        f"oci-archive:{tmp_path / 'a.tar'}:jq",
+        "--platform",
+        "linux/arm64",
+        "--out",
+        f"rootfs:{tmp_path / 'arm64'}",
+    )  # distill reads its own index back, one platform
     assert any(e["path"].startswith("/lib/aarch64-linux-gnu/") for e in again["entries"])
 
 
@@ -110,8 +130,7 @@ def test_a_platform_that_fails_its_checks_fails_the_run_naming_it(cache: Path, t
     assert "linux/arm64: " in result.stderr and "libonig.so.5" in result.stderr
     assert "linux/amd64" not in result.stderr
     assert not out.exists()
-    allowed = run_distill("/usr/bin/jq", "--from", source, "--platform", "all", "--out", f"oci:{out}", "--allow-missing",
-                          "-q", env=EPOCH)
+    allowed = run_distill("/usr/bin/jq", "--from", source, "--platform", "all", "--out", f"oci:{out}", "--allow-missing", "-q", env=EPOCH)
     assert allowed.code == 0, allowed.stderr
     assert "warning: linux/arm64: " in allowed.stderr and "libonig.so.5" in allowed.stderr
     index = json.loads((out / "index.json").read_text())
@@ -137,8 +156,7 @@ def test_explain_and_sbom_describe_one_platform(command: list[str], tmp_path: Pa
 
 
 def test_a_directory_source_has_one_platform(tmp_path: Path) -> None:
-    result = run_distill("/usr/bin/jq", "--from", str(tmp_path), "--platform", "linux/amd64,linux/arm64",
-                         "--out", f"oci:{tmp_path}/out")
+    result = run_distill("/usr/bin/jq", "--from", str(tmp_path), "--platform", "linux/amd64,linux/arm64", "--out", f"oci:{tmp_path}/out")
     assert result.code == 2 and "one platform" in result.stderr, result.stderr
 
 
@@ -153,8 +171,11 @@ class _RefusesOciIndex(http.server.BaseHTTPRequestHandler):
     def _forward(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
-        if self.command == "PUT" and "/manifests/" in self.path and \
-                self.headers.get("Content-Type") == "application/vnd.oci.image.index.v1+json":
+        if (
+            self.command == "PUT"
+            and "/manifests/" in self.path
+            and self.headers.get("Content-Type") == "application/vnd.oci.image.index.v1+json"
+        ):
             _RefusesOciIndex.refused.append(self.path)
             data = b'{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid"}]}'
             self.send_response(400)
@@ -190,8 +211,15 @@ def test_a_registry_refusing_the_oci_index_gets_a_docker_manifest_list(registry:
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     try:
         target = f"127.0.0.1:{proxy.server_address[1]}/distilled/jq:list"
-        report = distill_json("/usr/bin/jq", "--from", f"oci:{index_layout(FOREIGN)}:latest",
-                              "--platform", "linux/amd64,linux/arm64", "--out", f"docker://{target}")
+        report = distill_json(
+            "/usr/bin/jq",
+            "--from",
+            f"oci:{index_layout(FOREIGN)}:latest",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--out",
+            f"docker://{target}",
+        )
     finally:
         proxy.shutdown()
         proxy.server_close()
@@ -229,8 +257,9 @@ def test_multiarch_tokens_expand_for_each_architecture(arch: str, tmp_path: Path
 def test_tokens_expand_per_platform_of_an_index(tmp_path: Path) -> None:
     profile = tmp_path / "portable.yaml"
     profile.write_text(PORTABLE)
-    report = distill_json(str(profile), "--from", f"oci:{index_layout(FOREIGN)}:latest", "--platform", "all",
-                          "--out", f"oci:{tmp_path / 'out'}")
+    report = distill_json(
+        str(profile), "--from", f"oci:{index_layout(FOREIGN)}:latest", "--platform", "all", "--out", f"oci:{tmp_path / 'out'}"
+    )
     for platform, arch in zip(report["platforms"], FOREIGN, strict=True):
         assert f"/usr/lib/{ARCHES[arch][3]}/gconv/gconv-modules" in {e["path"] for e in platform["entries"]}
 
@@ -255,7 +284,7 @@ def test_an_unknown_token_is_a_profile_error(tmp_path: Path) -> None:
 # -- musl ------------------------------------------------------------------------------------------
 
 GREET = 'const char *greet(void) { return "hello from musl"; }\n'
-HELLO = '#include <stdio.h>\nconst char *greet(void);\nint main(void) { puts(greet()); return 0; }\n'
+HELLO = "#include <stdio.h>\nconst char *greet(void);\nint main(void) { puts(greet()); return 0; }\n"
 
 
 def test_a_musl_root_is_distilled_and_runs(tmp_path: Path) -> None:
@@ -266,11 +295,14 @@ def test_a_musl_root_is_distilled_and_runs(tmp_path: Path) -> None:
     libdir.mkdir(parents=True, exist_ok=True)
     (tmp_path / "greet.c").write_text(GREET)
     (tmp_path / "hello.c").write_text(HELLO)
-    subprocess.run(["musl-gcc", "-shared", "-fPIC", "-Wl,-soname,libgreet.so.1", "-o", str(libdir / "libgreet.so.1"),
-                    str(tmp_path / "greet.c")], check=True)
+    subprocess.run(
+        ["musl-gcc", "-shared", "-fPIC", "-Wl,-soname,libgreet.so.1", "-o", str(libdir / "libgreet.so.1"), str(tmp_path / "greet.c")],
+        check=True,
+    )
     (root / "usr/local/bin").mkdir(parents=True, exist_ok=True)
-    subprocess.run(["musl-gcc", "-o", str(root / "usr/local/bin/hello"), str(tmp_path / "hello.c"),
-                    str(libdir / "libgreet.so.1")], check=True)
+    subprocess.run(
+        ["musl-gcc", "-o", str(root / "usr/local/bin/hello"), str(tmp_path / "hello.c"), str(libdir / "libgreet.so.1")], check=True
+    )
     out = tmp_path / "out"
     report = distill_json("/usr/local/bin/hello", "--from", str(root), "--out", f"rootfs:{out}")
     closure = report["closures"][0]

@@ -26,18 +26,39 @@ from hypothesis import strategies as st
 from helpers.crafted import DELETE, Crafted, app_members, paths_of, run, set_at, snapshot, tar_bytes, tiny_static_app
 
 ALLOWED = {0, 2, 3, 4, 5}
-SETTINGS = settings(max_examples=int(os.environ.get("DISTILL_PROPERTY_EXAMPLES", "100")), deadline=None, derandomize=True,
-                    database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=int(os.environ.get("DISTILL_PROPERTY_EXAMPLES", "100")),
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
-ODD_STRINGS = ["", "\ud800", "a\x00b", "../../etc/passwd", "/", ".", "sha256:" + "0" * 64, "sha256:xyz", "latest",
-               "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
-               "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "1e400", "x" * 5000]
+ODD_STRINGS = [
+    "",
+    "\ud800",
+    "a\x00b",
+    "../../etc/passwd",
+    "/",
+    ".",
+    "sha256:" + "0" * 64,
+    "sha256:xyz",
+    "latest",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59-01:00",
+    "1e400",
+    "x" * 5000,
+]
 SCALARS = st.one_of(
-    st.none(), st.booleans(),
+    st.none(),
+    st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
     st.sampled_from([0, -1, 2**31, 2**32 - 1, 2**63, 2**64]),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=12), st.sampled_from(ODD_STRINGS),
+    st.text(max_size=12),
+    st.sampled_from(ODD_STRINGS),
 )
 VALUES = st.one_of(
     SCALARS,
@@ -133,12 +154,29 @@ def test_any_one_field_of_any_document(app: bytes, shared_cache: Path, mutation:
 
 # -- tar headers ---------------------------------------------------------------------------------------------
 
-USTAR_FIELDS = {"name": (0, 100), "mode": (100, 8), "uid": (108, 8), "gid": (116, 8), "size": (124, 12), "mtime": (136, 12),
-                "chksum": (148, 8), "typeflag": (156, 1), "linkname": (157, 100), "magic": (257, 6), "version": (263, 2),
-                "uname": (265, 32), "gname": (297, 32), "devmajor": (329, 8), "devminor": (337, 8), "prefix": (345, 155)}
+USTAR_FIELDS = {
+    "name": (0, 100),
+    "mode": (100, 8),
+    "uid": (108, 8),
+    "gid": (116, 8),
+    "size": (124, 12),
+    "mtime": (136, 12),
+    "chksum": (148, 8),
+    "typeflag": (156, 1),
+    "linkname": (157, 100),
+    "magic": (257, 6),
+    "version": (263, 2),
+    "uname": (265, 32),
+    "gname": (297, 32),
+    "devmajor": (329, 8),
+    "devminor": (337, 8),
+    "prefix": (345, 155),
+}
 PAX_KEYS = ["path", "linkpath", "mtime", "atime", "uid", "gid", "size", "uname", "gname", "GNU.sparse.size", "comment"]
-PAX_VALUES = st.one_of(st.text(max_size=12), st.sampled_from(["nan", "inf", "-1", "1e15", "1e400", str(2**40), str(2**64),
-                                                              "../../x", "/", ".", "a\x00b", "", "0", "4294967295"]))
+PAX_VALUES = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(["nan", "inf", "-1", "1e15", "1e400", str(2**40), str(2**64), "../../x", "/", ".", "a\x00b", "", "0", "4294967295"]),
+)
 
 
 def _fix_checksum(header: bytearray) -> None:
@@ -152,11 +190,11 @@ def mutate_headers(data: bytes, member: int, field: str, raw: bytes, fix: bool) 
         offsets = [info.offset for info in tar.getmembers()]
     start, length = USTAR_FIELDS[field]
     offset = offsets[member % len(offsets)]
-    header = bytearray(data[offset:offset + 512])
-    header[start:start + length] = raw[:length].ljust(length, b"\0")
+    header = bytearray(data[offset : offset + 512])
+    header[start : start + length] = raw[:length].ljust(length, b"\0")
     if fix and field != "chksum":
         _fix_checksum(header)
-    return data[:offset] + bytes(header) + data[offset + 512:]
+    return data[:offset] + bytes(header) + data[offset + 512 :]
 
 
 @st.composite
@@ -164,10 +202,35 @@ def header_mutations(draw: st.DrawFn) -> tuple[str, Any]:
     if draw(st.booleans()):
         field = draw(st.sampled_from(sorted(USTAR_FIELDS)))
         length = USTAR_FIELDS[field][1]
-        raw = draw(st.one_of(st.binary(min_size=1, max_size=length),
-                             st.sampled_from([b"77777777777", b"-1", b"\x80" + b"\xff" * 7, b"\xff" * 8, b"../x", b"/",
-                                              b"0000000", b"7", b"x\x00y", b"1", b"2", b"3", b"4", b"5", b"6", b"K", b"L",
-                                              b"x", b"g", b"S"])))
+        raw = draw(
+            st.one_of(
+                st.binary(min_size=1, max_size=length),
+                st.sampled_from(
+                    [
+                        b"77777777777",
+                        b"-1",
+                        b"\x80" + b"\xff" * 7,
+                        b"\xff" * 8,
+                        b"../x",
+                        b"/",
+                        b"0000000",
+                        b"7",
+                        b"x\x00y",
+                        b"1",
+                        b"2",
+                        b"3",
+                        b"4",
+                        b"5",
+                        b"6",
+                        b"K",
+                        b"L",
+                        b"x",
+                        b"g",
+                        b"S",
+                    ]
+                ),
+            )
+        )
         return "ustar", (draw(st.integers(0, 20)), field, raw, draw(st.booleans()))
     return "pax", (draw(st.integers(0, 20)), draw(st.sampled_from(PAX_KEYS)), draw(PAX_VALUES))
 

@@ -71,8 +71,10 @@ def manifest_digest(registry: Registry, repository: str, tag: str) -> str:
 
 
 def test_unknown_repository_and_tag(anonymous: Registry, tmp_path: Path) -> None:
-    for ref, fragment in ((f"{anonymous.host}/library/nope:1", "library/nope:1: no such repository or tag in the registry"),
-                          (f"{anonymous.host}/library/app:2", "library/app:2: no such repository or tag in the registry")):
+    for ref, fragment in (
+        (f"{anonymous.host}/library/nope:1", "library/nope:1: no such repository or tag in the registry"),
+        (f"{anonymous.host}/library/app:2", "library/app:2: no such repository or tag in the registry"),
+    ):
         result = distill_app("--from", ref, "--out", f"oci:{tmp_path / 'out'}:x")
         assert result.code == 3
         assert fragment in error_line(result.stderr)
@@ -132,31 +134,36 @@ def test_basic_auth_needs_credentials(tmp_path: Path, tiny_layout: Path) -> None
 
 
 def test_bearer_tokens_anonymous_pull_and_refused_push(tmp_path: Path, tiny_layout: Path) -> None:
-    with TokenServer(tmp_path / "tokens", pull_only_users=("reader",)) as tokens, \
-            Registry(tmp_path / "reg", auth="token", token_server=tokens) as reg:
+    with (
+        TokenServer(tmp_path / "tokens", pull_only_users=("reader",)) as tokens,
+        Registry(tmp_path / "reg", auth="token", token_server=tokens) as reg,
+    ):
         skopeo_copy(f"oci:{tiny_layout}:latest", reg.ref("library/app:1"), dest_creds=USER_CREDS)
         pulled = distill_app("--from", f"{reg.host}/library/app:1", "--out", f"oci:{tmp_path / 'out'}:x", env={"HOME": str(tmp_path)})
         assert pulled.code == 0, pulled.stderr  # an anonymous token grants pull on library/*
         anonymous_requests = [r for r in tokens.requests if not r.authenticated]
         assert len(anonymous_requests) == 1, "one token, reused for the manifest and every blob"
-        pushed = distill_app("--from", f"{reg.host}/library/app:1", "--creds", USER_CREDS,
-                             "--out", f"docker://{reg.host}/distilled/app:1")
+        pushed = distill_app("--from", f"{reg.host}/library/app:1", "--creds", USER_CREDS, "--out", f"docker://{reg.host}/distilled/app:1")
         assert pushed.code == 0, pushed.stderr
-        refused = distill_app("--from", f"{reg.host}/library/app:1", "--creds", "reader:reader-password",
-                              "--out", f"docker://{reg.host}/distilled/app:2")
+        refused = distill_app(
+            "--from", f"{reg.host}/library/app:1", "--creds", "reader:reader-password", "--out", f"docker://{reg.host}/distilled/app:2"
+        )
         assert refused.code == 5
         assert "push denied" in error_line(refused.stderr)
         assert "reader-password" not in refused.stderr
 
 
 def test_an_identity_token_is_exchanged_for_access_tokens(tmp_path: Path, tiny_layout: Path) -> None:
-    with TokenServer(tmp_path / "tokens", refresh_tokens={"refresh-abc": "alice"}) as tokens, \
-            Registry(tmp_path / "reg", auth="token", token_server=tokens) as reg:
+    with (
+        TokenServer(tmp_path / "tokens", refresh_tokens={"refresh-abc": "alice"}) as tokens,
+        Registry(tmp_path / "reg", auth="token", token_server=tokens) as reg,
+    ):
         skopeo_copy(f"oci:{tiny_layout}:latest", reg.ref("team/app:1"), dest_creds=USER_CREDS)
         authfile = tmp_path / "config.json"
         authfile.write_text(json.dumps({"auths": {reg.host: {"identitytoken": "refresh-abc"}}}))
-        result = distill_app("--from", f"{reg.host}/team/app:1", "--authfile", str(authfile),
-                             "--out", f"docker://{reg.host}/team/app:distilled")
+        result = distill_app(
+            "--from", f"{reg.host}/team/app:1", "--authfile", str(authfile), "--out", f"docker://{reg.host}/team/app:distilled"
+        )
         assert result.code == 0, result.stderr
         assert "refresh-abc" not in result.stderr
         posts = [r for r in tokens.requests if r.method == "POST"]
@@ -165,8 +172,16 @@ def test_an_identity_token_is_exchanged_for_access_tokens(tmp_path: Path, tiny_l
 
 def test_push_mounts_base_layers_from_the_same_registry(anonymous: Registry, tmp_path: Path, tiny_layout: Path) -> None:
     skopeo_copy(f"oci:{tiny_layout}:latest", anonymous.ref("base/tiny:1"))
-    result = distill_app("--from", f"{anonymous.host}/library/app:1", "--base", f"{anonymous.host}/base/tiny:1",
-                         "--out", f"docker://{anonymous.host}/distilled/app:1", "--json", "-q")
+    result = distill_app(
+        "--from",
+        f"{anonymous.host}/library/app:1",
+        "--base",
+        f"{anonymous.host}/base/tiny:1",
+        "--out",
+        f"docker://{anonymous.host}/distilled/app:1",
+        "--json",
+        "-q",
+    )
     assert result.code == 0, result.stderr
     log = anonymous.log_tail(200_000)
     assert "mount=" in log and "from=base" in log.replace("%2F", "/")
@@ -219,8 +234,9 @@ def fake() -> Iterator[str]:
 
 
 def test_429_is_retried_honouring_retry_after(fake: str) -> None:
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "config": {}, "layers": []}).encode()
+    manifest = json.dumps(
+        {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": {}, "layers": []}
+    ).encode()
     _Fake.plan = [(429, {"Retry-After": "2"}, b""), (503, {}, b""), (200, {"Content-Type": "application/json"}, manifest)]
     client = RegistryClient(parse_reference(f"{fake}/x/y:1"), RegistryOptions())
     waits: list[float] = []
@@ -241,8 +257,9 @@ def documented_retry_cap() -> float:
 def test_retry_after_is_capped(fake: str, header: str, expected: float | str) -> None:
     """A registry asking for an hour's pause gets the documented cap, not an hour. Measured on the client's
     wait (not through the command line, which would then really sleep for the cap)."""
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "config": {}, "layers": []}).encode()
+    manifest = json.dumps(
+        {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": {}, "layers": []}
+    ).encode()
     _Fake.plan = [(429, {"Retry-After": header}, b""), (200, {"Content-Type": "application/json"}, manifest)]
     client = RegistryClient(parse_reference(f"{fake}/x/y:1"), RegistryOptions())
     waits: list[float] = []
@@ -359,9 +376,28 @@ def distill_via_name(registry: Registry, tmp_path: Path, *args: str, env: dict[s
     """`distill /usr/bin/app --from app.test:PORT/library/app:1 ARGS`, in a mount namespace where app.test is 127.0.0.1."""
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 localhost app.test\n")
-    command = ["unshare", "-m", "--propagation", "private", "--", "sh", "-c", 'mount --bind "$0" /etc/hosts && shift && exec "$@"',
-               str(hosts), "--", sys.executable, "-m", "distill", "/usr/bin/app",
-               "--from", f"app.test:{registry.port}/library/app:1", "--out", f"rootfs:{tmp_path / 'out'}", "-q", *args]
+    command = [
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        'mount --bind "$0" /etc/hosts && shift && exec "$@"',
+        str(hosts),
+        "--",
+        sys.executable,
+        "-m",
+        "distill",
+        "/usr/bin/app",
+        "--from",
+        f"app.test:{registry.port}/library/app:1",
+        "--out",
+        f"rootfs:{tmp_path / 'out'}",
+        "-q",
+        *args,
+    ]
     proc = subprocess.run(command, capture_output=True, text=True, env=env)
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
@@ -381,8 +417,10 @@ def test_tls_verify_false_accepts_a_certificate_nobody_trusts(tmp_path: Path, ti
         skopeo_copy(f"oci:{tiny_layout}:latest", registry.ref("library/app:1"))
         strict = distill_via_name(registry, tmp_path, env=environment(bundle))
         assert strict.code == 3
-        assert error_line(strict.stderr) == (f"distill: error: app.test:{registry.port}: TLS verification failed; "
-                                             "use --tls-verify=false for a registry without a trusted certificate")
+        assert error_line(strict.stderr) == (
+            f"distill: error: app.test:{registry.port}: TLS verification failed; "
+            "use --tls-verify=false for a registry without a trusted certificate"
+        )
         relaxed = distill_via_name(registry, tmp_path, "--tls-verify=false", env=environment(bundle))
         assert relaxed.code == 0, relaxed.stderr
         assert (tmp_path / "out/usr/bin/app").is_file()
@@ -390,8 +428,7 @@ def test_tls_verify_false_accepts_a_certificate_nobody_trusts(tmp_path: Path, ti
 
 
 @pytest.mark.parametrize("bundle", BUNDLE_ENV, ids=["no-bundle-env", "bundle-env"])
-def test_tls_verify_false_falls_back_to_plain_http_on_the_command_line(anonymous: Registry, tmp_path: Path,
-                                                                      bundle: dict[str, str]) -> None:
+def test_tls_verify_false_falls_back_to_plain_http_on_the_command_line(anonymous: Registry, tmp_path: Path, bundle: dict[str, str]) -> None:
     strict = distill_via_name(anonymous, tmp_path, env=environment(bundle))
     assert strict.code == 3 and "distill: error: " in strict.stderr and "Traceback" not in strict.stderr
     relaxed = distill_via_name(anonymous, tmp_path, "--tls-verify=false", env=environment(bundle))

@@ -76,8 +76,7 @@ def basic_registry(tmp_path: Path) -> Iterator[Registry]:
 
 @pytest.fixture
 def token_server(tmp_path: Path) -> Iterator[TokenServer]:
-    with TokenServer(tmp_path / "token", users={"alice": "wonderland", "reader": "readonly"},
-                     pull_only_users={"reader"}) as server:
+    with TokenServer(tmp_path / "token", users={"alice": "wonderland", "reader": "readonly"}, pull_only_users={"reader"}) as server:
         yield server
 
 
@@ -117,8 +116,7 @@ def test_tiny_layout_has_one_layer_with_owners_modes_and_links(tiny_layout: Path
     assert not any(".wh." in name for name in members)
 
 
-def test_anonymous_registry_push_inspect_and_pull(registry: Registry, tiny_layout: Path,
-                                                 tmp_path: Path) -> None:
+def test_anonymous_registry_push_inspect_and_pull(registry: Registry, tiny_layout: Path, tmp_path: Path) -> None:
     assert registry.host == f"127.0.0.1:{registry.port}" and registry.url == f"http://{registry.host}"
     assert registry.auth == "none"
     assert requests.get(f"{registry.url}/v2/", timeout=5).status_code == 200
@@ -171,12 +169,10 @@ def test_basic_auth_registry(basic_registry: Registry, tiny_layout: Path) -> Non
     with pytest.raises(ToolError, match="(?i)unauthorized|authentication required"):
         skopeo_copy(f"oci:{tiny_layout}:1", reg.ref("library/tiny:1"), dest_creds="bob:wrong")
     skopeo_copy(f"oci:{tiny_layout}:1", reg.ref("library/tiny:1"), dest_creds="bob:hunter2")
-    assert skopeo_inspect(reg.ref("library/tiny:1"), raw=True, creds=reg.creds) == \
-        layout_manifest(tiny_layout, "1")
+    assert skopeo_inspect(reg.ref("library/tiny:1"), raw=True, creds=reg.creds) == layout_manifest(tiny_layout, "1")
 
 
-def test_token_auth_registry(token_registry: Registry, token_server: TokenServer,
-                             tiny_layout: Path, tmp_path: Path) -> None:
+def test_token_auth_registry(token_registry: Registry, token_server: TokenServer, tiny_layout: Path, tmp_path: Path) -> None:
     reg, server = token_registry, token_server
     assert (reg.auth, reg.username, reg.password) == ("token", "alice", "wonderland")
 
@@ -187,8 +183,7 @@ def test_token_auth_registry(token_registry: Registry, token_server: TokenServer
     assert f'realm="{server.url}/token"' in bearer and 'service="distill-test-registry"' in bearer
 
     # A normal user's token carries exactly what was asked for, and the registry accepts it.
-    token = server.fetch_token(["repository:library/tiny:pull,push"], username="alice",
-                               password="wonderland")
+    token = server.fetch_token(["repository:library/tiny:pull,push"], username="alice", password="wonderland")
     header, claims = decode_jwt(token)
     assert header["alg"] == "RS256" and header["kid"] == server.kid and len(header["x5c"]) == 1
     assert claims["iss"] == "distill-test-issuer" and claims["aud"] == "distill-test-registry"
@@ -219,15 +214,14 @@ def test_token_auth_registry(token_registry: Registry, token_server: TokenServer
     skopeo_copy(reg.ref("library/tiny:1"), f"oci:{tmp_path / 'anonymous'}:1")
     anonymous = list(server.requests[before:])
     assert anonymous and not any(r.authenticated for r in anonymous)
-    assert all(r.granted == [{"type": "repository", "name": "library/tiny", "actions": ["pull"]}]
-               for r in anonymous)
+    assert all(r.granted == [{"type": "repository", "name": "library/tiny", "actions": ["pull"]}] for r in anonymous)
     anonymous_token = server.fetch_token(["repository:library/tiny:pull,push"])
-    assert decode_jwt(anonymous_token)[1]["access"] == \
-        [{"type": "repository", "name": "library/tiny", "actions": ["pull"]}]
+    assert decode_jwt(anonymous_token)[1]["access"] == [{"type": "repository", "name": "library/tiny", "actions": ["pull"]}]
     manifest = requests.get(
-        f"{reg.url}/v2/library/tiny/manifests/1", timeout=5,
-        headers={"Authorization": f"Bearer {anonymous_token}",
-                 "Accept": "application/vnd.oci.image.manifest.v1+json"})
+        f"{reg.url}/v2/library/tiny/manifests/1",
+        timeout=5,
+        headers={"Authorization": f"Bearer {anonymous_token}", "Accept": "application/vnd.oci.image.manifest.v1+json"},
+    )
     assert manifest.status_code == 200 and manifest.json() == layout_manifest(tiny_layout, "1")
 
     # Outside the public prefixes anonymous users get nothing; bad passwords get a 401.
@@ -238,13 +232,11 @@ def test_token_auth_registry(token_registry: Registry, token_server: TokenServer
     assert server.requests[-1].authenticated is False and server.requests[-1].user is None
 
 
-def test_token_signature_needs_a_trusted_key(token_registry: Registry, token_server: TokenServer,
-                                             tmp_path: Path) -> None:
+def test_token_signature_needs_a_trusted_key(token_registry: Registry, token_server: TokenServer, tmp_path: Path) -> None:
     catalog = [{"type": "registry", "name": "catalog", "actions": ["*"]}]
 
     def status(token: str) -> int:
-        return requests.get(f"{token_registry.url}/v2/_catalog", timeout=5,
-                            headers={"Authorization": f"Bearer {token}"}).status_code
+        return requests.get(f"{token_registry.url}/v2/_catalog", timeout=5, headers={"Authorization": f"Bearer {token}"}).status_code
 
     assert status(token_server.make_token("alice", catalog)) == 200
     assert status(token_server.make_token("alice", catalog, kid=False)) == 200  # x5c alone
@@ -283,8 +275,7 @@ def test_extra_layer_writes_whiteouts(tmp_path: Path, registry: Registry) -> Non
 @pytest.mark.slow
 def test_fat_rootfs_layout_with_an_extra_layer(fat_root: Path, tmp_path: Path) -> None:
     layout = tmp_path / "layout"
-    build_image_layout(fat_root, layout, "fat",
-                       extra_layer=lambda tree: (tree / "etc/os-release").unlink(missing_ok=True))
+    build_image_layout(fat_root, layout, "fat", extra_layer=lambda tree: (tree / "etc/os-release").unlink(missing_ok=True))
     layers = layout_manifest(layout, "fat")["layers"]
     assert len(layers) == 2
     assert "etc/.wh.os-release" in layer_members(layout, layers[1])

@@ -53,8 +53,11 @@ def test_docker_archive_at_n_picks_the_nth_image_of_podman_save(layouts: dict[st
     for name, layout in layouts.items():
         subprocess.run(["skopeo", "copy", "-q", f"oci:{layout}:latest", f"{store}localhost/{name}:1"], check=True, capture_output=True)
     archive = tmp_path / "both.tar"
-    subprocess.run([*podman, "save", "--multi-image-archive", "-o", str(archive), "localhost/second:1", "localhost/first:1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*podman, "save", "--multi-image-archive", "-o", str(archive), "localhost/second:1", "localhost/first:1"],
+        check=True,
+        capture_output=True,
+    )
     with tarfile.open(archive) as tar:
         member = tar.extractfile("manifest.json")
         assert member is not None
@@ -62,8 +65,9 @@ def test_docker_archive_at_n_picks_the_nth_image_of_podman_save(layouts: dict[st
     assert len(entries) == 2
     for n, entry in enumerate(entries):  # @N is the N-th entry of the archive's manifest.json, from 0
         out = tmp_path / f"out{n}"
-        result = run_distill("/usr/bin/app", "--from", f"docker-archive:{archive}@{n}", "--path", "/etc/which",
-                             "--out", f"rootfs:{out}", "-q")
+        result = run_distill(
+            "/usr/bin/app", "--from", f"docker-archive:{archive}@{n}", "--path", "/etc/which", "--out", f"rootfs:{out}", "-q"
+        )
         assert result.code == 0, result.stderr
         expected = entry["RepoTags"][0].split("/")[-1].split(":")[0]
         assert (out / "etc/which").read_text() == f"{expected}\n"
@@ -82,9 +86,18 @@ def test_the_daemon_sink_loads_the_docker_25_archive(layouts: dict[str, Path], p
     """What distill posts to a Docker 25+ Engine is that release's `docker save` format (the OCI layout plus
     manifest.json), byte for byte what the docker-archive sink writes, and real podman loads it."""
     with FakeDocker25(tmp_path / "docker.sock") as daemon:
-        result = run_distill("/usr/bin/app", "--from", f"oci:{layouts['first']}:latest", "--out", "docker-daemon:example/app:1",
-                             "--out", f"docker-archive:{tmp_path / 'app.tar'}:example/app:1", "--json", "-q",
-                             env={"DOCKER_HOST": daemon.host})
+        result = run_distill(
+            "/usr/bin/app",
+            "--from",
+            f"oci:{layouts['first']}:latest",
+            "--out",
+            "docker-daemon:example/app:1",
+            "--out",
+            f"docker-archive:{tmp_path / 'app.tar'}:example/app:1",
+            "--json",
+            "-q",
+            env={"DOCKER_HOST": daemon.host},
+        )
         assert result.code == 0, result.stderr
         assert daemon.paths == ["GET /version", "POST /v1.44/images/load"]  # the daemon's API version, negotiated
     (posted,) = daemon.loaded
@@ -111,13 +124,38 @@ def test_the_daemon_source_reads_docker_25_save_output(layouts: dict[str, Path],
     write_docker25_archive(layouts["second"], archive, "example/second:1")
     with FakeDocker25(tmp_path / "docker.sock") as daemon:
         daemon.images["example/second:1"] = archive.read_bytes()
-        from_daemon = run_distill("/usr/bin/app", "--from", "docker-daemon:example/second:1", "--path", "/etc/which",
-                                  "--out", f"oci:{tmp_path / 'a'}:x", "--json", "-q", env={"DOCKER_HOST": daemon.host})
+        from_daemon = run_distill(
+            "/usr/bin/app",
+            "--from",
+            "docker-daemon:example/second:1",
+            "--path",
+            "/etc/which",
+            "--out",
+            f"oci:{tmp_path / 'a'}:x",
+            "--json",
+            "-q",
+            env={"DOCKER_HOST": daemon.host},
+        )
         assert from_daemon.code == 0, from_daemon.stderr
-        missing = run_distill("/usr/bin/app", "--from", "docker-daemon:example/absent:1", "--out", f"rootfs:{tmp_path / 'b'}",
-                              env={"DOCKER_HOST": daemon.host})
-    from_layout = run_distill("/usr/bin/app", "--from", f"oci:{layouts['second']}:latest", "--path", "/etc/which",
-                              "--out", f"oci:{tmp_path / 'c'}:x", "--json", "-q")
+        missing = run_distill(
+            "/usr/bin/app",
+            "--from",
+            "docker-daemon:example/absent:1",
+            "--out",
+            f"rootfs:{tmp_path / 'b'}",
+            env={"DOCKER_HOST": daemon.host},
+        )
+    from_layout = run_distill(
+        "/usr/bin/app",
+        "--from",
+        f"oci:{layouts['second']}:latest",
+        "--path",
+        "/etc/which",
+        "--out",
+        f"oci:{tmp_path / 'c'}:x",
+        "--json",
+        "-q",
+    )
     assert from_layout.code == 0, from_layout.stderr
     assert json.loads(from_daemon.stdout)["image"]["diff_id"] == json.loads(from_layout.stdout)["image"]["diff_id"]
     assert missing.code == 3

@@ -51,8 +51,14 @@ def test_nginx_on_a_base_to_rootfs_runs_in_a_chroot(fat_root: Path, tmp_path: Pa
     result = run_distill("nginx", "--from", str(fat_root), "--base", base, "--out", f"rootfs:{out}")
     assert result.code == 0, result.stderr
     assert (out / "usr/sbin/nginx").is_file() and (out / "etc/gai.conf").is_file()  # the base's own files too
-    served = json.loads(subprocess.run([sys.executable, str(REPO / "examples/netns_http.py"), str(out), "--get", "/", "--",
-                                        "/usr/sbin/nginx", "-g", "daemon off;"], check=True, capture_output=True, text=True).stdout)
+    served = json.loads(
+        subprocess.run(
+            [sys.executable, str(REPO / "examples/netns_http.py"), str(out), "--get", "/", "--", "/usr/sbin/nginx", "-g", "daemon off;"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     assert served["started"], served["stderr"]
     assert served["responses"]["/"]["status"] == 200
     # 12: the ratio compares the source with what a container gets, the base included
@@ -64,9 +70,11 @@ def test_nginx_on_a_base_to_rootfs_runs_in_a_chroot(fat_root: Path, tmp_path: Pa
 # -- 2, 3, 7, 11. destinations ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("outs", [["layer:{d}/app.tar", "docker-archive:{d}/app.tar:app:1"],
-                                  ["rootfs:{d}/x", "rootfs:{d}/x/"], ["oci:{d}/l:a", "oci:{d}/l:a"]],
-                         ids=["layer-and-archive", "rootfs-twice", "one-layout-ref-twice"])
+@pytest.mark.parametrize(
+    "outs",
+    [["layer:{d}/app.tar", "docker-archive:{d}/app.tar:app:1"], ["rootfs:{d}/x", "rootfs:{d}/x/"], ["oci:{d}/l:a", "oci:{d}/l:a"]],
+    ids=["layer-and-archive", "rootfs-twice", "one-layout-ref-twice"],
+)
 def test_two_outputs_on_one_path_are_refused(source: Path, tmp_path: Path, outs: list[str]) -> None:
     args = [a for out in outs for a in ("--out", out.format(d=tmp_path / "d"))]
     (tmp_path / "d").mkdir()
@@ -79,12 +87,17 @@ def test_two_outputs_on_one_path_are_refused(source: Path, tmp_path: Path, outs:
 def test_the_sbom_and_an_output_on_one_path_are_refused(source: Path, tmp_path: Path) -> None:
     result = run_distill("/usr/bin/app", "--from", str(source), "--out", f"layer:{tmp_path}/x.tar", "--sbom", f"{tmp_path}/x.tar")
     assert result.code == 2
-    assert error_lines(result.stderr)[0] == f"--sbom {tmp_path}/x.tar: the same path as --out layer:{tmp_path}/x.tar; give the SBOM its own path"
+    assert (
+        error_lines(result.stderr)[0]
+        == f"--sbom {tmp_path}/x.tar: the same path as --out layer:{tmp_path}/x.tar; give the SBOM its own path"
+    )
     assert not (tmp_path / "x.tar").exists()
 
 
 def test_one_layout_takes_two_refs(source: Path, tmp_path: Path) -> None:
-    result = run_distill("/usr/bin/app", "--from", str(source), "--out", f"oci:{tmp_path / 'l'}:a", "--out", f"oci:{tmp_path / 'l'}:b", "-q")
+    result = run_distill(
+        "/usr/bin/app", "--from", str(source), "--out", f"oci:{tmp_path / 'l'}:a", "--out", f"oci:{tmp_path / 'l'}:b", "-q"
+    )
     assert result.code == 0, result.stderr
     index = json.loads((tmp_path / "l/index.json").read_text())
     assert sorted(m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]) == ["a", "b"]
@@ -147,15 +160,18 @@ def test_without_out_the_hints_work_and_keep_the_users_tags(source: Path, tmp_pa
         pulled = subprocess.run(["podman", *store, "pull", pull], check=False, cwd=work, capture_output=True, text=True)
         assert pulled.returncode == 0, pulled.stderr
         subprocess.run(["podman", *store, "system", "reset", "--force"], check=False, capture_output=True)
-    copied = subprocess.run(["skopeo", "copy", "oci:app-distilled:latest", f"oci:{tmp_path / 'copy'}:x"], check=False, cwd=work,
-                            capture_output=True, text=True)
+    copied = subprocess.run(
+        ["skopeo", "copy", "oci:app-distilled:latest", f"oci:{tmp_path / 'copy'}:x"], check=False, cwd=work, capture_output=True, text=True
+    )
     assert copied.returncode == 0, copied.stderr
 
 
 def test_an_unsupported_out_transport_is_told_to_copy_to_it(source: Path) -> None:
     result = run_distill("/usr/bin/app", "--from", str(source), "--out", "containers-storage:app:1")
     assert result.code == 2
-    assert error_lines(result.stderr)[0].endswith("write --out oci:DIR:TAG and copy it with `skopeo copy oci:DIR:TAG containers-storage:app:1`")
+    assert error_lines(result.stderr)[0].endswith(
+        "write --out oci:DIR:TAG and copy it with `skopeo copy oci:DIR:TAG containers-storage:app:1`"
+    )
 
 
 # -- 5. no warning on the happy path ------------------------------------------------------------------
@@ -230,8 +246,9 @@ def small_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Regi
         yield reg, f"{reg.host}/small/app:1"
 
 
-def test_a_pull_shows_per_layer_progress_on_a_terminal_only(small_image: tuple[Registry, str], tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_pull_shows_per_layer_progress_on_a_terminal_only(
+    small_image: tuple[Registry, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, image = small_image
     from helpers.registry import skopeo_inspect
 
@@ -276,13 +293,19 @@ def test_allow_missing_reports_the_library_as_a_warning(source: Path, tmp_path: 
 
 
 HINTS = [
-    (["/usr/bin/app", "--tz", "Nowhere"],
-     "command line: --tz Nowhere: zone 'Nowhere' is not in the source (/usr/share/zoneinfo/Nowhere); name a zone the source has, or pass --tz none"),
-    (["/usr/bin/app", "--run-as", "nosuch"],
-     "command line: --run-as nosuch: 'nosuch' is not in the source's /etc/passwd; name a user it has, or a numeric uid"),
+    (
+        ["/usr/bin/app", "--tz", "Nowhere"],
+        "command line: --tz Nowhere: zone 'Nowhere' is not in the source (/usr/share/zoneinfo/Nowhere); name a zone the source has, or pass --tz none",
+    ),
+    (
+        ["/usr/bin/app", "--run-as", "nosuch"],
+        "command line: --run-as nosuch: 'nosuch' is not in the source's /etc/passwd; name a user it has, or a numeric uid",
+    ),
     (["/usr/bin/app", "--path", "/etc/nope"], "command line: --path /etc/nope: /etc/nope not found in rootfs:{src}; check the path"),
-    (["/usr/bin/app", "--binary", "/etc/passwd"],
-     "command line: --binary /etc/passwd: /etc/passwd is neither an ELF file nor a #! script; pass it with --path instead"),
+    (
+        ["/usr/bin/app", "--binary", "/etc/passwd"],
+        "command line: --binary /etc/passwd: /etc/passwd is neither an ELF file nor a #! script; pass it with --path instead",
+    ),
     (["/usr/bin/nope"], "command line: APP: /usr/bin/nope not found in rootfs:{src}; check the path"),
 ]
 
@@ -298,8 +321,12 @@ def test_a_profile_is_told_about_its_keys(source: Path, tmp_path: Path) -> None:
     profile = tmp_path / "p.yaml"
     profile.write_text("schema: distill/v1\nname: p\nextends: [glibc]\nbinaries: [/usr/bin/app]\nsystem: {timezone: Nowhere}\n")
     result = run_distill(str(profile), "--from", str(source), "--out", f"rootfs:{tmp_path / 'out'}")
-    assert error_lines(result.stderr) == [(f"{profile}: system.timezone: zone 'Nowhere' is not in the source "
-                                           "(/usr/share/zoneinfo/Nowhere); install tzdata in the source or set `timezone: none`")]
+    assert error_lines(result.stderr) == [
+        (
+            f"{profile}: system.timezone: zone 'Nowhere' is not in the source "
+            "(/usr/share/zoneinfo/Nowhere); install tzdata in the source or set `timezone: none`"
+        )
+    ]
 
 
 def test_the_readme_profile_is_not_told_to_add_what_it_has(source: Path, tmp_path: Path) -> None:
@@ -312,8 +339,12 @@ def test_the_readme_profile_is_not_told_to_add_what_it_has(source: Path, tmp_pat
     result = run_distill("./my-app.yaml", "--from", str(source), "--out", f"rootfs:{tmp_path / 'out'}", cwd=tmp_path)
     assert result.code == 2
     lines = error_lines(result.stderr)
-    assert lines == [(f"{tmp_path}/my-app.yaml: accounts.users[0]: user 'app' is not in the source's /etc/passwd; "
-                      "give {name, uid, gid, home, shell} to create it, or mark it optional")], lines
+    assert lines == [
+        (
+            f"{tmp_path}/my-app.yaml: accounts.users[0]: user 'app' is not in the source's /etc/passwd; "
+            "give {name, uid, gid, home, shell} to create it, or mark it optional"
+        )
+    ], lines
     (source / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n")
     (source / "etc/group").write_text("root:x:0:\napp:x:1000:\n")
     ok = run_distill("./my-app.yaml", "--from", str(source), "--out", f"rootfs:{tmp_path / 'out'}", "-q", cwd=tmp_path)
@@ -360,8 +391,14 @@ def test_every_flag_is_in_the_docs_options_table_and_back() -> None:
     table = (REPO / "docs/cli.md").read_text().split("## Options\n\n", 1)[1].split("\n\n", 1)[0]
     documented = {flag for row in table.splitlines()[2:] for flag in re.findall(r"(?<![\w-])--?[a-z][a-z-]*", row.split(" | ")[0])}
     commands = [cli, *cli.commands.values()]
-    offered = {name for command in commands for param in command.params if isinstance(param, click.Option)
-               for name in (*param.opts, *param.secondary_opts) if name not in ("-h", "--help", "--version")}
+    offered = {
+        name
+        for command in commands
+        for param in command.params
+        if isinstance(param, click.Option)
+        for name in (*param.opts, *param.secondary_opts)
+        if name not in ("-h", "--help", "--version")
+    }
     assert documented == offered
 
 
@@ -383,8 +420,9 @@ def test_a_base_user_inherited_is_said(source: Path, tmp_path: Path) -> None:
     result = run_distill("/usr/bin/app", "--from", str(source), "--base", f"oci:{layout}:1", "--out", f"oci:{tmp_path / 'o'}:x")
     assert result.code == 0, result.stderr
     assert "distill: warning: the image runs as the base's User 65532" in result.stderr
-    chosen = run_distill("/usr/bin/app", "--from", str(source), "--base", f"oci:{layout}:1", "--run-as", "0",
-                         "--out", f"oci:{tmp_path / 'o2'}:x")
+    chosen = run_distill(
+        "/usr/bin/app", "--from", str(source), "--base", f"oci:{layout}:1", "--run-as", "0", "--out", f"oci:{tmp_path / 'o2'}:x"
+    )
     assert chosen.code == 0 and "warning" not in chosen.stderr, chosen.stderr
 
 
@@ -394,10 +432,9 @@ def test_the_table_has_no_trailing_spaces_and_does_not_wrap(source: Path, tmp_pa
     lines = result.stderr.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("source: "))
     assert lines[start] == f"source: rootfs:{source}"
-    table = lines[start + 1:]
+    table = lines[start + 1 :]
     assert [line.split()[0] for line in table[1:]] == ["regular", "bytes", "entries", "size"]
     assert all(line == line.rstrip() for line in lines)
-
 
 
 def test_podman_spellings_work(source: Path, tmp_path: Path) -> None:

@@ -53,10 +53,18 @@ def test_a_missing_symbol_version_exits_6(tree: Tree) -> None:
     tree.glibc()
     tree.write("/build/v2.map", V2)
     tree.write("/build/v1.map", V1)
-    newer = tree.lib("/build/new/libv.so.1", soname="libv.so.1", flags=[f"-Wl,--version-script={tree.host('/build/v2.map')}"],
-                     source="int f1(void) { return 1; }\nint f2(void) { return 2; }\n")
-    tree.lib(f"{LIBDIR}/libv.so.1", soname="libv.so.1", flags=[f"-Wl,--version-script={tree.host('/build/v1.map')}"],
-             source="int f1(void) { return 1; }\n")
+    newer = tree.lib(
+        "/build/new/libv.so.1",
+        soname="libv.so.1",
+        flags=[f"-Wl,--version-script={tree.host('/build/v2.map')}"],
+        source="int f1(void) { return 1; }\nint f2(void) { return 2; }\n",
+    )
+    tree.lib(
+        f"{LIBDIR}/libv.so.1",
+        soname="libv.so.1",
+        flags=[f"-Wl,--version-script={tree.host('/build/v1.map')}"],
+        source="int f1(void) { return 1; }\n",
+    )
     tree.prog("/usr/bin/app", flags=[str(newer)], source="int f2(void);\nint main(void) { return f2(); }\n")
     newer.unlink()
     result = verify(tree.root, "--entrypoint", "/usr/bin/app")
@@ -107,8 +115,10 @@ def test_run_passes_a_probe_and_reports_a_failing_one_with_the_container_output_
     assert "probe passed" in passed.stderr
     failed = verify(tree.root, "--entrypoint", "/usr/bin/server", "--run", "echo expected ping; exit 3", "--wait-port", "8080")
     assert failed.code == 9, failed.stderr
-    assert "probe: probe 'echo expected ping; exit 3' failed (exit 3): expected ping; container output: app: listening on 8080" \
+    assert (
+        "probe: probe 'echo expected ping; exit 3' failed (exit 3): expected ping; container output: app: listening on 8080"
         in failed.stderr
+    )
     assert not tree.host("/proc").exists()  # the source was never written: runc mounted /proc on an overlay of it
 
 

@@ -1,6 +1,5 @@
 """Fuzz the WWW-Authenticate parser: challenges or a ValueError."""
 
-
 import atheris
 from harness import run
 

@@ -1,6 +1,5 @@
 """Fuzz the profile parser and validator: any text gives settings or a list of one-line issues."""
 
-
 import atheris
 from harness import run
 

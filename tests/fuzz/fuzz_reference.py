@@ -1,6 +1,5 @@
 """Fuzz image reference parsing: a reference or a ReferenceError; a parsed reference parses back to itself."""
 
-
 import atheris
 from harness import run
 

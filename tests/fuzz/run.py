@@ -44,34 +44,62 @@ def seeds(kind: str, corpus: Path) -> None:
         source.write_text("int f(void) { return 1; }\nint main(void) { return f(); }\n")
         for flags in (["-shared", "-fPIC", "-Wl,-soname,libx.so.1", "-Wl,--enable-new-dtags,-rpath,$ORIGIN"], ["-no-pie"], []):
             out = corpus / f"seed{len(flags)}"
-            subprocess.run(["gcc", "-o", str(out), str(source), "-s", "-Wl,--build-id=none", "-Wl,-z,noseparate-code",
-                            "-Wl,-z,norelro", *flags], check=True)
+            subprocess.run(
+                ["gcc", "-o", str(out), str(source), "-s", "-Wl,--build-id=none", "-Wl,-z,noseparate-code", "-Wl,-z,norelro", *flags],
+                check=True,
+            )
         source.unlink()
     elif kind == "layer":
-        (corpus / "a.tar").write_bytes(_tar([("etc/", tarfile.DIRTYPE, "", ""), ("etc/passwd", tarfile.REGTYPE, "", "root:x:0:0\n"),
-                                             ("etc/.wh.motd", tarfile.REGTYPE, "", ""), ("lib", tarfile.SYMTYPE, "usr/lib", ""),
-                                             ("usr/lib/x", tarfile.REGTYPE, "", "x"), ("usr/lib/y", tarfile.LNKTYPE, "usr/lib/x", ""),
-                                             ("var/.wh..wh..opq", tarfile.REGTYPE, "", "")]))
+        (corpus / "a.tar").write_bytes(
+            _tar(
+                [
+                    ("etc/", tarfile.DIRTYPE, "", ""),
+                    ("etc/passwd", tarfile.REGTYPE, "", "root:x:0:0\n"),
+                    ("etc/.wh.motd", tarfile.REGTYPE, "", ""),
+                    ("lib", tarfile.SYMTYPE, "usr/lib", ""),
+                    ("usr/lib/x", tarfile.REGTYPE, "", "x"),
+                    ("usr/lib/y", tarfile.LNKTYPE, "usr/lib/x", ""),
+                    ("var/.wh..wh..opq", tarfile.REGTYPE, "", ""),
+                ]
+            )
+        )
     elif kind == "profile":
         for path in (REPO / "profiles").glob("*.yaml"):
             shutil.copy(path, corpus / path.name)
     elif kind == "reference":
-        for number, text in enumerate(["nginx", "docker.io/library/nginx:1.27", "localhost:5000/a/b@sha256:" + "a" * 64,
-                                       "[::1]:5000/x:y", "ghcr.io/owner/repo:tag@sha256:" + "0" * 64]):
+        for number, text in enumerate(
+            [
+                "nginx",
+                "docker.io/library/nginx:1.27",
+                "localhost:5000/a/b@sha256:" + "a" * 64,
+                "[::1]:5000/x:y",
+                "ghcr.io/owner/repo:tag@sha256:" + "0" * 64,
+            ]
+        ):
             (corpus / str(number)).write_text(text)
     elif kind == "auth":
-        for number, text in enumerate(['Bearer realm="https://auth.docker.io/token",service="registry.docker.io",'
-                                       'scope="repository:library/nginx:pull,push"', 'Basic realm="Registry Realm"',
-                                       'Negotiate abc==, Basic realm="x\\"y"']):
+        for number, text in enumerate(
+            [
+                'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/nginx:pull,push"',
+                'Basic realm="Registry Realm"',
+                'Negotiate abc==, Basic realm="x\\"y"',
+            ]
+        ):
             (corpus / str(number)).write_text(text)
 
 
 def run(kind: str, work: Path, limit: list[str]) -> dict[str, object]:
     corpus = work / f"corpus-{kind}"
     seeds(kind, corpus)
-    command = [sys.executable, str(HERE / f"fuzz_{kind}.py"), *limit, "-max_len=65536", "-timeout=10",
-               f"-artifact_prefix={work}/crash-{kind}-",
-               str(corpus)]
+    command = [
+        sys.executable,
+        str(HERE / f"fuzz_{kind}.py"),
+        *limit,
+        "-max_len=65536",
+        "-timeout=10",
+        f"-artifact_prefix={work}/crash-{kind}-",
+        str(corpus),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=HERE)
     done = re.search(r"Done (\d+) runs", result.stderr)
     crashed = result.returncode != 0

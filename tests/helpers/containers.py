@@ -13,8 +13,20 @@ from helpers import REPO
 
 # Docker's default capability set (moby/oci/caps/defaults.go)
 DOCKER_CAPABILITIES = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
-    "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
 ]
 
 
@@ -35,6 +47,13 @@ def unpack_bundle(image: str, bundle: Path) -> dict:  # type: ignore[type-arg]
 
 def run_bundle_http(bundle: Path, *paths: str, port: int = 80) -> dict:  # type: ignore[type-arg]
     """Start the bundle's own process with runc inside a private network namespace and GET `paths`."""
-    command = [sys.executable, str(REPO / "examples/netns_http.py"), str(bundle), "--runc", "--port", str(port),
-               *[a for p in paths for a in ("--get", p)]]
+    command = [
+        sys.executable,
+        str(REPO / "examples/netns_http.py"),
+        str(bundle),
+        "--runc",
+        "--port",
+        str(port),
+        *[a for p in paths for a in ("--get", p)],
+    ]
     return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)

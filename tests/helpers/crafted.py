@@ -59,12 +59,14 @@ def tar_bytes(members: list[tuple[tarfile.TarInfo, bytes | None]], fmt: int = ta
 
 def app_members(app: bytes) -> list[tuple[tarfile.TarInfo, bytes | None]]:
     """The layer of the small image: /usr/bin/app, a passwd, a group, and a symlink."""
+
     def entry(name: str, kind: bytes, data: bytes | None = None, mode: int = 0o644, link: str = "") -> tuple[tarfile.TarInfo, bytes | None]:
         info = tarfile.TarInfo(name)
         info.type, info.mode, info.linkname, info.mtime = kind, mode, link, 1_700_000_000
         if data is not None:
             info.size = len(data)
         return info, data
+
     return [
         entry("usr/", tarfile.DIRTYPE, mode=0o755),
         entry("usr/bin/", tarfile.DIRTYPE, mode=0o755),
@@ -96,21 +98,37 @@ class Crafted:
             blobs[digest] = data
             return {"digest": f"sha256:{digest}", "size": len(data)}
 
-        layers = [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **put(gzip.compress(raw, mtime=0))}
-                  for raw in self.layers]
-        config: Any = {"architecture": Platform.host().architecture, "os": "linux", "created": "2024-01-02T03:04:05Z",
-                       "config": {"Env": ["PATH=/usr/bin"], "Entrypoint": ["/usr/bin/app"], "Labels": {"a": "b"}},
-                       "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw).hexdigest() for raw in self.layers]},
-                       "history": [{"created": "2024-01-02T03:04:05Z", "created_by": "hand"}], **copy.deepcopy(self.config_extra)}
+        layers = [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **put(gzip.compress(raw, mtime=0))} for raw in self.layers]
+        config: Any = {
+            "architecture": Platform.host().architecture,
+            "os": "linux",
+            "created": "2024-01-02T03:04:05Z",
+            "config": {"Env": ["PATH=/usr/bin"], "Entrypoint": ["/usr/bin/app"], "Labels": {"a": "b"}},
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw).hexdigest() for raw in self.layers]},
+            "history": [{"created": "2024-01-02T03:04:05Z", "created_by": "hand"}],
+            **copy.deepcopy(self.config_extra),
+        }
         config = self.config_hook(config) if self.config_hook else config
-        manifest: Any = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **put(_dump(config))},
-                         "layers": layers, "annotations": {"x": "y"}}
+        manifest: Any = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **put(_dump(config))},
+            "layers": layers,
+            "annotations": {"x": "y"},
+        }
         manifest = self.manifest_hook(manifest) if self.manifest_hook else manifest
-        index: Any = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                      "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", **put(_dump(manifest)),
-                                     "platform": {"architecture": Platform.host().architecture, "os": "linux"},
-                                     "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}
+        index: Any = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    **put(_dump(manifest)),
+                    "platform": {"architecture": Platform.host().architecture, "os": "linux"},
+                    "annotations": {"org.opencontainers.image.ref.name": "latest"},
+                }
+            ],
+        }
         index = self.index_hook(index) if self.index_hook else index
         return blobs, config, manifest, index
 
@@ -199,5 +217,5 @@ def snapshot(root: Path) -> dict[str, bytes | str]:
     found: dict[str, bytes | str] = {}
     for path in sorted(root.rglob("*")):
         key = str(path.relative_to(root))
-        found[key] = (f"-> {os.readlink(path)}" if path.is_symlink() else "dir" if path.is_dir() else path.read_bytes())
+        found[key] = f"-> {os.readlink(path)}" if path.is_symlink() else "dir" if path.is_dir() else path.read_bytes()
     return found

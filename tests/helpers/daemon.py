@@ -56,7 +56,7 @@ class FakeDocker25:
                 if path == "/version":
                     self._reply(200, json.dumps({"Version": "25.0.0", "ApiVersion": API_VERSION, "MinAPIVersion": "1.24"}).encode())
                 elif path.startswith(f"/v{API_VERSION}/images/") and path.endswith("/get"):
-                    name = _familiar(unquote(path[len(f"/v{API_VERSION}/images/"):-len("/get")]))
+                    name = _familiar(unquote(path[len(f"/v{API_VERSION}/images/") : -len("/get")]))
                     if name in owner.images:
                         self._reply(200, owner.images[name], "application/x-tar")
                     else:
@@ -99,8 +99,13 @@ def write_docker25_archive(layout: Path, archive: Path, tag: str) -> None:
     """What Docker 25+'s `docker save` writes: the OCI layout plus the legacy manifest.json (from a umoci layout)."""
     index = json.loads((layout / "index.json").read_text())
     manifest = json.loads((layout / "blobs/sha256" / index["manifests"][0]["digest"].split(":")[1]).read_text())
-    legacy = [{"Config": f"blobs/sha256/{manifest['config']['digest'].split(':')[1]}", "RepoTags": [tag],
-               "Layers": [f"blobs/sha256/{layer['digest'].split(':')[1]}" for layer in manifest["layers"]]}]
+    legacy = [
+        {
+            "Config": f"blobs/sha256/{manifest['config']['digest'].split(':')[1]}",
+            "RepoTags": [tag],
+            "Layers": [f"blobs/sha256/{layer['digest'].split(':')[1]}" for layer in manifest["layers"]],
+        }
+    ]
     with tarfile.open(archive, "w") as tar:
         for name in ("oci-layout", "index.json", "blobs"):
             tar.add(layout / name, arcname=name)

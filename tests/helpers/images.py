@@ -17,8 +17,10 @@ from pathlib import Path
 from helpers import cache_dir, fat_rootfs, untimed
 from helpers.registry import build_image_layout
 
-DISTROLESS_PASSWD = ("root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"
-                     "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n")
+DISTROLESS_PASSWD = (
+    "root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"
+    "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n"
+)
 DISTROLESS_GROUP = "root:x:0:\nnobody:x:65534:\ntty:x:5:\nstaff:x:50:\nnonroot:x:65532:\n"
 DISTROLESS_NSSWITCH = "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nservices: files\nprotocols: files\n"
 
@@ -57,8 +59,9 @@ def distroless_root(suite: str, packages: tuple[str, ...]) -> Path:
 
     def build(work: Path) -> None:
         root = work / "root"
-        subprocess.run(["mmdebstrap", "--variant=extract", f"--include={','.join(packages)}", suite, str(root)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["mmdebstrap", "--variant=extract", f"--include={','.join(packages)}", suite, str(root)], check=True, capture_output=True
+        )
         (root / "etc/passwd").write_text(DISTROLESS_PASSWD)
         (root / "etc/group").write_text(DISTROLESS_GROUP)
         (root / "etc/nsswitch.conf").write_text(DISTROLESS_NSSWITCH)

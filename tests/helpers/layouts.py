@@ -35,20 +35,31 @@ def write_layout(root: Path, layers: list[list[Member]], config: dict[str, Any] 
                 tar.addfile(info, io.BytesIO(data) if data is not None else None)
         diff_ids.append("sha256:" + hashlib.sha256(raw.getvalue()).hexdigest())
         descriptors.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **put(gzip.compress(raw.getvalue()))})
-    config = {"architecture": Platform.host().architecture, "os": "linux", **(config or {}),
-              "rootfs": {"type": "layers", "diff_ids": diff_ids}}
-    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **put(json.dumps(config).encode())},
-                "layers": descriptors}
-    entry = {"mediaType": "application/vnd.oci.image.manifest.v1+json", **put(json.dumps(manifest).encode()),
-             "annotations": {"org.opencontainers.image.ref.name": "latest"}}
+    config = {
+        "architecture": Platform.host().architecture,
+        "os": "linux",
+        **(config or {}),
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **put(json.dumps(config).encode())},
+        "layers": descriptors,
+    }
+    entry = {
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        **put(json.dumps(manifest).encode()),
+        "annotations": {"org.opencontainers.image.ref.name": "latest"},
+    }
     (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
     (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
     return root
 
 
-def member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes | None = b"", mode: int = 0o644,
-           link: str = "") -> tuple[tarfile.TarInfo, bytes | None]:
+def member(
+    name: str, kind: bytes = tarfile.REGTYPE, data: bytes | None = b"", mode: int = 0o644, link: str = ""
+) -> tuple[tarfile.TarInfo, bytes | None]:
     info = tarfile.TarInfo(name)
     info.type, info.mode, info.linkname = kind, mode, link
     if kind == tarfile.REGTYPE:

@@ -64,14 +64,21 @@ def index_layout(arches: tuple[str, ...] = ("amd64", "arm64"), *, broken: str | 
             platform = {"architecture": oci, "os": "linux", **({"variant": variant} if variant else {})}
             if variant:  # umoci config has no --variant: give the config its variant as well
                 descriptor = _with_variant(layout, descriptor, variant)
-            entries.append({"mediaType": media.OCI_MANIFEST, "digest": descriptor["digest"], "size": descriptor["size"],
-                            "platform": platform})
+            entries.append(
+                {"mediaType": media.OCI_MANIFEST, "digest": descriptor["digest"], "size": descriptor["size"], "platform": platform}
+            )
         data = canonical_json({"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": entries})
         digest = sha256_of(data)
         (layout / "blobs/sha256" / digest.split(":")[1]).write_bytes(data)
         index = json.loads((layout / "index.json").read_text())
-        index["manifests"].append({"mediaType": media.OCI_INDEX, "digest": digest, "size": len(data),
-                                   "annotations": {"org.opencontainers.image.ref.name": "latest"}})
+        index["manifests"].append(
+            {
+                "mediaType": media.OCI_INDEX,
+                "digest": digest,
+                "size": len(data),
+                "annotations": {"org.opencontainers.image.ref.name": "latest"},
+            }
+        )
         (layout / "index.json").write_text(json.dumps(index))
 
     return _cached("layouts", f"multiarch-{'-'.join(arches)}-{key}", build) / "layout"

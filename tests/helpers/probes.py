@@ -30,9 +30,12 @@ from netns_http import wait_for_port as wait_port  # noqa: E402
 
 def run_probe(name: str, *args: str, timeout: float = 300) -> dict[str, Any]:
     """Run probe `name` in a fresh network namespace and return its JSON result."""
-    result = subprocess.run(["unshare", "--net", "--mount", "--propagation", "private", "--", sys.executable,
-                             str(HERE / "probes.py"), name, *args],
-                            capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        ["unshare", "--net", "--mount", "--propagation", "private", "--", sys.executable, str(HERE / "probes.py"), name, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if result.returncode != 0:
         raise AssertionError(f"probe {name} crashed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout)
@@ -91,28 +94,51 @@ def make_tls(directory: Path) -> tuple[Path, Path, Path]:
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "distill test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(1).not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                       data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                                       encipher_only=False, decipher_only=False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
     names = [x509.DNSName("localhost"), x509.DNSName("app.test"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
-            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(2)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     return paths
 
 
@@ -158,7 +184,8 @@ def probe_nginx(root: str, tls_dir: str) -> dict[str, Any]:
         (out / "etc/nginx/tls" / source.name).write_bytes(source.read_bytes())
     (out / "etc/nginx/sites-enabled/tls").write_text(
         "server { listen 443 ssl; server_name localhost; ssl_certificate /etc/nginx/tls/server.pem;\n"
-        "  ssl_certificate_key /etc/nginx/tls/server.key; root /var/www/html; index index.nginx-debian.html index.html; }\n")
+        "  ssl_certificate_key /etc/nginx/tls/server.key; root /var/www/html; index index.nginx-debian.html index.html; }\n"
+    )
     server = subprocess.Popen(["chroot", root, "/usr/sbin/nginx", "-g", "daemon off;"], stderr=subprocess.PIPE)
     result: dict[str, Any] = {"started": wait_port(80, server) and wait_port(443, server)}
     if result["started"]:
@@ -210,8 +237,9 @@ def probe_redis(root: str) -> dict[str, Any]:
     user = ids(Path(root), "redis")
     program = first_of(root, "/usr/local/bin/redis-server", "/usr/bin/redis-server")
     # Debian's configuration when it shipped; a /usr/local build runs on its compiled-in defaults
-    config = ["/etc/redis/redis.conf"] if (Path(root) / "etc/redis/redis.conf").is_file() else ["--dir", "/var/lib/redis",
-                                                                                              "--bind", "127.0.0.1"]
+    config = (
+        ["/etc/redis/redis.conf"] if (Path(root) / "etc/redis/redis.conf").is_file() else ["--dir", "/var/lib/redis", "--bind", "127.0.0.1"]
+    )
     command = ["chroot", f"--userspec={user}", root, program, *config, "--daemonize", "no", "--supervised", "no", "--logfile", ""]
     result: dict[str, Any] = {}
     # the environment a container runtime gives an image that sets none (redis 8 refuses a LANG naming a
@@ -241,26 +269,56 @@ def probe_postgresql(root: str) -> dict[str, Any]:
     bindir = next(out.glob("usr/lib/postgresql/*/bin")).relative_to(out)
     data = "/var/lib/postgresql/data"
     result: dict[str, Any] = {}
-    initdb = subprocess.run(["chroot", f"--userspec={user}", root, f"/{bindir}/initdb", "-D", data, "--locale=C.UTF-8",
-                             "--encoding=UTF8", "--auth=trust", "--username=postgres"], capture_output=True, text=True,
-                            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
+    initdb = subprocess.run(
+        [
+            "chroot",
+            f"--userspec={user}",
+            root,
+            f"/{bindir}/initdb",
+            "-D",
+            data,
+            "--locale=C.UTF-8",
+            "--encoding=UTF8",
+            "--auth=trust",
+            "--username=postgres",
+        ],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
+    )
     result["initdb"] = initdb.returncode
     result["initdb_output"] = (initdb.stdout + initdb.stderr)[-2000:]
     if initdb.returncode:
         return result
-    server = subprocess.Popen(["chroot", f"--userspec={user}", root, f"/{bindir}/postgres", "-D", data, "-c",
-                               "listen_addresses=127.0.0.1", "-k", "/run/postgresql"], stderr=subprocess.PIPE,
-                              env={"LANG": "C.UTF-8", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    server = subprocess.Popen(
+        [
+            "chroot",
+            f"--userspec={user}",
+            root,
+            f"/{bindir}/postgres",
+            "-D",
+            data,
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-k",
+            "/run/postgresql",
+        ],
+        stderr=subprocess.PIPE,
+        env={"LANG": "C.UTF-8", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
     result["started"] = wait_port(5432, server)
     if result["started"]:
         time.sleep(0.5)
-        sql = ("CREATE TABLE t (id int, name text); INSERT INTO t VALUES (1, 'été'), (2, 'hiver');"
-               "SELECT string_agg(upper(name), ',' ORDER BY id) FROM t;"
-               "SELECT (timestamptz '2024-01-15 12:00:00+00' AT TIME ZONE 'Asia/Tokyo')::text;"
-               "SET TIME ZONE 'America/New_York'; SELECT to_char(timestamptz '2024-07-01 12:00:00+00', 'HH24:MI TZ');"
-               "SELECT to_char(date '2024-03-05', 'TMMonth');")
-        psql = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql],
-                              capture_output=True, text=True)
+        sql = (
+            "CREATE TABLE t (id int, name text); INSERT INTO t VALUES (1, 'été'), (2, 'hiver');"
+            "SELECT string_agg(upper(name), ',' ORDER BY id) FROM t;"
+            "SELECT (timestamptz '2024-01-15 12:00:00+00' AT TIME ZONE 'Asia/Tokyo')::text;"
+            "SET TIME ZONE 'America/New_York'; SELECT to_char(timestamptz '2024-07-01 12:00:00+00', 'HH24:MI TZ');"
+            "SELECT to_char(date '2024-03-05', 'TMMonth');"
+        )
+        psql = subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql], capture_output=True, text=True
+        )
         result["psql"] = psql.returncode
         result["rows"] = psql.stdout.splitlines()
         result["psql_error"] = psql.stderr[-1000:]
@@ -268,7 +326,7 @@ def probe_postgresql(root: str) -> dict[str, Any]:
     return result
 
 
-PYTHON_PROBE = r'''
+PYTHON_PROBE = r"""
 import ctypes, hashlib, json, sqlite3, ssl, urllib.request, zoneinfo, datetime
 result = {}
 context = ssl.create_default_context()
@@ -288,7 +346,7 @@ tokyo = datetime.datetime(2024, 1, 15, 12, tzinfo=datetime.timezone.utc).astimez
 result["zoneinfo"] = tokyo.isoformat()
 result["sha256"] = hashlib.sha256(b"distill").hexdigest()
 print(json.dumps(result))
-'''
+"""
 
 
 def probe_python3(root: str, tls_dir: str) -> dict[str, Any]:
@@ -302,8 +360,12 @@ def probe_python3(root: str, tls_dir: str) -> dict[str, Any]:
     server = tls_server(cert, key)
     try:
         python = first_of(root, "/usr/local/bin/python3", "/usr/bin/python3")
-        run = subprocess.run(["chroot", root, python, "/probe/probe.py"], capture_output=True, text=True,
-                             env={"LANG": "C.UTF-8", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        run = subprocess.run(
+            ["chroot", root, python, "/probe/probe.py"],
+            capture_output=True,
+            text=True,
+            env={"LANG": "C.UTF-8", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        )
     finally:
         server.shutdown()
     result = json.loads(run.stdout) if run.returncode == 0 and run.stdout.strip() else {}
@@ -311,7 +373,7 @@ def probe_python3(root: str, tls_dir: str) -> dict[str, Any]:
     return result
 
 
-NODE_PROBE = r'''
+NODE_PROBE = r"""
 const https = require("node:https"), crypto = require("node:crypto"), zlib = require("node:zlib");
 const result = {};
 result.sha256 = crypto.createHash("sha256").update("distill").digest("hex");
@@ -323,7 +385,7 @@ https.get("https://localhost:8443/", (response) => {
   response.on("data", (chunk) => body += chunk);
   response.on("end", () => { result.https = [response.statusCode, body]; console.log(JSON.stringify(result)); });
 }).on("error", (error) => { result.https = String(error); console.log(JSON.stringify(result)); });
-'''
+"""
 
 
 def probe_node(root: str, tls_dir: str) -> dict[str, Any]:
@@ -337,8 +399,12 @@ def probe_node(root: str, tls_dir: str) -> dict[str, Any]:
     server = tls_server(cert, key)
     try:
         node = first_of(root, "/usr/local/bin/node", "/usr/bin/node")
-        run = subprocess.run(["chroot", root, node, "/probe/probe.js"], capture_output=True, text=True,
-                             env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "NODE_EXTRA_CA_CERTS": "/probe/ca.pem"})
+        run = subprocess.run(
+            ["chroot", root, node, "/probe/probe.js"],
+            capture_output=True,
+            text=True,
+            env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "NODE_EXTRA_CA_CERTS": "/probe/ca.pem"},
+        )
     finally:
         server.shutdown()
     result = json.loads(run.stdout) if run.returncode == 0 and run.stdout.strip() else {}
@@ -354,35 +420,74 @@ def probe_sshd(root: str, key_dir: str) -> dict[str, Any]:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / "id")], check=True)
     (out / "probe").mkdir(exist_ok=True)
     (out / "probe/authorized_keys").write_bytes((keys / "id.pub").read_bytes())
-    server = subprocess.Popen(["chroot", root, "/usr/sbin/sshd", "-D", "-e", "-p", "2222", "-o", "ListenAddress=127.0.0.1",
-                               "-o", "AuthorizedKeysFile=/probe/authorized_keys", "-o", "StrictModes=no", "-o", "UsePAM=no",
-                               "-o", "PidFile=none"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [
+            "chroot",
+            root,
+            "/usr/sbin/sshd",
+            "-D",
+            "-e",
+            "-p",
+            "2222",
+            "-o",
+            "ListenAddress=127.0.0.1",
+            "-o",
+            "AuthorizedKeysFile=/probe/authorized_keys",
+            "-o",
+            "StrictModes=no",
+            "-o",
+            "UsePAM=no",
+            "-o",
+            "PidFile=none",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     result: dict[str, Any] = {"started": wait_port(2222, server)}
     if result["started"]:
-        client = subprocess.run(["ssh", "-v", "-i", str(keys / "id"), "-p", "2222", "-o", "BatchMode=yes",
-                                 "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "root@127.0.0.1", "true"],
-                                capture_output=True, text=True, timeout=60)
+        client = subprocess.run(
+            [
+                "ssh",
+                "-v",
+                "-i",
+                str(keys / "id"),
+                "-p",
+                "2222",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "root@127.0.0.1",
+                "true",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         result["authenticated"] = "Authenticated to 127.0.0.1" in client.stderr
         result["client"] = client.stderr[-1500:]
     result["stderr"] = stop(server)
     return result
 
 
-PERL_PROBE = r'''
+PERL_PROBE = r"""
 use strict; use warnings; use POSIX qw(strftime); use Digest::SHA qw(sha256_hex); use Encode qw(encode);
 use List::Util qw(sum); use Storable qw(freeze thaw); use Time::HiRes qw(time);
 my $data = thaw(freeze({n => [1, 2, 3]}));
 print join("|", sha256_hex("distill"), length(encode("UTF-16LE", "\x{e9}t\x{e9}")), sum(@{$data->{n}}),
            strftime("%Y", gmtime(0)), $^V), "\n";
-'''
+"""
 
 
 def probe_perl(root: str) -> dict[str, Any]:
     """Core modules, pure-Perl and XS (POSIX, Digest::SHA, Encode, List::Util, Storable, Time::HiRes)."""
     (Path(root) / "probe").mkdir(exist_ok=True)
     (Path(root) / "probe/probe.pl").write_text(PERL_PROBE)
-    run = subprocess.run(["chroot", root, "/usr/bin/perl", "/probe/probe.pl"], capture_output=True, text=True,
-                         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    run = subprocess.run(
+        ["chroot", root, "/usr/bin/perl", "/probe/probe.pl"], capture_output=True, text=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    )
     return {"exit": run.returncode, "stdout": run.stdout.strip(), "stderr": run.stderr[-2000:]}
 
 
@@ -398,21 +503,39 @@ def probe_curl(root: str, server_root: str, tls_dir: str) -> dict[str, Any]:
     (srv / "srv-tls/nginx.conf").write_text(
         "events {} pid /srv-tls/nginx.pid; error_log /srv-tls/error.log;\n"
         "http { access_log off; server { listen 127.0.0.1:8443 ssl http2; ssl_certificate /srv-tls/server.pem;\n"
-        "  ssl_certificate_key /srv-tls/server.key; location / { return 200 'hello over h2\\n'; } } }\n")
-    server = subprocess.Popen(["chroot", str(srv), "/usr/sbin/nginx", "-c", "/srv-tls/nginx.conf", "-g", "daemon off;"],
-                              stderr=subprocess.PIPE)
+        "  ssl_certificate_key /srv-tls/server.key; location / { return 200 'hello over h2\\n'; } } }\n"
+    )
+    server = subprocess.Popen(
+        ["chroot", str(srv), "/usr/sbin/nginx", "-c", "/srv-tls/nginx.conf", "-g", "daemon off;"], stderr=subprocess.PIPE
+    )
     (out / "etc/hosts").write_text("127.0.0.1 app.test\n")  # what a container runtime provides
     (out / "probe").mkdir(exist_ok=True)
     (out / "probe/ca.pem").write_bytes(ca.read_bytes())
     result: dict[str, Any] = {"started": wait_port(8443, server)}
     if result["started"]:
-        run = subprocess.run(["chroot", root, "/usr/bin/curl", "-sS", "--http2", "--cacert", "/probe/ca.pem",
-                              "-o", "/probe/body", "-w", "%{http_version} %{http_code}", "https://app.test:8443/"],
-                             capture_output=True, text=True)
+        run = subprocess.run(
+            [
+                "chroot",
+                root,
+                "/usr/bin/curl",
+                "-sS",
+                "--http2",
+                "--cacert",
+                "/probe/ca.pem",
+                "-o",
+                "/probe/body",
+                "-w",
+                "%{http_version} %{http_code}",
+                "https://app.test:8443/",
+            ],
+            capture_output=True,
+            text=True,
+        )
         result["curl"] = [run.returncode, run.stdout, run.stderr[-500:]]
         result["body"] = (out / "probe/body").read_text() if (out / "probe/body").exists() else None
-        default_store = subprocess.run(["chroot", root, "/usr/bin/curl", "-sS", "https://app.test:8443/", "-o", "/probe/body2"],
-                                       capture_output=True, text=True)
+        default_store = subprocess.run(
+            ["chroot", root, "/usr/bin/curl", "-sS", "https://app.test:8443/", "-o", "/probe/body2"], capture_output=True, text=True
+        )
         result["untrusted_refused"] = default_store.returncode == 60  # the test CA is not in the system bundle
     result["stderr"] = stop(server, signal.SIGQUIT)
     return result
@@ -437,8 +560,7 @@ def probe_openssl(root: str, tls_dir: str) -> dict[str, Any]:
     result["md4"] = [md4.returncode, md4.stdout.strip(), md4.stderr[-300:]]
     server = tls_server(cert, key)
     try:
-        client = openssl("s_client", "-connect", "127.0.0.1:8443", "-CAfile", "/probe/ca.pem", "-verify_return_error",
-                         "-brief", stdin="")
+        client = openssl("s_client", "-connect", "127.0.0.1:8443", "-CAfile", "/probe/ca.pem", "-verify_return_error", "-brief", stdin="")
     finally:
         server.shutdown()
     result["s_client"] = [client.returncode, client.stderr[-800:]]
@@ -464,11 +586,11 @@ def probe_platform(root: str, qemu: str) -> dict[str, Any]:
         (out / ".qemu").write_bytes(Path(host_qemu).read_bytes())
         (out / ".qemu").chmod(0o755)
         prefix = ["/.qemu"]
-        ran = subprocess.run([host_qemu, "-L", root, f"{root}/usr/bin/jq", "-c", ".a"], input=document, capture_output=True,
-                             text=True, timeout=120)
+        ran = subprocess.run(
+            [host_qemu, "-L", root, f"{root}/usr/bin/jq", "-c", ".a"], input=document, capture_output=True, text=True, timeout=120
+        )
         result["jq_L"] = [ran.returncode, ran.stdout.strip(), ran.stderr[-500:]]
-    ran = subprocess.run(["chroot", root, *prefix, "/usr/bin/jq", "-c", ".a"], input=document, capture_output=True, text=True,
-                         timeout=120)
+    ran = subprocess.run(["chroot", root, *prefix, "/usr/bin/jq", "-c", ".a"], input=document, capture_output=True, text=True, timeout=120)
     result["jq"] = [ran.returncode, ran.stdout.strip(), ran.stderr[-500:]]
     tested = subprocess.run(["chroot", root, *prefix, "/usr/sbin/nginx", "-t"], capture_output=True, text=True, timeout=120)
     result["nginx_t"] = [tested.returncode, tested.stderr[-800:]]
@@ -487,13 +609,13 @@ def probe_squid(root: str) -> dict[str, Any]:
     out = Path(root)
     (out / "etc/squid/conf.d").mkdir(exist_ok=True)
     (out / "etc/squid/conf.d/probe.conf").write_text("shutdown_lifetime 0 seconds\nvisible_hostname probe\n")
-    server = subprocess.Popen(["chroot", root, "/usr/sbin/squid", "-N", "-f", "/etc/squid/squid.conf"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        ["chroot", root, "/usr/sbin/squid", "-N", "-f", "/etc/squid/squid.conf"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     result: dict[str, Any] = {"started": wait_port(3128, server)}
     if result["started"]:
         with socket.create_connection(("127.0.0.1", 3128), timeout=30) as sock:
-            sock.sendall(b"GET http://127.0.0.1:1999/ HTTP/1.1\r\nHost: 127.0.0.1:1999\r\nAccept-Language: de\r\n"
-                         b"Connection: close\r\n\r\n")
+            sock.sendall(b"GET http://127.0.0.1:1999/ HTTP/1.1\r\nHost: 127.0.0.1:1999\r\nAccept-Language: de\r\nConnection: close\r\n\r\n")
             data = b""
             while chunk := sock.recv(65536):
                 data += chunk
@@ -510,8 +632,13 @@ def probe_command(root: str, spec: str) -> dict[str, Any]:
     """One command in the root: spec is JSON {argv, env, user}; exit code, stdout and stderr come back."""
     command = json.loads(spec)
     user = [f"--userspec={ids(Path(root), command['user'])}"] if command.get("user") else []
-    run = subprocess.run(["chroot", *user, root, *command["argv"]], capture_output=True, text=True, timeout=240,
-                         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **command.get("env", {})})
+    run = subprocess.run(
+        ["chroot", *user, root, *command["argv"]],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **command.get("env", {})},
+    )
     return {"exit": run.returncode, "stdout": run.stdout[-3000:], "stderr": run.stderr[-3000:]}
 
 

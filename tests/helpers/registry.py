@@ -67,7 +67,7 @@ def libtrust_key_id(public_key_der: bytes) -> str:
     distribution 2.8 indexes the keys of its `rootcertbundle` certificates by this ID, which is
     what it looks up when a token header carries only `kid`."""
     encoded = base64.b32encode(hashlib.sha256(public_key_der).digest()[:30]).decode("ascii").rstrip("=")
-    return ":".join(encoded[i:i + 4] for i in range(0, len(encoded), 4))
+    return ":".join(encoded[i : i + 4] for i in range(0, len(encoded), 4))
 
 
 def _tail(path: Path, limit: int = 4000) -> str:
@@ -213,9 +213,15 @@ class TokenServer:
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                    crl_sign=False, encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -225,8 +231,7 @@ class TokenServer:
         self.cert_path = tmp_dir / "token-signer.pem"
         self.cert_path.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
         self._x5c = base64.b64encode(self._cert.public_bytes(serialization.Encoding.DER)).decode()
-        self.kid = libtrust_key_id(public_key.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
+        self.kid = libtrust_key_id(public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
 
         self._server = _TokenHTTPServer(("127.0.0.1", 0), _TokenHandler)
         self._server.owner = self
@@ -234,8 +239,8 @@ class TokenServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.realm = f"{self.url}/token"
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-            name=f"token-server-{self.port}", daemon=True)
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"token-server-{self.port}", daemon=True
+        )
         self._thread.start()
         self._finalizer = weakref.finalize(self, _stop_http_server, self._server, self._thread)
 
@@ -266,12 +271,18 @@ class TokenServer:
             if allowed:
                 merged = granted.setdefault((kind, name), [])
                 merged.extend(a for a in allowed if a not in merged)
-        return [{"type": kind, "name": name, "actions": actions}
-                for (kind, name), actions in granted.items()]
+        return [{"type": kind, "name": name, "actions": actions} for (kind, name), actions in granted.items()]
 
-    def make_token(self, user: str | None, access: list[dict[str, Any]], *,
-                   audience: str | None = None, lifetime: int | None = None,
-                   x5c: bool = True, kid: bool = True) -> str:
+    def make_token(
+        self,
+        user: str | None,
+        access: list[dict[str, Any]],
+        *,
+        audience: str | None = None,
+        lifetime: int | None = None,
+        x5c: bool = True,
+        kid: bool = True,
+    ) -> str:
         """A signed JWT with the given claims (tests may drop `x5c` or `kid` to probe the
         registry's verification)."""
         from cryptography.hazmat.primitives import hashes
@@ -298,8 +309,9 @@ class TokenServer:
         signature = self._key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
         return f"{signing_input}.{_b64url(signature)}"
 
-    def fetch_token(self, scopes: Iterable[str] = (), *, username: str | None = None,
-                    password: str | None = None, service: str | None = None) -> str:
+    def fetch_token(
+        self, scopes: Iterable[str] = (), *, username: str | None = None, password: str | None = None, service: str | None = None
+    ) -> str:
         """Ask this server for a token over HTTP, like a client would; raises on refusal."""
         query = [("service", service or self.service)] + [("scope", s) for s in scopes]
         request = urllib.request.Request(f"{self.realm}?{urllib.parse.urlencode(query)}")
@@ -335,8 +347,9 @@ class TokenServer:
         url = urllib.parse.urlsplit(handler.path)
         query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
         offered, user, valid = self._authenticate(handler.headers.get("Authorization"))
-        record = TokenRequest(method=handler.command, path=url.path, query=query,
-                              authenticated=offered and valid, user=user if valid else None)
+        record = TokenRequest(
+            method=handler.command, path=url.path, query=query, authenticated=offered and valid, user=user if valid else None
+        )
         with self._lock:
             self.requests.append(record)
         length = int(handler.headers.get("Content-Length") or 0)
@@ -357,8 +370,11 @@ class TokenServer:
         elif handler.command != "GET":
             return reply(405, {"errors": [{"code": "UNSUPPORTED", "message": "use GET or POST"}]}, {"Allow": "GET, POST"})
         if offered and not valid:
-            return reply(401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]},
-                         {"WWW-Authenticate": 'Basic realm="distill-test-token"'})
+            return reply(
+                401,
+                {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]},
+                {"WWW-Authenticate": 'Basic realm="distill-test-token"'},
+            )
         service = query.get("service", [self.service])[-1]
         if service != self.service:
             return reply(400, {"errors": [{"code": "DENIED", "message": f"unknown service {service!r}"}]})
@@ -369,8 +385,7 @@ class TokenServer:
         record.granted = access
         token = self.make_token(record.user, access)
         issued = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-        reply(200, {"token": token, "access_token": token, "expires_in": self.expires_in,
-                    "issued_at": issued})
+        reply(200, {"token": token, "access_token": token, "expires_in": self.expires_in, "issued_at": issued})
         return None
 
 
@@ -468,18 +483,23 @@ class Registry:
             htpasswd = self.dir / "htpasswd"
             # distribution checks bcrypt hashes with golang.org/x/crypto/bcrypt, which takes any
             # $2?$ minor version; cost 5 keeps the per-request check cheap.
-            htpasswd.write_text("".join(
-                f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()}\n"
-                for user, password in self.users.items()))
+            htpasswd.write_text(
+                "".join(
+                    f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()}\n"
+                    for user, password in self.users.items()
+                )
+            )
             auth_config = {"htpasswd": {"realm": "distill-test-registry", "path": str(htpasswd)}}
         elif auth == "token":
             assert token_server is not None
-            auth_config = {"token": {
-                "realm": token_server.realm,
-                "service": token_server.service,
-                "issuer": token_server.issuer,
-                "rootcertbundle": str(token_server.cert_path),
-            }}
+            auth_config = {
+                "token": {
+                    "realm": token_server.realm,
+                    "service": token_server.service,
+                    "issuer": token_server.issuer,
+                    "rootcertbundle": str(token_server.cert_path),
+                }
+            }
 
         self.process: subprocess.Popen[bytes] | None = None
         self._finalizer: weakref.finalize | None = None
@@ -529,8 +549,13 @@ class Registry:
         try:
             self.process = subprocess.Popen(
                 [REGISTRY_BINARY, "serve", str(self.config_path)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=env, cwd=self.dir, start_new_session=True)
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.dir,
+                start_new_session=True,
+            )
         except BaseException:
             log.close()
             raise
@@ -543,7 +568,8 @@ class Registry:
             if self.process.poll() is not None:
                 raise RegistryStartError(
                     f"docker-registry exited with status {self.process.returncode} before "
-                    f"answering on {self.url}; log tail:\n{_tail(self.log_path)}")
+                    f"answering on {self.url}; log tail:\n{_tail(self.log_path)}"
+                )
             try:
                 unverified = ssl._create_unverified_context() if self.tls else None
                 with urllib.request.urlopen(f"{self.url}/v2/", timeout=1, context=unverified) as response:
@@ -558,8 +584,8 @@ class Registry:
             if status:
                 last = f"HTTP {status}"
         raise RegistryStartError(
-            f"docker-registry did not answer GET {self.url}/v2/ within {timeout:.0f}s "
-            f"(last: {last}); log tail:\n{_tail(self.log_path)}")
+            f"docker-registry did not answer GET {self.url}/v2/ within {timeout:.0f}s (last: {last}); log tail:\n{_tail(self.log_path)}"
+        )
 
     def log_tail(self, limit: int = 4000) -> str:
         return _tail(self.log_path, limit)
@@ -601,8 +627,7 @@ class Registry:
 
 
 def _run(command: list[str], *, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise subprocess.CalledProcessError(result.returncode, command, result.stdout, result.stderr)
     return result
@@ -691,12 +716,18 @@ def _needs_creds_args(ref: str) -> bool:
     return ref.startswith("docker://")
 
 
-def skopeo_copy(src: str, dest: str, *, src_creds: str | None = None, dest_creds: str | None = None,
-                extra_args: Iterable[str] = (), timeout: float = 300) -> None:
+def skopeo_copy(
+    src: str,
+    dest: str,
+    *,
+    src_creds: str | None = None,
+    dest_creds: str | None = None,
+    extra_args: Iterable[str] = (),
+    timeout: float = 300,
+) -> None:
     """`skopeo copy` with TLS verification off (local plain-HTTP registries); `*_creds` are
     `user:password`. Raises ToolError with skopeo's stderr on failure."""
-    command = ["skopeo", "--insecure-policy", "copy", "--quiet",
-               "--src-tls-verify=false", "--dest-tls-verify=false"]
+    command = ["skopeo", "--insecure-policy", "copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false"]
     if _needs_creds_args(src):
         command += _creds_args("src-", src_creds)
     if _needs_creds_args(dest):
@@ -705,8 +736,7 @@ def skopeo_copy(src: str, dest: str, *, src_creds: str | None = None, dest_creds
     _tool(command, timeout=timeout)
 
 
-def skopeo_inspect(ref: str, *, raw: bool = False, creds: str | None = None,
-                   config: bool = False, timeout: float = 120) -> dict[str, Any]:
+def skopeo_inspect(ref: str, *, raw: bool = False, creds: str | None = None, config: bool = False, timeout: float = 120) -> dict[str, Any]:
     """`skopeo inspect` (TLS verification off) parsed from JSON; `raw` gives the manifest,
     `config` the image configuration."""
     command = ["skopeo", "--insecure-policy", "inspect", "--tls-verify=false"]
@@ -721,7 +751,18 @@ def skopeo_inspect(ref: str, *, raw: bool = False, creds: str | None = None,
 
 
 __all__ = [
-    "Registry", "RegistryStartError", "TokenRefused", "TokenRequest", "TokenServer", "ToolError",
-    "build_image_layout", "decode_jwt", "free_port", "layout_blob", "layout_manifest",
-    "libtrust_key_id", "skopeo_copy", "skopeo_inspect",
+    "Registry",
+    "RegistryStartError",
+    "TokenRefused",
+    "TokenRequest",
+    "TokenServer",
+    "ToolError",
+    "build_image_layout",
+    "decode_jwt",
+    "free_port",
+    "layout_blob",
+    "layout_manifest",
+    "libtrust_key_id",
+    "skopeo_copy",
+    "skopeo_inspect",
 ]

@@ -81,17 +81,34 @@ class Tree:
             src.unlink()
         return out
 
-    def lib(self, path: str, soname: str | None = None, needs: Iterable[str] = (), flags: Iterable[str] = (),
-            compiler: str = "gcc", source: str | None = None) -> Path:
+    def lib(
+        self,
+        path: str,
+        soname: str | None = None,
+        needs: Iterable[str] = (),
+        flags: Iterable[str] = (),
+        compiler: str = "gcc",
+        source: str | None = None,
+    ) -> Path:
         """A shared library at `path` (DT_SONAME `soname`) with DT_NEEDED on the tree's libraries `needs`."""
         ident = re.sub(r"\W", "_", path)
         deps = [str(self.host(n)) for n in needs]
         soflags = [f"-Wl,-soname,{soname}"] if soname else []
-        return self._compile(path, source or f"int f{ident}(void) {{ return 1; }}\n",
-                             ["-shared", "-fPIC", *soflags, *flags, "-Wl,--no-as-needed", *deps], compiler)
+        return self._compile(
+            path,
+            source or f"int f{ident}(void) {{ return 1; }}\n",
+            ["-shared", "-fPIC", *soflags, *flags, "-Wl,--no-as-needed", *deps],
+            compiler,
+        )
 
-    def prog(self, path: str, needs: Iterable[str] = (), flags: Iterable[str] = (), compiler: str = "gcc",
-             source: str = "int main(void) { return 0; }\n") -> Path:
+    def prog(
+        self,
+        path: str,
+        needs: Iterable[str] = (),
+        flags: Iterable[str] = (),
+        compiler: str = "gcc",
+        source: str = "int main(void) { return 0; }\n",
+    ) -> Path:
         """An executable at `path` with DT_NEEDED on the tree's libraries `needs`."""
         deps = [str(self.host(n)) for n in needs]
         return self._compile(path, source, [*flags, "-Wl,--no-as-needed", *deps], compiler)
@@ -102,14 +119,14 @@ class Tree:
 
     def real_list(self, path: str) -> dict[str, str | None]:
         """What glibc's own loader maps for `path` inside the tree (tests only: this runs the tree's ld.so)."""
-        result = subprocess.run(["chroot", str(self.root), "/lib64/ld-linux-x86-64.so.2", "--list", path],
-                                capture_output=True, text=True)
+        result = subprocess.run(["chroot", str(self.root), "/lib64/ld-linux-x86-64.so.2", "--list", path], capture_output=True, text=True)
         return parse_ld_list(result.stdout, result.stderr)
 
     def real_exec_list(self, path: str) -> dict[str, str | None]:
         """Like `real_list`, but the kernel executes `path` (so $ORIGIN comes from /proc/self/exe)."""
-        result = subprocess.run(["unshare", "-m", "--", sys.executable, "-c", _EXEC_TRACED, str(self.root), path],
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            ["unshare", "-m", "--", sys.executable, "-c", _EXEC_TRACED, str(self.root), path], capture_output=True, text=True
+        )
         return parse_ld_list(result.stdout, result.stderr)
 
 

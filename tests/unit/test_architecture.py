@@ -61,7 +61,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
             nxt = pending.pop()
             if state.get(nxt) == 1:
                 names = [n for n, _ in stack]
-                return [*names[names.index(nxt):], nxt]
+                return [*names[names.index(nxt) :], nxt]
             if not state.get(nxt):
                 state[nxt] = 1
                 stack.append((nxt, sorted(graph[nxt])))
@@ -95,7 +95,7 @@ def _backticked(text: str) -> set[str]:
 
 def _first_column(doc: str, header: str) -> set[str]:
     text = (REPO / "docs" / doc).read_text()
-    rows = text[text.index(header):].split("\n\n", 1)[0].splitlines()[2:]
+    rows = text[text.index(header) :].split("\n\n", 1)[0].splitlines()[2:]
     return {cell for row in rows for cell in _backticked(row.split("|")[1])}
 
 
@@ -117,7 +117,7 @@ def test_path_kinds_are_documented_exactly() -> None:
 
 def test_the_cli_docs_table_lists_every_transport_as_the_table_defines_it() -> None:
     text = (REPO / "docs" / "cli.md").read_text()
-    rows = text[text.index("| syntax | `--from` / `--base` | `--out` |"):].split("\n\n", 1)[0].splitlines()[2:]
+    rows = text[text.index("| syntax | `--from` / `--base` | `--out` |") :].split("\n\n", 1)[0].splitlines()[2:]
     documented = {}
     for row in rows:
         syntax, reads, writes = (cell.strip() for cell in row.split(" | ")[:3])

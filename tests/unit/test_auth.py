@@ -44,17 +44,29 @@ PARSE_CASES: list[tuple[str, str, list[Challenge]]] = [
     ),
     (
         "distribution push scope",
-        'Bearer realm="https://registry.example.com/auth",service="registry.example.com",'
-        'scope="repository:samalba/my-app:pull,push"',
-        [b("bearer", realm="https://registry.example.com/auth", service="registry.example.com",
-           scope="repository:samalba/my-app:pull,push")],
+        'Bearer realm="https://registry.example.com/auth",service="registry.example.com",scope="repository:samalba/my-app:pull,push"',
+        [
+            b(
+                "bearer",
+                realm="https://registry.example.com/auth",
+                service="registry.example.com",
+                scope="repository:samalba/my-app:pull,push",
+            )
+        ],
     ),
     (
         "distribution insufficient scope",
         'Bearer realm="https://auth.example.com/token",service="registry.example.com",'
         'scope="repository:samalba/my-app:push",error="insufficient_scope"',
-        [b("bearer", realm="https://auth.example.com/token", service="registry.example.com",
-           scope="repository:samalba/my-app:push", error="insufficient_scope")],
+        [
+            b(
+                "bearer",
+                realm="https://auth.example.com/token",
+                service="registry.example.com",
+                scope="repository:samalba/my-app:push",
+                error="insufficient_scope",
+            )
+        ],
     ),
     ("distribution htpasswd", 'Basic realm="basic-realm"', [b("basic", realm="basic-realm")]),
     (
@@ -274,8 +286,11 @@ def test_registry_auth_file_is_the_only_file_read(tmp_path: Path, env: dict[str,
 
 
 def test_default_files_in_podman_order(tmp_path: Path, env: dict[str, str]) -> None:
-    env |= {"XDG_RUNTIME_DIR": str(tmp_path / "run"), "XDG_CONFIG_HOME": str(tmp_path / "config"),
-            "DOCKER_CONFIG": str(tmp_path / "docker")}
+    env |= {
+        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "DOCKER_CONFIG": str(tmp_path / "docker"),
+    }
     files = [
         write_json(tmp_path / "run/containers/auth.json", {"auths": {"quay.io": auth("runtime")}}),
         write_json(tmp_path / "config/containers/auth.json", {"auths": {"quay.io": auth("config")}}),
@@ -359,11 +374,14 @@ def test_identity_token(tmp_path: Path, env: dict[str, str]) -> None:
 
 
 def test_cred_helper_wins_over_auths(tmp_path: Path, env: dict[str, str]) -> None:
-    path = write_json(tmp_path / "auth.json", {
-        "auths": {"123.dkr.ecr.eu-west-1.amazonaws.com/app": auth("file")},
-        "credHelpers": {"123.dkr.ecr.eu-west-1.amazonaws.com": "ecr-login"},
-        "credsStore": "desktop",
-    })
+    path = write_json(
+        tmp_path / "auth.json",
+        {
+            "auths": {"123.dkr.ecr.eu-west-1.amazonaws.com/app": auth("file")},
+            "credHelpers": {"123.dkr.ecr.eu-west-1.amazonaws.com": "ecr-login"},
+            "credsStore": "desktop",
+        },
+    )
     helper = FakeHelper({"123.dkr.ecr.eu-west-1.amazonaws.com": helper_json("AWS")})
     creds = find_credentials("123.dkr.ecr.eu-west-1.amazonaws.com", "app", authfile=str(path), env=env, run_helper=helper)
     assert creds == Credentials("AWS", SECRET)
@@ -409,10 +427,12 @@ def test_helper_with_an_empty_secret_has_nothing(tmp_path: Path, env: dict[str, 
 
 HELPER_FAILURES: dict[str, str | subprocess.CalledProcessError] = {
     "exit code 3: gpg: decryption failed": subprocess.CalledProcessError(
-        3, ["docker-credential-pass", "get"], output="", stderr="gpg: decryption failed\nmore detail\n"),
+        3, ["docker-credential-pass", "get"], output="", stderr="gpg: decryption failed\nmore detail\n"
+    ),
     "exit code 1: error getting credentials": subprocess.CalledProcessError(
-        1, ["docker-credential-pass", "get"], output="error getting credentials - err: exit status 1\n"),
-    "did not answer with JSON": f'Username: bob Secret: {SECRET}',
+        1, ["docker-credential-pass", "get"], output="error getting credentials - err: exit status 1\n"
+    ),
+    "did not answer with JSON": f"Username: bob Secret: {SECRET}",
     "did not answer with JSON holding": json.dumps({"Username": "bob", "Password": SECRET}),
 }
 
@@ -482,7 +502,7 @@ def test_real_helper_program_end_to_end(tmp_path: Path, env: dict[str, str], mon
         '[ "$1" = get ] || exit 2\n'
         "server=$(cat)\n"
         'case "$server" in\n'
-        f"  registry.example.com) printf '{{\"ServerURL\":\"%s\",\"Username\":\"bob\",\"Secret\":\"%s\"}}\\n' "
+        f'  registry.example.com) printf \'{{"ServerURL":"%s","Username":"bob","Secret":"%s"}}\\n\' '
         f"\"$server\" '{SECRET}' ;;\n"
         "  broken.example.com) echo 'cannot reach the keyring' >&2; exit 4 ;;\n"
         "  *) echo 'credentials not found in native keychain'; exit 1 ;;\n"

@@ -47,8 +47,9 @@ def reasons(builder: PlanBuilder, path: str) -> list[tuple[ReasonKind, str]]:
 def test_a_profile_rule_beats_a_dependency_at_the_same_path(tree: Tree, tmp_path: Path) -> None:
     builder, _ = setup(tree.app(), tmp_path)
     builder.ship("/usr/bin/app", Reason(ReasonKind.NEEDED, "app"))
-    rule = builder.add(Entry("/usr/bin/app", EntryKind.FILE, 0o755, data=b"mine", size=4, explicit=True),
-                       Reason(ReasonKind.PROFILE, "paths[/usr/bin/app]"))
+    rule = builder.add(
+        Entry("/usr/bin/app", EntryKind.FILE, 0o755, data=b"mine", size=4, explicit=True), Reason(ReasonKind.PROFILE, "paths[/usr/bin/app]")
+    )
     assert builder.plan.entries["/usr/bin/app"] is rule
     assert [r.kind for r in rule.reasons] == [ReasonKind.NEEDED, ReasonKind.PROFILE]
 
@@ -109,14 +110,14 @@ def test_no_nsswitch_without_a_glibc_closure(tree: Tree, tmp_path: Path) -> None
 
 def test_account_files_hold_root_the_profile_accounts_and_file_owners(tree: Tree, tmp_path: Path) -> None:
     tree.app()
-    tree.write("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\nweb:x:33:33::/var/www:/usr/sbin/nologin\n"
-                              "mail:x:8:8::/var/mail:/usr/sbin/nologin\n")
+    tree.write(
+        "/etc/passwd", "root:x:0:0:root:/root:/bin/sh\nweb:x:33:33::/var/www:/usr/sbin/nologin\nmail:x:8:8::/var/mail:/usr/sbin/nologin\n"
+    )
     tree.write("/etc/group", "root:x:0:\nweb:x:33:\nmail:x:8:\n")
     builder, context = setup(tree, tmp_path)
     builder.add(Entry("/srv", EntryKind.DIR, 0o755, uid=33, gid=33), Reason(ReasonKind.PROFILE, "paths[/srv]"))
     system.add_account_files(builder, context)
-    assert builder.plan.entries["/etc/passwd"].data == (b"root:x:0:0:root:/root:/bin/sh\n"
-                                                        b"web:x:33:33::/var/www:/usr/sbin/nologin\n")
+    assert builder.plan.entries["/etc/passwd"].data == (b"root:x:0:0:root:/root:/bin/sh\nweb:x:33:33::/var/www:/usr/sbin/nologin\n")
     assert builder.plan.entries["/etc/group"].data == b"root:x:0:\nweb:x:33:\n"
 
 
@@ -138,8 +139,11 @@ def test_runtime_tzdata_ships_the_zones_asked_for(tree: Tree, tmp_path: Path) ->
 
 def test_package_records_for_the_packages_that_contribute(tree: Tree, tmp_path: Path) -> None:
     tree.app()
-    tree.write("/var/lib/dpkg/status", "Package: app\nStatus: install ok installed\nVersion: 1.0\nArchitecture: amd64\n\n"
-                                       "Package: other\nStatus: install ok installed\nVersion: 2.0\nArchitecture: amd64\n")
+    tree.write(
+        "/var/lib/dpkg/status",
+        "Package: app\nStatus: install ok installed\nVersion: 1.0\nArchitecture: amd64\n\n"
+        "Package: other\nStatus: install ok installed\nVersion: 2.0\nArchitecture: amd64\n",
+    )
     tree.write("/var/lib/dpkg/info/app.list", "/usr\n/usr/bin\n/usr/bin/app\n")
     tree.write("/var/lib/dpkg/info/app.md5sums", "0123456789abcdef0123456789abcdef  usr/bin/app\n")
     tree.write("/var/lib/dpkg/info/other.list", "/usr/bin/other\n")

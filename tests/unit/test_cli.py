@@ -54,8 +54,7 @@ def test_json_report_lists_entries_reasons_checks_and_sizes(source: Path, tmp_pa
     assert report["profile"]["name"] == "app"
     entries = {e["path"]: e for e in report["entries"]}
     lib = entries[f"{LIBDIR}/libapp.so.1"]
-    assert lib["reasons"][0] == {"kind": "needed", "detail": "libapp.so.1", "via": "/usr/bin/app",
-                                 "rule": f"default path: /lib/{TRIPLET}"}
+    assert lib["reasons"][0] == {"kind": "needed", "detail": "libapp.so.1", "via": "/usr/bin/app", "rule": f"default path: /lib/{TRIPLET}"}
     assert report["checks"] == {"errors": [], "warnings": [], "findings": []}
     assert report["summary"]["output_files"] == sum(1 for e in report["entries"] if e["type"] == "file")
     assert report["closures"][0]["root"] == "/usr/bin/app"
@@ -65,11 +64,12 @@ def test_explain_prints_a_tree_and_path_chains(source: Path) -> None:
     result = run_distill("explain", "/usr/bin/app", "--from", str(source))
     assert result.code == 0, result.stderr
     assert result.stdout.splitlines()[0] == "/usr/bin/app  [command line: APP]"
-    assert (f"├── /lib/{TRIPLET}/libapp.so.1  libapp.so.1 <- /usr/bin/app (default path: /lib/{TRIPLET})"
-            in result.stdout.splitlines())
+    assert f"├── /lib/{TRIPLET}/libapp.so.1  libapp.so.1 <- /usr/bin/app (default path: /lib/{TRIPLET})" in result.stdout.splitlines()
     chain = run_distill("explain", "/usr/bin/app", "--from", str(source), f"/lib/{TRIPLET}/libapp.so.1", "/bin/sh")
-    assert chain.stdout == (f"{LIBDIR}/libapp.so.1\n  <- libapp.so.1 <- /usr/bin/app (default path: /lib/{TRIPLET})\n"
-                            "    <- command line: APP\n/bin/sh: not shipped\n")
+    assert chain.stdout == (
+        f"{LIBDIR}/libapp.so.1\n  <- libapp.so.1 <- /usr/bin/app (default path: /lib/{TRIPLET})\n"
+        "    <- command line: APP\n/bin/sh: not shipped\n"
+    )
 
 
 def test_profiles_lists_builtins() -> None:
@@ -83,18 +83,50 @@ def test_profiles_lists_builtins() -> None:
 ERRORS = [
     ("no-from", ["nginx", "--out", "rootfs:{out}"], 2, "Missing option '--from'."),
     ("bare-out", ["nginx", "--from", "{src}", "--out", "{out}"], 2, "--out {out}: name a transport"),
-    ("unsupported-transport", ["nginx", "--from", "containers-storage:nginx", "--out", "rootfs:{out}"], 2,
-     "--from containers-storage:nginx: the containers-storage: transport is not supported"),
-    ("bad-reference", ["nginx", "--from", "Nginx:latest", "--out", "rootfs:{out}"], 2,
-     'invalid image reference "Nginx:latest": repository name must be lowercase'),
-    ("bad-out", ["nginx", "--from", "{src}", "--out", "layer:{out}.zip"], 2, "--out layer:{out}.zip: a layer file must end in .tar, .tar.gz or .tgz"),
-    ("unknown-profile", ["ngnix", "--from", "{src}", "--out", "rootfs:{out}"], 2, "no built-in profile 'ngnix' (did you mean nginx?); known: ca-certificates, curl"),
+    (
+        "unsupported-transport",
+        ["nginx", "--from", "containers-storage:nginx", "--out", "rootfs:{out}"],
+        2,
+        "--from containers-storage:nginx: the containers-storage: transport is not supported",
+    ),
+    (
+        "bad-reference",
+        ["nginx", "--from", "Nginx:latest", "--out", "rootfs:{out}"],
+        2,
+        'invalid image reference "Nginx:latest": repository name must be lowercase',
+    ),
+    (
+        "bad-out",
+        ["nginx", "--from", "{src}", "--out", "layer:{out}.zip"],
+        2,
+        "--out layer:{out}.zip: a layer file must end in .tar, .tar.gz or .tgz",
+    ),
+    (
+        "unknown-profile",
+        ["ngnix", "--from", "{src}", "--out", "rootfs:{out}"],
+        2,
+        "no built-in profile 'ngnix' (did you mean nginx?); known: ca-certificates, curl",
+    ),
     ("bad-epoch", ["/usr/bin/app", "--from", "{src}", "--out", "rootfs:{out}"], 2, "SOURCE_DATE_EPOCH='yesterday': must be a whole number"),
     ("missing-source", ["nginx", "--from", "/nonexistent/fat", "--out", "rootfs:{out}"], 3, "rootfs:/nonexistent/fat: not a directory"),
-    ("missing-binary", ["/usr/bin/nope", "--from", "{src}", "--out", "rootfs:{out}"], 2, "command line: APP: /usr/bin/nope not found in rootfs:"),
-    ("broken-elf", ["/usr/bin/broken", "--from", "{src}", "--out", "rootfs:{out}"], 3, "/usr/bin/broken: not an ELF file or truncated header"),
-    ("missing-library", ["/usr/bin/app", "--from", "{src}", "--out", "rootfs:{out}"], 4,
-     "libapp.so.1 (needed by /usr/bin/app) is not in the output"),
+    (
+        "missing-binary",
+        ["/usr/bin/nope", "--from", "{src}", "--out", "rootfs:{out}"],
+        2,
+        "command line: APP: /usr/bin/nope not found in rootfs:",
+    ),
+    (
+        "broken-elf",
+        ["/usr/bin/broken", "--from", "{src}", "--out", "rootfs:{out}"],
+        3,
+        "/usr/bin/broken: not an ELF file or truncated header",
+    ),
+    (
+        "missing-library",
+        ["/usr/bin/app", "--from", "{src}", "--out", "rootfs:{out}"],
+        4,
+        "libapp.so.1 (needed by /usr/bin/app) is not in the output",
+    ),
     ("into-source", ["/usr/bin/app", "--from", "{src}", "--out", "rootfs:{src}/out"], 5, "overlaps the source"),
     ("bad-env", ["/usr/bin/app", "--from", "{src}", "--out", "rootfs:{out}", "--env", "NOEQUALS"], 2, "--env 'NOEQUALS': write KEY=VALUE"),
 ]
@@ -136,8 +168,9 @@ def test_existing_output_is_kept_without_force(source: Path, tmp_path: Path) -> 
 
 
 def test_repeated_out_writes_every_destination_from_one_plan(source: Path, tmp_path: Path) -> None:
-    result = run_distill("/usr/bin/app", "--from", str(source), "--out", f"rootfs:{tmp_path / 'a'}",
-                         "--out", f"layer:{tmp_path / 'b.tar.gz'}", "-q")
+    result = run_distill(
+        "/usr/bin/app", "--from", str(source), "--out", f"rootfs:{tmp_path / 'a'}", "--out", f"layer:{tmp_path / 'b.tar.gz'}", "-q"
+    )
     assert result.code == 0, result.stderr
     assert (tmp_path / "a/usr/bin/app").is_file() and (tmp_path / "b.tar.gz").stat().st_size > 0
 
@@ -188,11 +221,11 @@ def test_debug_shows_the_traceback_of_an_internal_error(source: Path, tmp_path: 
 def test_an_entrypoint_missing_from_the_output_exits_4(source: Path, tmp_path: Path) -> None:
     Tree(source).prog("/usr/bin/other")
     out = tmp_path / "layout"
-    result = run_distill("--from", str(source), "--binary", "/usr/bin/app", "--entrypoint", "/usr/bin/other",
-                         "--out", f"oci:{out}:app")
+    result = run_distill("--from", str(source), "--binary", "/usr/bin/app", "--entrypoint", "/usr/bin/other", "--out", f"oci:{out}:app")
     assert result.code == 4
-    assert one_line_error(result.stderr) == ("image entrypoint /usr/bin/other is not in the output; "
-                                             "add it to binaries or set image.entrypoint")
+    assert one_line_error(result.stderr) == (
+        "image entrypoint /usr/bin/other is not in the output; add it to binaries or set image.entrypoint"
+    )
     assert not out.exists()
 
 
@@ -204,9 +237,17 @@ def documented_json_keys() -> dict[str, set[str]]:
     entry = example["entries"][0]
     on_base = re.search(r"On a base, `summary` also holds `(\w+)` and `(\w+)`", text)
     assert on_base, "docs/cli.md no longer says what `summary` holds on a base"
-    return {"": set(example), "profile": set(example["profile"]), "entry": set(entry), "reason": set(entry["reasons"][0]),
-            "closure": set(example["closures"][0]), "checks": set(example["checks"]), "base": set(example["base"]),
-            "image": set(example["image"]), "summary": set(example["summary"]) | set(on_base.groups())}
+    return {
+        "": set(example),
+        "profile": set(example["profile"]),
+        "entry": set(entry),
+        "reason": set(entry["reasons"][0]),
+        "closure": set(example["closures"][0]),
+        "checks": set(example["checks"]),
+        "base": set(example["base"]),
+        "image": set(example["image"]),
+        "summary": set(example["summary"]) | set(on_base.groups()),
+    }
 
 
 def test_json_report_has_every_documented_key(source: Path, tmp_path: Path) -> None:
@@ -214,8 +255,19 @@ def test_json_report_has_every_documented_key(source: Path, tmp_path: Path) -> N
     base = tmp_path / "base"
     made = run_distill("/usr/bin/app", "--from", str(Tree(tmp_path / "base-root").app().root), "--out", f"oci:{base}:base", "-q")
     assert made.code == 0, made.stderr
-    result = run_distill("/usr/bin/app", "--from", str(source), "--path", "/usr/bin/app-link", "--base", f"oci:{base}:base",
-                         "--out", f"oci:{tmp_path / 'out'}:app", "--json", "-q")
+    result = run_distill(
+        "/usr/bin/app",
+        "--from",
+        str(source),
+        "--path",
+        "/usr/bin/app-link",
+        "--base",
+        f"oci:{base}:base",
+        "--out",
+        f"oci:{tmp_path / 'out'}:app",
+        "--json",
+        "-q",
+    )
     assert result.code == 0, result.stderr
     report = json.loads(result.stdout)
     keys = documented_json_keys()
@@ -233,26 +285,35 @@ def test_json_report_has_every_documented_key(source: Path, tmp_path: Path) -> N
 
 def image_config(layout: Path, ref: str) -> dict:  # type: ignore[type-arg]
     """The image config as skopeo reads it from the layout (a real peer, not distill's own reader)."""
-    return json.loads(subprocess.run(["skopeo", "inspect", "--config", f"oci:{layout}:{ref}"], check=True,
-                                     capture_output=True, text=True).stdout)["config"]
+    return json.loads(
+        subprocess.run(["skopeo", "inspect", "--config", f"oci:{layout}:{ref}"], check=True, capture_output=True, text=True).stdout
+    )["config"]
 
 
-@pytest.mark.parametrize(("entrypoint", "cmd", "expected"), [
-    ('["/usr/bin/app", "--port", "8080"]', '["serve", "--verbose"]', (["/usr/bin/app", "--port", "8080"], ["serve", "--verbose"])),
-    ("/usr/bin/app --port '80 80'", "serve", (["/usr/bin/app", "--port", "80 80"], ["serve"])),
-], ids=["json-lists", "shell-words"])
-def test_entrypoint_and_cmd_reach_the_image_config(source: Path, tmp_path: Path, entrypoint: str, cmd: str,
-                                                   expected: tuple[list[str], list[str]]) -> None:
+@pytest.mark.parametrize(
+    ("entrypoint", "cmd", "expected"),
+    [
+        ('["/usr/bin/app", "--port", "8080"]', '["serve", "--verbose"]', (["/usr/bin/app", "--port", "8080"], ["serve", "--verbose"])),
+        ("/usr/bin/app --port '80 80'", "serve", (["/usr/bin/app", "--port", "80 80"], ["serve"])),
+    ],
+    ids=["json-lists", "shell-words"],
+)
+def test_entrypoint_and_cmd_reach_the_image_config(
+    source: Path, tmp_path: Path, entrypoint: str, cmd: str, expected: tuple[list[str], list[str]]
+) -> None:
     out = tmp_path / "layout"
-    result = run_distill("--from", str(source), "--binary", "/usr/bin/app", "--entrypoint", entrypoint, "--cmd", cmd,
-                         "--out", f"oci:{out}:app", "-q")
+    result = run_distill(
+        "--from", str(source), "--binary", "/usr/bin/app", "--entrypoint", entrypoint, "--cmd", cmd, "--out", f"oci:{out}:app", "-q"
+    )
     assert result.code == 0, result.stderr
     config = image_config(out, "app")
     assert (config["Entrypoint"], config["Cmd"]) == expected
 
 
-ACCOUNTS_PASSWD = ("root:x:0:0:root:/root:/bin/sh\nsvc:x:1000:1000:svc:/home/svc:/bin/sh\n"
-                   "runner:x:1002:1002::/nonexistent:/usr/sbin/nologin\nother:x:1001:1001::/home/other:/bin/sh\n")
+ACCOUNTS_PASSWD = (
+    "root:x:0:0:root:/root:/bin/sh\nsvc:x:1000:1000:svc:/home/svc:/bin/sh\n"
+    "runner:x:1002:1002::/nonexistent:/usr/sbin/nologin\nother:x:1001:1001::/home/other:/bin/sh\n"
+)
 ACCOUNTS_GROUP = "root:x:0:\nsvc:x:1000:\nextra:x:2000:svc\nother:x:1001:\nrunner:x:1002:\nunused:x:3000:\n"
 
 
@@ -267,8 +328,22 @@ def test_user_group_and_run_as_ship_those_accounts_verbatim(tree: Tree, tmp_path
     tree.write("/etc/passwd", ACCOUNTS_PASSWD)
     tree.write("/etc/group", ACCOUNTS_GROUP)
     out = tmp_path / "layout"
-    result = run_distill("/usr/bin/app", "--from", str(tree.root), "--user", "svc", "--group", "extra", "--run-as", "runner",
-                         "--out", f"oci:{out}:app", "--out", f"rootfs:{tmp_path / 'rootfs'}", "-q")
+    result = run_distill(
+        "/usr/bin/app",
+        "--from",
+        str(tree.root),
+        "--user",
+        "svc",
+        "--group",
+        "extra",
+        "--run-as",
+        "runner",
+        "--out",
+        f"oci:{out}:app",
+        "--out",
+        f"rootfs:{tmp_path / 'rootfs'}",
+        "-q",
+    )
     assert result.code == 0, result.stderr
     shipped = tmp_path / "rootfs/etc"
     assert (shipped / "passwd").read_text().splitlines() == lines_named(ACCOUNTS_PASSWD, {"root", "svc", "runner"})

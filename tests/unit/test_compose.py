@@ -17,10 +17,17 @@ from helpers.tree import TRIPLET, Tree
 
 SOURCE_CONFIG = {
     "created": "2024-05-01T12:00:00Z",
-    "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "APP_MODE=fat"],
-               "Entrypoint": ["/docker-entrypoint.sh"], "Cmd": ["app", "--serve"], "Labels": {"maintainer": "someone"},
-               "Healthcheck": {"Test": ["CMD-SHELL", "curl -f http://localhost/"]}, "OnBuild": ["RUN make"],
-               "Shell": ["/bin/sh", "-c"], "StopSignal": "SIGTERM", "ExposedPorts": {"8080/tcp": {}}},
+    "config": {
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "APP_MODE=fat"],
+        "Entrypoint": ["/docker-entrypoint.sh"],
+        "Cmd": ["app", "--serve"],
+        "Labels": {"maintainer": "someone"},
+        "Healthcheck": {"Test": ["CMD-SHELL", "curl -f http://localhost/"]},
+        "OnBuild": ["RUN make"],
+        "Shell": ["/bin/sh", "-c"],
+        "StopSignal": "SIGTERM",
+        "ExposedPorts": {"8080/tcp": {}},
+    },
     "history": [{"created_by": "fat layer"}],
 }
 
@@ -33,17 +40,20 @@ def source(tmp_path: Path) -> Path:
 
 
 def image_config(layout: Path, ref: str) -> tuple[dict, dict]:  # type: ignore[type-arg]
-    raw = json.loads(subprocess.run(["skopeo", "inspect", "--raw", f"oci:{layout}:{ref}"], check=True, capture_output=True,
-                                    text=True).stdout)
-    config = json.loads(subprocess.run(["skopeo", "inspect", "--config", f"oci:{layout}:{ref}"], check=True, capture_output=True,
-                                       text=True).stdout)
+    raw = json.loads(
+        subprocess.run(["skopeo", "inspect", "--raw", f"oci:{layout}:{ref}"], check=True, capture_output=True, text=True).stdout
+    )
+    config = json.loads(
+        subprocess.run(["skopeo", "inspect", "--config", f"oci:{layout}:{ref}"], check=True, capture_output=True, text=True).stdout
+    )
     return raw, config
 
 
 def test_config_falls_back_to_the_source_and_drops_shell_features(source: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = run_distill("/usr/bin/app", "--from", f"oci:{source}:latest", "--out", f"oci:{out}:app",
-                         "--env", "APP_MODE=slim", "--expose", "80", "-q")
+    result = run_distill(
+        "/usr/bin/app", "--from", f"oci:{source}:latest", "--out", f"oci:{out}:app", "--env", "APP_MODE=slim", "--expose", "80", "-q"
+    )
     assert result.code == 0, result.stderr
     for key in ("Healthcheck", "OnBuild", "Shell"):
         assert f"warning: image config: {key} dropped" in result.stderr
@@ -62,8 +72,9 @@ def test_config_falls_back_to_the_source_and_drops_shell_features(source: Path, 
 
 def test_source_date_epoch_sets_every_time(source: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = run_distill("/usr/bin/app", "--from", f"oci:{source}:latest", "--out", f"oci:{out}:app", "-q",
-                         env={"SOURCE_DATE_EPOCH": "1700000000"})
+    result = run_distill(
+        "/usr/bin/app", "--from", f"oci:{source}:latest", "--out", f"oci:{out}:app", "-q", env={"SOURCE_DATE_EPOCH": "1700000000"}
+    )
     assert result.code == 0, result.stderr
     _, config = image_config(out, "app")
     assert config["created"] == config["history"][-1]["created"] == "2023-11-14T22:13:20Z"
@@ -71,8 +82,9 @@ def test_source_date_epoch_sets_every_time(source: Path, tmp_path: Path) -> None
 
 def test_base_history_is_kept_and_annotations_name_the_base(source: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = run_distill("/usr/bin/app", "--from", f"oci:{source}:latest", "--base", f"oci:{source}:latest",
-                         "--out", f"oci:{out}:app", "--json", "-q")
+    result = run_distill(
+        "/usr/bin/app", "--from", f"oci:{source}:latest", "--base", f"oci:{source}:latest", "--out", f"oci:{out}:app", "--json", "-q"
+    )
     assert result.code == 0, result.stderr
     report = json.loads(result.stdout)
     manifest, config = image_config(out, "app")
@@ -80,8 +92,9 @@ def test_base_history_is_kept_and_annotations_name_the_base(source: Path, tmp_pa
     assert manifest["annotations"]["org.opencontainers.image.base.name"] == f"oci:{source}:latest"
     assert manifest["annotations"]["org.opencontainers.image.base.digest"] == report["base"]["digest"]
     assert f"/lib/{TRIPLET}/libc.so.6" in report["base"]["provided_by_base"]
-    shown = run_distill("/usr/bin/app", "--from", f"oci:{source}:latest", "--base", f"oci:{source}:latest",
-                        "--out", f"oci:{tmp_path / 'again'}:app")
+    shown = run_distill(
+        "/usr/bin/app", "--from", f"oci:{source}:latest", "--base", f"oci:{source}:latest", "--out", f"oci:{tmp_path / 'again'}:app"
+    )
     assert f"distill: base oci:{source}:latest: 2 libraries come from the base" in shown.stderr
 
 
@@ -96,8 +109,9 @@ def test_without_out_an_oci_layout_is_written_here(source: Path, tmp_path: Path)
 def test_a_layout_gains_images_and_keeps_the_others(source: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     for tag in ("one", "two", "one"):
-        result = run_distill("/usr/bin/app", "--from", f"oci:{source}:latest", "--out", f"oci:{out}:{tag}", "-q", "--tz", "none"
-                             if tag == "two" else "UTC")
+        result = run_distill(
+            "/usr/bin/app", "--from", f"oci:{source}:latest", "--out", f"oci:{out}:{tag}", "-q", "--tz", "none" if tag == "two" else "UTC"
+        )
         assert result.code == 0, result.stderr
     index = json.loads((out / "index.json").read_text())
     names = sorted(m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"])
@@ -114,16 +128,30 @@ def test_platform_selection_skips_attestations(source: Path, tmp_path: Path) -> 
     ]
     multi = tmp_path / "multi"
     subprocess.run(["cp", "-a", str(source), str(multi)], check=True)
-    data = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                       "manifests": index["manifests"]}).encode()
+    data = json.dumps(
+        {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": index["manifests"]}
+    ).encode()
     (multi / "blobs/sha256" / sha256_of(data).split(":")[1]).write_bytes(data)
-    (multi / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
-        {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": sha256_of(data), "size": len(data),
-         "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}))
+    (multi / "index.json").write_text(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "manifests": [
+                    {
+                        "mediaType": "application/vnd.oci.image.index.v1+json",
+                        "digest": sha256_of(data),
+                        "size": len(data),
+                        "annotations": {"org.opencontainers.image.ref.name": "latest"},
+                    }
+                ],
+            }
+        )
+    )
     ok = run_distill("/usr/bin/app", "--from", f"oci:{multi}:latest", "--out", f"rootfs:{tmp_path / 'r'}", "-q")
     assert ok.code == 0, ok.stderr
-    missing = run_distill("/usr/bin/app", "--from", f"oci:{multi}:latest", "--platform", "linux/arm64",
-                          "--out", f"rootfs:{tmp_path / 'r2'}", "-q")
+    missing = run_distill(
+        "/usr/bin/app", "--from", f"oci:{multi}:latest", "--platform", "linux/arm64", "--out", f"rootfs:{tmp_path / 'r2'}", "-q"
+    )
     assert missing.code == 3
     assert "no image for platform linux/arm64; the index offers linux/amd64 (use --platform)" in missing.stderr
 
@@ -137,6 +165,7 @@ def test_the_images_ld_library_path_is_part_of_the_loader_model(tmp_path: Path) 
     assert result.code == 0, result.stderr
     entries = {e["path"]: e for e in json.loads(result.stdout)["entries"]}
     assert entries["/opt/app/lib/libpriv.so.1"]["reasons"][0]["rule"] == "LD_LIBRARY_PATH: /opt/app/lib"
-    unset = run_distill("/opt/app/bin/tool", "--from", f"oci:{layout}:latest", "--env", "LD_LIBRARY_PATH=",
-                        "--out", f"rootfs:{tmp_path / 'out2'}", "-q")
+    unset = run_distill(
+        "/opt/app/bin/tool", "--from", f"oci:{layout}:latest", "--env", "LD_LIBRARY_PATH=", "--out", f"rootfs:{tmp_path / 'out2'}", "-q"
+    )
     assert unset.code == 4 and "libpriv.so.1 (needed by /opt/app/bin/tool) is not in the output" in unset.stderr

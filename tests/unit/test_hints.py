@@ -36,11 +36,11 @@ def test_hints_report_executables_and_libraries_and_include_takes_them(tmp_path:
     tree.prog("/usr/lib/app/helper")
     tree.lib("/usr/lib/app/plugin.so")
     tree.write("/usr/share/app/data.txt", "data\n")
-    report = json.loads(run_distill("/usr/bin/caller", "--from", str(tree.root), "--out", f"rootfs:{tmp_path / 'a'}",
-                                    "--json").stdout)
+    report = json.loads(run_distill("/usr/bin/caller", "--from", str(tree.root), "--out", f"rootfs:{tmp_path / 'a'}", "--json").stdout)
     assert [(h["path"], h["kind"], h["named_by"], h["shipped"]) for h in report["hints"]] == [
         ("/usr/lib/app/helper", "executable", "/usr/bin/caller", False),
-        ("/usr/lib/app/plugin.so", "library", "/usr/bin/caller", False)]  # data files are no hint
+        ("/usr/lib/app/plugin.so", "library", "/usr/bin/caller", False),
+    ]  # data files are no hint
     explained = run_distill("explain", "/usr/bin/caller", "--from", str(tree.root)).stdout
     assert "  /usr/lib/app/helper  (executable named in the .rodata strings of /usr/bin/caller)" in explained
     profile = tmp_path / "caller.yaml"
@@ -49,6 +49,8 @@ def test_hints_report_executables_and_libraries_and_include_takes_them(tmp_path:
     assert result.code == 0, result.stderr
     entries = {e["path"]: e for e in json.loads(result.stdout)["entries"]}
     assert entries["/usr/lib/app/helper"]["reasons"][0] == {
-        "kind": "hint", "detail": "hints: include: /usr/lib/app/helper, executable named in the .rodata strings of "
-        "/usr/bin/caller", "via": "/usr/bin/caller"}
+        "kind": "hint",
+        "detail": "hints: include: /usr/lib/app/helper, executable named in the .rodata strings of /usr/bin/caller",
+        "via": "/usr/bin/caller",
+    }
     assert "/usr/lib/app/plugin.so" in entries and "/usr/share/app/data.txt" not in entries

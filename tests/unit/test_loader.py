@@ -27,8 +27,10 @@ def musl() -> None:
 
 @pytest.fixture
 def aarch64() -> None:
-    require((ARM_SYSROOT / "libc.so.6").exists() and shutil.which("aarch64-linux-gnu-gcc") is not None,
-            "gcc-aarch64-linux-gnu and libc6-dev-arm64-cross")
+    require(
+        (ARM_SYSROOT / "libc.so.6").exists() and shutil.which("aarch64-linux-gnu-gcc") is not None,
+        "gcc-aarch64-linux-gnu and libc6-dev-arm64-cross",
+    )
 
 
 def closure(tree: Tree, path: str) -> Closure:
@@ -54,8 +56,8 @@ def retag(path: Path, old_tag: int, new_tag: int) -> None:
         stream.seek(offset)
         data = bytearray(stream.read(size))
         for at in range(0, len(data), 16):
-            if int.from_bytes(data[at:at + 8], "little") == old_tag:
-                data[at:at + 8] = new_tag.to_bytes(8, "little")
+            if int.from_bytes(data[at : at + 8], "little") == old_tag:
+                data[at : at + 8] = new_tag.to_bytes(8, "little")
                 break
         else:
             raise AssertionError("tag not found")
@@ -92,7 +94,11 @@ def test_rpath_is_inherited_from_the_executable(tree: Tree) -> None:
     found = closure(tree, "/usr/bin/app")
     inherited = link(found, "libb.so.1")
     assert (inherited.requester, inherited.path, inherited.rule, inherited.detail) == (
-        "/opt/a/liba.so.1", "/opt/a/libb.so.1", "DT_RPATH", "/usr/bin/app")
+        "/opt/a/liba.so.1",
+        "/opt/a/libb.so.1",
+        "DT_RPATH",
+        "/usr/bin/app",
+    )
     agrees_with_real_loader(tree, "/usr/bin/app", found)
 
 
@@ -113,8 +119,9 @@ def test_runpath_disables_the_objects_rpath(tree: Tree) -> None:
     tree.lib("/opt/rpath/libz9.so.1", soname="libz9.so.1")
     tree.lib("/opt/runpath/libz9.so.1", soname="libz9.so.1")
     # modern GNU ld writes one of the two tags; turn the DT_SONAME string into a DT_RUNPATH to get both
-    app = tree.prog("/usr/bin/app", needs=["/opt/runpath/libz9.so.1"],
-                    flags=["-Wl,--disable-new-dtags,-rpath,/opt/rpath", "-Wl,-soname,/opt/runpath"])
+    app = tree.prog(
+        "/usr/bin/app", needs=["/opt/runpath/libz9.so.1"], flags=["-Wl,--disable-new-dtags,-rpath,/opt/rpath", "-Wl,-soname,/opt/runpath"]
+    )
     retag(app, 14, 29)  # DT_SONAME -> DT_RUNPATH
     readelf = subprocess.run(["readelf", "-d", str(app)], capture_output=True, text=True).stdout
     assert "(RPATH)" in readelf and "(RUNPATH)" in readelf
@@ -162,8 +169,9 @@ def test_default_directories_put_multiarch_first(tree: Tree) -> None:
 def test_nodeflib_skips_cache_and_default_directories(tree: Tree) -> None:
     tree.glibc()
     tree.lib("/usr/lib/libdef.so.1", soname="libdef.so.1")
-    tree.prog("/usr/bin/app", needs=["/usr/lib/libdef.so.1"],
-              flags=["-Wl,-z,nodefaultlib", f"-Wl,--enable-new-dtags,-rpath,/lib/{TRIPLET}"])
+    tree.prog(
+        "/usr/bin/app", needs=["/usr/lib/libdef.so.1"], flags=["-Wl,-z,nodefaultlib", f"-Wl,--enable-new-dtags,-rpath,/lib/{TRIPLET}"]
+    )
     found = closure(tree, "/usr/bin/app")
     assert link(found, "libc.so.6").rule == "DT_RUNPATH"
     assert link(found, "libdef.so.1").path is None
@@ -185,8 +193,12 @@ def test_origin_of_a_program_is_its_resolved_directory(tree: Tree) -> None:
 def test_origin_of_a_library_is_where_it_was_found_not_its_target(tree: Tree) -> None:
     tree.glibc()
     tree.lib("/opt/found/sub/libleaf.so.1", soname="libleaf.so.1")
-    tree.lib("/opt/real/libmid.so.1", soname="libmid.so.1", needs=["/opt/found/sub/libleaf.so.1"],
-             flags=["-Wl,--enable-new-dtags,-rpath,$ORIGIN/sub"])
+    tree.lib(
+        "/opt/real/libmid.so.1",
+        soname="libmid.so.1",
+        needs=["/opt/found/sub/libleaf.so.1"],
+        flags=["-Wl,--enable-new-dtags,-rpath,$ORIGIN/sub"],
+    )
     tree.symlink("/opt/found/libmid.so.1", "/opt/real/libmid.so.1")
     tree.prog("/usr/bin/app", needs=["/opt/real/libmid.so.1"], flags=["-Wl,--enable-new-dtags,-rpath,/opt/found"])
     found = closure(tree, "/usr/bin/app")
@@ -240,10 +252,12 @@ def test_a_name_already_loaded_is_reused_whatever_the_search_path(tree: Tree) ->
     tree.glibc()
     tree.lib("/opt/one/libdup.so.1", soname="libdup.so.1")
     tree.lib("/opt/two/libdup.so.1", soname="libdup.so.1")
-    tree.lib("/opt/two/libuser.so.1", soname="libuser.so.1", needs=["/opt/two/libdup.so.1"],
-             flags=["-Wl,--enable-new-dtags,-rpath,/opt/two"])
-    tree.prog("/usr/bin/app", needs=["/opt/one/libdup.so.1", "/opt/two/libuser.so.1"],
-              flags=["-Wl,--enable-new-dtags,-rpath,/opt/one:/opt/two"])
+    tree.lib(
+        "/opt/two/libuser.so.1", soname="libuser.so.1", needs=["/opt/two/libdup.so.1"], flags=["-Wl,--enable-new-dtags,-rpath,/opt/two"]
+    )
+    tree.prog(
+        "/usr/bin/app", needs=["/opt/one/libdup.so.1", "/opt/two/libuser.so.1"], flags=["-Wl,--enable-new-dtags,-rpath,/opt/one:/opt/two"]
+    )
     found = closure(tree, "/usr/bin/app")
     second = [ln for ln in found.links if ln.name == "libdup.so.1"][1]
     assert (second.requester, second.path, second.rule) == ("/opt/two/libuser.so.1", "/opt/one/libdup.so.1", "already loaded")
@@ -281,8 +295,9 @@ def test_musl_reads_the_path_file_next_to_its_own_prefix(tree: Tree) -> None:
     tree.write("/opt/musl/etc/ld-musl-x86_64.path", "/opt/musl/lib:/opt/m3\n")
     tree.write("/etc/ld-musl-x86_64.path", "/wrong\n")
     tree.lib("/opt/m3/libm3.so.1", soname="libm3.so.1", compiler="musl-gcc")
-    tree.prog("/usr/bin/app", needs=["/opt/m3/libm3.so.1"], compiler="musl-gcc",
-              flags=["-Wl,--dynamic-linker=/opt/musl/lib/ld-musl-x86_64.so.1"])
+    tree.prog(
+        "/usr/bin/app", needs=["/opt/m3/libm3.so.1"], compiler="musl-gcc", flags=["-Wl,--dynamic-linker=/opt/musl/lib/ld-musl-x86_64.so.1"]
+    )
     hit = link(closure(tree, "/usr/bin/app"), "libm3.so.1")
     assert (hit.path, hit.detail) == ("/opt/m3/libm3.so.1", "/opt/musl/etc/ld-musl-x86_64.path")
 
@@ -304,8 +319,12 @@ def test_foreign_architecture_uses_the_targets_layout_and_tokens(tree: Tree) -> 
     tree.symlink("/usr/lib/ld-linux-aarch64.so.1", "aarch64-linux-gnu/ld-linux-aarch64.so.1")
     tree.lib("/opt/aarch64/liba64.so.1", soname="liba64.so.1", compiler="aarch64-linux-gnu-gcc")
     tree.lib("/opt/lib/aarch64-linux-gnu/libl64.so.1", soname="libl64.so.1", compiler="aarch64-linux-gnu-gcc")
-    tree.prog("/usr/bin/app", needs=["/opt/aarch64/liba64.so.1", "/opt/lib/aarch64-linux-gnu/libl64.so.1"],
-              flags=["-Wl,--enable-new-dtags,-rpath,/opt/$PLATFORM:/opt/$LIB"], compiler="aarch64-linux-gnu-gcc")
+    tree.prog(
+        "/usr/bin/app",
+        needs=["/opt/aarch64/liba64.so.1", "/opt/lib/aarch64-linux-gnu/libl64.so.1"],
+        flags=["-Wl,--enable-new-dtags,-rpath,/opt/$PLATFORM:/opt/$LIB"],
+        compiler="aarch64-linux-gnu-gcc",
+    )
     found = closure(tree, "/usr/bin/app")
     assert link(found, "/lib/ld-linux-aarch64.so.1").rule == "PT_INTERP"
     assert link(found, "liba64.so.1").path == "/opt/aarch64/liba64.so.1"
@@ -322,8 +341,11 @@ def test_ld_library_path_comes_after_rpath_and_before_runpath(tree: Tree) -> Non
     found = Loader(DirView(tree.root), LoaderEnv(library_path=("/opt/env",))).closure("/usr/bin/app")
     hit = link(found, "libenv.so.1")
     assert (hit.path, hit.rule) == ("/opt/env/libenv.so.1", "LD_LIBRARY_PATH")
-    real = subprocess.run(["chroot", str(tree.root), "/lib64/ld-linux-x86-64.so.2", "--library-path", "/opt/env", "--list",
-                           "/usr/bin/app"], capture_output=True, text=True)
+    real = subprocess.run(
+        ["chroot", str(tree.root), "/lib64/ld-linux-x86-64.so.2", "--library-path", "/opt/env", "--list", "/usr/bin/app"],
+        capture_output=True,
+        text=True,
+    )
     from helpers.tree import parse_ld_list
 
     assert same_answer(model_list(found), parse_ld_list(real.stdout, real.stderr))
@@ -348,8 +370,7 @@ def test_a_plugin_reuses_what_its_host_process_has_loaded(tree: Tree) -> None:
     them; in the host's process, dlopen reuses them by soname. glibc's own dlopen, run in the tree, agrees."""
     tree.glibc()
     tree.lib("/opt/host/lib/libhost.so", soname="libhost.so")
-    tree.prog("/opt/host/bin/host", needs=["/opt/host/lib/libhost.so"], flags=["-Wl,-rpath,$ORIGIN/../lib", "-ldl"],
-              source=HOST_SOURCE)
+    tree.prog("/opt/host/bin/host", needs=["/opt/host/lib/libhost.so"], flags=["-Wl,-rpath,$ORIGIN/../lib", "-ldl"], source=HOST_SOURCE)
     tree.lib("/opt/host/lib/server/libcore.so", soname="libcore.so")
     tree.lib("/opt/host/lib/libplugin.so", soname="libplugin.so", needs=["/opt/host/lib/libhost.so", "/opt/host/lib/server/libcore.so"])
     loader = Loader(DirView(tree.root))
@@ -367,7 +388,9 @@ def test_a_plugin_reuses_what_its_host_process_has_loaded(tree: Tree) -> None:
 
 def run_host(tree: Tree, *plugins: str) -> str:
     """Run the tree's host program in a chroot with its own /proc ($ORIGIN of a program comes from /proc/self/exe)."""
-    script = (f"mkdir -p {tree.root}/proc && mount -t proc proc {tree.root}/proc && "
-              f"exec chroot {tree.root} /opt/host/bin/host {' '.join(plugins)}")
+    script = (
+        f"mkdir -p {tree.root}/proc && mount -t proc proc {tree.root}/proc && "
+        f"exec chroot {tree.root} /opt/host/bin/host {' '.join(plugins)}"
+    )
     result = subprocess.run(["unshare", "-m", "--propagation", "private", "--", "sh", "-c", script], capture_output=True, text=True)
     return result.stdout + result.stderr

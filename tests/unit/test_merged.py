@@ -88,25 +88,43 @@ def test_umoci_whiteouts_match(tmp_path: Path) -> None:
 
 
 def test_handcrafted_layers_match_umoci(tmp_path: Path) -> None:
-    layout = write_layout(tmp_path / "layout", [
-        [member("etc", tarfile.DIRTYPE, mode=0o755), member("etc/a", data=b"a"), member("etc/sub", tarfile.DIRTYPE, mode=0o755),
-         member("etc/sub/x", data=b"x"), member("data", tarfile.DIRTYPE, mode=0o755), member("data/real", tarfile.DIRTYPE, mode=0o755),
-         member("data/link", tarfile.SYMTYPE, link="real"), member("usr/lib/deep/file", data=b"implicit parents")],
-        [member("etc/.wh..wh..opq", data=b""), member("etc/b", data=b"b"), member("data/link/through", data=b"via link"),
-         member("usr/lib/.wh.deep", data=b""), member("hard", tarfile.LNKTYPE, link="etc/b"),
-         member("etc/a-dir", tarfile.DIRTYPE, mode=0o750)],
-    ])
+    layout = write_layout(
+        tmp_path / "layout",
+        [
+            [
+                member("etc", tarfile.DIRTYPE, mode=0o755),
+                member("etc/a", data=b"a"),
+                member("etc/sub", tarfile.DIRTYPE, mode=0o755),
+                member("etc/sub/x", data=b"x"),
+                member("data", tarfile.DIRTYPE, mode=0o755),
+                member("data/real", tarfile.DIRTYPE, mode=0o755),
+                member("data/link", tarfile.SYMTYPE, link="real"),
+                member("usr/lib/deep/file", data=b"implicit parents"),
+            ],
+            [
+                member("etc/.wh..wh..opq", data=b""),
+                member("etc/b", data=b"b"),
+                member("data/link/through", data=b"via link"),
+                member("usr/lib/.wh.deep", data=b""),
+                member("hard", tarfile.LNKTYPE, link="etc/b"),
+                member("etc/a-dir", tarfile.DIRTYPE, mode=0o750),
+            ],
+        ],
+    )
     ours = view_dump(merged(layout, tmp_path))
     theirs = disk_dump(umoci_rootfs(layout, tmp_path))
     assert ours == theirs
     assert "/data/real/through" in ours and "/etc/a" not in ours and "/etc/sub" not in ours
 
 
-@pytest.mark.parametrize(("name", "message"), [
-    ("../escape", "climbs out of the root with '..'"),
-    ("etc/../../escape", "climbs out of the root with '..'"),
-    ("etc/.wh.", "names no entry"),
-])
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("../escape", "climbs out of the root with '..'"),
+        ("etc/../../escape", "climbs out of the root with '..'"),
+        ("etc/.wh.", "names no entry"),
+    ],
+)
 def test_hostile_member_names_are_refused(tmp_path: Path, name: str, message: str) -> None:
     layout = write_layout(tmp_path / "layout", [[member("etc", tarfile.DIRTYPE, mode=0o755), member(name, data=b"x")]])
     with pytest.raises(SourceError) as caught:

@@ -35,8 +35,9 @@ def app(tree: Tree) -> Tree:
     tree.lib(f"{LIBDIR}/libapp.so.1.2", soname="libapp.so.1")
     tree.symlink(f"{LIBDIR}/libapp.so.1", "libapp.so.1.2")
     tree.prog("/usr/bin/app", needs=[f"{LIBDIR}/libapp.so.1"])
-    tree.write("/etc/passwd", "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/:/usr/sbin/nologin\n"
-                              "app:$6$secret:1000:1000::/home/app:/bin/sh\n")
+    tree.write(
+        "/etc/passwd", "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/:/usr/sbin/nologin\napp:$6$secret:1000:1000::/home/app:/bin/sh\n"
+    )
     tree.write("/etc/group", "root:x:0:\ndaemon:x:1:\napp:x:1000:\nadm:x:4:\n")
     return tree
 
@@ -122,13 +123,17 @@ def test_make_symlink_text_and_copy_entries(app: Tree, tmp_path: Path) -> None:
     app.symlink("/var/run", "/run")
     app.mkdir("/run")
     app.write("/usr/share/app/default.conf", "defaults", mode=0o600)
-    plan = plan_for(app, """\
+    plan = plan_for(
+        app,
+        """\
 paths:
   /var/run/app/: {make: true, mode: "0750", owner: "app:adm"}
   /var/log/app.log: {symlink: /dev/stdout}
   /etc/motd: {text: "hi\\n"}
   /etc/app.conf: {copy: /usr/share/app/default.conf, mode: "0644"}
-""", tmp_path)
+""",
+        tmp_path,
+    )
     made = plan.entries["/run/app"]  # rebased through the source's /var/run link
     assert (made.kind, made.mode, made.uid, made.gid) == (EntryKind.DIR, 0o750, 1000, 4)
     assert kinds(plan)["/var/run"] == "symlink -> /run"
@@ -142,9 +147,11 @@ def test_two_rules_writing_one_path_differently_conflict(app: Tree, tmp_path: Pa
     app.write("/opt/app/conf", "from source")
     with pytest.raises(PlanError) as caught:
         plan_for(app, "paths:\n  /opt/app/**: {}\n  /opt/app/conf: {text: mine}\n", tmp_path)
-    assert caught.value.message == (f"/opt/app/conf: {tmp_path}/app.yaml: paths['/opt/app/**'] ships a file but "
-                                    f"{tmp_path}/app.yaml: paths['/opt/app/conf'] ships a different file; "
-                                    "exclude one or give the path one rule")
+    assert caught.value.message == (
+        f"/opt/app/conf: {tmp_path}/app.yaml: paths['/opt/app/**'] ships a file but "
+        f"{tmp_path}/app.yaml: paths['/opt/app/conf'] ships a different file; "
+        "exclude one or give the path one rule"
+    )
 
 
 def test_a_profile_rule_beats_a_default(app: Tree, tmp_path: Path) -> None:
@@ -166,16 +173,19 @@ def test_accounts_root_profile_users_and_owners_only(app: Tree, tmp_path: Path) 
 def test_an_account_the_source_lacks_is_a_profile_error(app: Tree, tmp_path: Path) -> None:
     with pytest.raises(ProfileError) as caught:
         plan_for(app, "accounts:\n  users: [nginx, {name: web, optional: true}]\n", tmp_path)
-    assert caught.value.issues == [f"{tmp_path}/app.yaml: accounts.users[0]: user 'nginx' is not in the source's /etc/passwd; "
-                                   "give {name, uid, gid, home, shell} to create it, or mark it optional"]
+    assert caught.value.issues == [
+        f"{tmp_path}/app.yaml: accounts.users[0]: user 'nginx' is not in the source's /etc/passwd; "
+        "give {name, uid, gid, home, shell} to create it, or mark it optional"
+    ]
 
 
 def test_missing_binary_and_non_program_binary_are_profile_errors(app: Tree, tmp_path: Path) -> None:
     app.write("/usr/bin/notes", "just text\n", mode=0o755)
     with pytest.raises(ProfileError) as caught:
         plan_for(app, "binaries: [/usr/bin/ngnix, /usr/bin/notes, {path: /usr/bin/maybe, optional: true}]\n", tmp_path)
-    assert caught.value.issues[0].endswith("binaries[0]: /usr/bin/ngnix not found in rootfs:" + str(app.root) +
-                                           "; check the path or mark it optional")
+    assert caught.value.issues[0].endswith(
+        "binaries[0]: /usr/bin/ngnix not found in rootfs:" + str(app.root) + "; check the path or mark it optional"
+    )
     with pytest.raises(ProfileError) as caught:
         plan_for(app, "binaries: [/usr/bin/notes]\n", tmp_path)
     assert "is neither an ELF file nor a #! script; list it under paths instead" in caught.value.message
@@ -206,8 +216,9 @@ def test_system_files(app: Tree, tmp_path: Path) -> None:
     assert "/etc/ssl/certs/ca-certificates.crt" in plan.entries
     assert plan.entries["/etc/nsswitch.conf"].data.startswith(b"# written by distill")
     quiet = plan_for(app, "binaries: [/usr/bin/app]\nsystem: {tmp: no, run: no, nsswitch: no, timezone: none, os-release: no}\n", tmp_path)
-    assert not {"/tmp", "/run", "/etc/nsswitch.conf", "/etc/localtime", "/etc/os-release",
-                "/etc/ssl/certs/ca-certificates.crt"} & set(quiet.entries)
+    assert not {"/tmp", "/run", "/etc/nsswitch.conf", "/etc/localtime", "/etc/os-release", "/etc/ssl/certs/ca-certificates.crt"} & set(
+        quiet.entries
+    )
 
 
 def test_a_zone_the_source_lacks_is_an_error_but_utc_degrades(app: Tree, tmp_path: Path) -> None:

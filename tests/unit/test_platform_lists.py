@@ -19,15 +19,22 @@ def test_platform_lists_are_parsed_strictly() -> None:
 
 def test_an_index_offers_its_runnable_platforms_once_in_order() -> None:
     def entry(n: int, platform: dict[str, str], **annotations: str) -> dict:  # type: ignore[type-arg]
-        return {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": f"sha256:{n:064x}", "size": 1,
-                "platform": platform, **({"annotations": annotations} if annotations else {})}
+        return {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": f"sha256:{n:064x}",
+            "size": 1,
+            "platform": platform,
+            **({"annotations": annotations} if annotations else {}),
+        }
 
-    index = {"manifests": [
-        entry(1, {"os": "linux", "architecture": "arm64", "variant": "v8"}),
-        entry(2, {"os": "unknown", "architecture": "unknown"}, **{"vnd.docker.reference.type": "attestation-manifest"}),
-        entry(3, {"os": "linux", "architecture": "amd64"}),
-        entry(4, {"os": "linux", "architecture": "amd64"}),
-    ]}
+    index = {
+        "manifests": [
+            entry(1, {"os": "linux", "architecture": "arm64", "variant": "v8"}),
+            entry(2, {"os": "unknown", "architecture": "unknown"}, **{"vnd.docker.reference.type": "attestation-manifest"}),
+            entry(3, {"os": "linux", "architecture": "amd64"}),
+            entry(4, {"os": "linux", "architecture": "amd64"}),
+        ]
+    }
     offered = index_platforms(index, "test")
     assert [p for p, _ in offered] == [Platform("linux", "arm64", "v8"), Platform("linux", "amd64")]
     assert [d.digest[-1] for _, d in offered] == ["1", "3"]

@@ -60,7 +60,9 @@ def test_nginx_profile_keeps_the_contract_keys() -> None:
 
 
 def test_full_example_from_the_contract_validates(tmp_path: Path) -> None:
-    profile = load(tmp_path, """\
+    profile = load(
+        tmp_path,
+        """\
         schema: distill/v1
         name: nginx
         description: nginx web server
@@ -92,7 +94,8 @@ def test_full_example_from_the_contract_validates(tmp_path: Path) -> None:
           expose: [80/tcp, 443/tcp]
           stop-signal: SIGQUIT
         base: scratch
-        """)
+        """,
+    )
     kinds = {spec.path: (spec.kind, spec.value, spec.mode) for spec, _ in profile.paths}
     assert kinds["/var/lib/nginx"] == ("make", None, 0o755)
     assert kinds["/var/log/nginx/access.log"] == ("symlink", "/dev/stdout", None)
@@ -108,34 +111,68 @@ CASES = [
     ("missing-schema", "name: x\n", "app.yaml: schema: must be 'distill/v1' (got None)"),
     ("unknown-top-key", "schema: distill/v1\nbinary: [/bin/x]\n", "app.yaml: binary: unknown key; did you mean 'binaries'?"),
     ("wrong-type", "schema: distill/v1\nbinaries: /usr/bin/x\n", "app.yaml: binaries: must be a list, not a string"),
-    ("two-kinds", "schema: distill/v1\npaths:\n  /etc/x: {text: a, symlink: /b}\n",
-     "app.yaml: paths['/etc/x']: has 2 kinds (symlink, text); keep exactly one"),
-    ("unknown-path-key", "schema: distill/v1\npaths:\n  /etc/x: {mdoe: '0644'}\n",
-     "app.yaml: paths['/etc/x'].mdoe: unknown key; did you mean 'mode'?"),
-    ("relative-path", "schema: distill/v1\npaths:\n  etc/x: {}\n",
-     "app.yaml: paths['etc/x']: 'etc/x' must be an absolute path inside the image"),
-    ("unclean-path", "schema: distill/v1\npaths:\n  /etc/../x: {}\n",
-     "app.yaml: paths['/etc/../x']: '/etc/../x' is not a clean path (no '.', '..' or '//'); write '/x'"),
-    ("glob-in-make", "schema: distill/v1\npaths:\n  /var/*/x/: {make: true}\n",
-     "app.yaml: paths['/var/*/x/']: make entries need a literal path; globs are allowed only for copies from the source"),
-    ("whiteout-name", "schema: distill/v1\npaths:\n  /etc/.wh.passwd: {text: x}\n",
-     "app.yaml: paths['/etc/.wh.passwd']: '/etc/.wh.passwd': names starting with .wh. are layer whiteouts and cannot be shipped"),
-    ("decimal-mode", "schema: distill/v1\npaths:\n  /etc/x: {text: a, mode: 755}\n",
-     "app.yaml: paths['/etc/x'].mode: 755 is not a mode; write it in octal as a string, e.g. \"0755\""),
-    ("bad-timezone", "schema: distill/v1\nsystem: {timezone: 'Europe/../x'}\n",
-     "app.yaml: system.timezone: 'Europe/../x' is not a zone name such as UTC or Europe/Paris (or `none`)"),
-    ("ca-value", "schema: distill/v1\nsystem: {ca-certificates: sometimes}\n",
-     "app.yaml: system.ca-certificates: must be auto, yes or no, not 'sometimes'"),
-    ("string-entrypoint", "schema: distill/v1\nimage: {entrypoint: nginx -g daemon}\n",
-     "app.yaml: image.entrypoint: must be a list, not a string"),
-    ("env-number", "schema: distill/v1\nimage: {env: {PORT: 80}}\n",
-     "app.yaml: image.env.PORT: must be a string (quote it), not a number"),
-    ("bad-port", "schema: distill/v1\nimage: {expose: [http]}\n",
-     "app.yaml: image.expose[0]: 'http' must be a port such as 80 or 80/tcp"),
-    ("half-account", "schema: distill/v1\naccounts: {users: [{name: app, uid: 10}]}\n",
-     "app.yaml: accounts.users[0]: a new account needs all of uid, gid; or give only `name` to take it from the source"),
-    ("alias", "schema: distill/v1\nbinaries: &b [/bin/x]\nexclude: *b\n",
-     "app.yaml:3:10: aliases are not allowed in profiles; write the value out"),
+    (
+        "two-kinds",
+        "schema: distill/v1\npaths:\n  /etc/x: {text: a, symlink: /b}\n",
+        "app.yaml: paths['/etc/x']: has 2 kinds (symlink, text); keep exactly one",
+    ),
+    (
+        "unknown-path-key",
+        "schema: distill/v1\npaths:\n  /etc/x: {mdoe: '0644'}\n",
+        "app.yaml: paths['/etc/x'].mdoe: unknown key; did you mean 'mode'?",
+    ),
+    (
+        "relative-path",
+        "schema: distill/v1\npaths:\n  etc/x: {}\n",
+        "app.yaml: paths['etc/x']: 'etc/x' must be an absolute path inside the image",
+    ),
+    (
+        "unclean-path",
+        "schema: distill/v1\npaths:\n  /etc/../x: {}\n",
+        "app.yaml: paths['/etc/../x']: '/etc/../x' is not a clean path (no '.', '..' or '//'); write '/x'",
+    ),
+    (
+        "glob-in-make",
+        "schema: distill/v1\npaths:\n  /var/*/x/: {make: true}\n",
+        "app.yaml: paths['/var/*/x/']: make entries need a literal path; globs are allowed only for copies from the source",
+    ),
+    (
+        "whiteout-name",
+        "schema: distill/v1\npaths:\n  /etc/.wh.passwd: {text: x}\n",
+        "app.yaml: paths['/etc/.wh.passwd']: '/etc/.wh.passwd': names starting with .wh. are layer whiteouts and cannot be shipped",
+    ),
+    (
+        "decimal-mode",
+        "schema: distill/v1\npaths:\n  /etc/x: {text: a, mode: 755}\n",
+        "app.yaml: paths['/etc/x'].mode: 755 is not a mode; write it in octal as a string, e.g. \"0755\"",
+    ),
+    (
+        "bad-timezone",
+        "schema: distill/v1\nsystem: {timezone: 'Europe/../x'}\n",
+        "app.yaml: system.timezone: 'Europe/../x' is not a zone name such as UTC or Europe/Paris (or `none`)",
+    ),
+    (
+        "ca-value",
+        "schema: distill/v1\nsystem: {ca-certificates: sometimes}\n",
+        "app.yaml: system.ca-certificates: must be auto, yes or no, not 'sometimes'",
+    ),
+    (
+        "string-entrypoint",
+        "schema: distill/v1\nimage: {entrypoint: nginx -g daemon}\n",
+        "app.yaml: image.entrypoint: must be a list, not a string",
+    ),
+    ("env-number", "schema: distill/v1\nimage: {env: {PORT: 80}}\n", "app.yaml: image.env.PORT: must be a string (quote it), not a number"),
+    ("bad-port", "schema: distill/v1\nimage: {expose: [http]}\n", "app.yaml: image.expose[0]: 'http' must be a port such as 80 or 80/tcp"),
+    (
+        "half-account",
+        "schema: distill/v1\naccounts: {users: [{name: app, uid: 10}]}\n",
+        "app.yaml: accounts.users[0]: a new account needs all of uid, gid; or give only `name` to take it from the source",
+    ),
+    (
+        "alias",
+        "schema: distill/v1\nbinaries: &b [/bin/x]\nexclude: *b\n",
+        "app.yaml:3:10: aliases are not allowed in profiles; write the value out",
+    ),
     ("not-yaml", "schema: [\n", "app.yaml:2:1: expected the node content, but found '<stream end>'"),
     ("empty", "", "app.yaml: profile is empty; start it with `schema: distill/v1`"),
 ]
@@ -171,8 +208,7 @@ def test_conflicting_parents_must_be_settled_by_the_child(tmp_path: Path) -> Non
     assert len(issues) == 2
     assert any("set system.timezone differently" in i for i in issues)
     assert any("set paths['/etc/x'] differently" in i and "a.yaml: paths['/etc/x']" in i for i in issues)
-    settled = load(tmp_path, "schema: distill/v1\nextends: [./a.yaml, ./b.yaml]\nsystem: {timezone: UTC}\n"
-                             "paths:\n  /etc/x: {text: c}\n")
+    settled = load(tmp_path, "schema: distill/v1\nextends: [./a.yaml, ./b.yaml]\nsystem: {timezone: UTC}\npaths:\n  /etc/x: {text: c}\n")
     assert settled.system.timezone == "UTC"
     assert [spec.value for spec, _ in settled.paths] == ["c"]
 
@@ -213,17 +249,23 @@ def test_modes_accept_yaml_octal_ints(tmp_path: Path) -> None:
 
 
 def test_a_child_clears_or_replaces_inherited_lists(tmp_path: Path) -> None:
-    write(tmp_path, "parent.yaml", """\
+    write(
+        tmp_path,
+        "parent.yaml",
+        """\
         schema: distill/v1
         extends: [tzdata, gconv]
         binaries: [/bin/a, /bin/b]
         exclude: [/x/**]
         image: {env: {A: "1", B: "2"}, expose: [80]}
         system: {timezone: Europe/Paris, tmp: no}
-        """)
+        """,
+    )
     plain = load(tmp_path, "schema: distill/v1\nextends: [./parent.yaml]\nruntime: {tzdata: [UTC]}\n")
     assert plain.runtime.tzdata == ("*", "UTC")  # a list adds to what the parent gives
-    child = load(tmp_path, """\
+    child = load(
+        tmp_path,
+        """\
         schema: distill/v1
         extends: [./parent.yaml]
         binaries: {replace: [/bin/c]}
@@ -231,7 +273,8 @@ def test_a_child_clears_or_replaces_inherited_lists(tmp_path: Path) -> None:
         runtime: {tzdata: null, gconv: {replace: [UTF-16]}}
         image: {env: {replace: {C: "3"}}, expose: null}
         system: {timezone: null, tmp: null}
-        """)
+        """,
+    )
     assert [spec.path for spec, _ in child.binaries] == ["/bin/c"]
     assert child.exclude == () and child.runtime.tzdata == () and child.runtime.gconv == ("UTF-16",)
     assert child.image.env == {"C": "3"} and child.image.expose == ()
@@ -243,8 +286,10 @@ def test_a_child_clears_or_replaces_inherited_lists(tmp_path: Path) -> None:
 
 def test_an_empty_list_under_an_inherited_one_is_refused_with_the_forms(tmp_path: Path) -> None:
     issues = refused(tmp_path, "schema: distill/v1\nextends: [tzdata]\nruntime: {tzdata: []}\n")
-    assert issues == [f"{tmp_path}/app.yaml: runtime.tzdata: empty, which adds nothing to what profiles/tzdata.yaml: runtime.tzdata "
-                      "gives (lists merge as unions); write `null` to clear it, or `{replace: [...]}` to replace it"]
+    assert issues == [
+        f"{tmp_path}/app.yaml: runtime.tzdata: empty, which adds nothing to what profiles/tzdata.yaml: runtime.tzdata "
+        "gives (lists merge as unions); write `null` to clear it, or `{replace: [...]}` to replace it"
+    ]
 
 
 def test_a_cleared_key_settles_a_conflict_between_parents(tmp_path: Path) -> None:
@@ -254,14 +299,17 @@ def test_a_cleared_key_settles_a_conflict_between_parents(tmp_path: Path) -> Non
 
 
 def test_new_keys_shadow_plugins_depends_dangling(tmp_path: Path) -> None:
-    profile = load(tmp_path, """\
+    profile = load(
+        tmp_path,
+        """\
         schema: distill/v1
         packages: [{name: nodejs, depends: true}]
         runtime:
           plugins: [{host: /usr/lib/jvm/*/bin/java, paths: [/usr/lib/jvm/*/lib/*.so]}]
         dangling: [/etc/alternatives/**]
         system: {shadow: yes}
-        """)
+        """,
+    )
     assert [(spec.name, spec.depends) for spec, _ in profile.packages] == [("nodejs", True)]
     assert [(p.host, p.paths) for p in profile.runtime.plugins] == [("/usr/lib/jvm/*/bin/java", ("/usr/lib/jvm/*/lib/*.so",))]
     assert profile.dangling == ("/etc/alternatives/**",) and profile.system.shadow == "yes"
@@ -271,18 +319,25 @@ def test_new_keys_shadow_plugins_depends_dangling(tmp_path: Path) -> None:
 @pytest.mark.parametrize("path", ["/etc/shadow", "/etc/gshadow"])
 def test_a_paths_entry_for_a_shadow_file_is_refused(tmp_path: Path, path: str) -> None:
     issues = refused(tmp_path, f"schema: distill/v1\npaths:\n  {path}: {{}}\n")
-    assert issues == [f"{tmp_path}/app.yaml: paths[{path!r}]: the source's file holds password hashes and never ships; "
-                      "set `system.shadow: yes` for one with the shipped accounts, locked"]
+    assert issues == [
+        f"{tmp_path}/app.yaml: paths[{path!r}]: the source's file holds password hashes and never ships; "
+        "set `system.shadow: yes` for one with the shipped accounts, locked"
+    ]
 
 
 def test_paths_and_accounts_can_be_replaced_or_cleared(tmp_path: Path) -> None:
-    write(tmp_path, "parent.yaml", """\
+    write(
+        tmp_path,
+        "parent.yaml",
+        """\
         schema: distill/v1
         paths: {/etc/a: {}, /etc/b: {text: b}}
         accounts: {users: [www-data], groups: [www-data]}
-        """)
-    child = load(tmp_path, "schema: distill/v1\nextends: [./parent.yaml]\npaths: {replace: {/etc/c: {}}}\n"
-                           "accounts: {users: {replace: [app]}}\n")
+        """,
+    )
+    child = load(
+        tmp_path, "schema: distill/v1\nextends: [./parent.yaml]\npaths: {replace: {/etc/c: {}}}\naccounts: {users: {replace: [app]}}\n"
+    )
     assert [spec.path for spec, _ in child.paths] == ["/etc/c"]
     assert [spec.name for spec, _ in child.users] == ["app"] and [spec.name for spec, _ in child.groups] == ["www-data"]
     cleared = load(tmp_path, "schema: distill/v1\nextends: [./parent.yaml]\npaths: null\naccounts: null\n")

@@ -39,8 +39,9 @@ def test_nss_modules_come_from_the_outputs_nsswitch(base: Tree, tmp_path: Path) 
     base.lib(f"{LIBDIR}/libnss_compat.so.2", soname="libnss_compat.so.2")
     base.lib(f"{LIBDIR}/libnss_files.so.2", soname="libnss_files.so.2")
     base.write("/etc/nsswitch.conf", "passwd: compat\ngroup: files [NOTFOUND=return] compat\nhosts: files dns myhostname\n")
-    source = plan_for(base, tmp_path, "binaries: [/usr/bin/app]\npaths:\n  /etc/nsswitch.conf: {}\n"
-                                      "runtime: {nss: auto}\nsystem: {nsswitch: no}\n")
+    source = plan_for(
+        base, tmp_path, "binaries: [/usr/bin/app]\npaths:\n  /etc/nsswitch.conf: {}\nruntime: {nss: auto}\nsystem: {nsswitch: no}\n"
+    )
     assert f"{LIBDIR}/libnss_compat.so.2" in source.entries
     assert f"{LIBDIR}/libnss_files.so.2" not in source.entries  # built into glibc 2.36's libc
     assert any("libnss_myhostname.so.2 is not in" in w for w in source.warnings)
@@ -58,14 +59,14 @@ def test_libgcc_s_ships_when_a_program_cancels_threads(base: Tree, tmp_path: Pat
     assert f"{LIBDIR}/libgcc_s.so.1" not in without.entries
 
 
-NOTE = r'''
+NOTE = r"""
 #define JSON "[{\"feature\":\"compression\",\"soname\":[\"libextra.so.1\"],\"priority\":\"recommended\"}," \
              "{\"feature\":\"fancy\",\"soname\":[\"libfancy.so.1\"],\"priority\":\"suggested\"}]"
 __attribute__((section(".note.dlopen"), used, aligned(4)))
 static const struct { unsigned namesz, descsz, type; char name[4]; char desc[(sizeof(JSON) + 3) & ~3]; } note =
     { 4, sizeof(JSON), 0x407c0c0a, "FDO", JSON };
 int main(void) { return 0; }
-'''
+"""
 
 
 def test_dlopen_notes_ship_what_they_name(base: Tree, tmp_path: Path) -> None:
@@ -74,8 +75,10 @@ def test_dlopen_notes_ship_what_they_name(base: Tree, tmp_path: Path) -> None:
     from distill.loader import Loader
 
     notes = Loader(DirView(base.root)).elf("/usr/bin/noted").dlopen
-    assert [(n.feature, n.sonames, n.priority) for n in notes] == [("compression", ("libextra.so.1",), "recommended"),
-                                                                 ("fancy", ("libfancy.so.1",), "suggested")]
+    assert [(n.feature, n.sonames, n.priority) for n in notes] == [
+        ("compression", ("libextra.so.1",), "recommended"),
+        ("fancy", ("libfancy.so.1",), "suggested"),
+    ]
     plan = plan_for(base, tmp_path, "binaries: [/usr/bin/noted]\nruntime: {dlopen-notes: recommended}\n")
     assert f"{LIBDIR}/libextra.so.1" in plan.entries
     off = plan_for(base, tmp_path, "binaries: [/usr/bin/noted]\n")
@@ -86,8 +89,11 @@ def test_dlopen_notes_ship_what_they_name(base: Tree, tmp_path: Path) -> None:
 
 def test_gconv_modules_by_charset(base: Tree, tmp_path: Path) -> None:
     gconv = f"{LIBDIR}/gconv"
-    base.write(f"{gconv}/gconv-modules", "alias UTF16// UTF-16//\nmodule UTF-16// INTERNAL UTF-16 1\n"
-                                        "module INTERNAL UTF-16// UTF-16 1\nmodule ISO-8859-1// INTERNAL ISO8859-1 1\n")
+    base.write(
+        f"{gconv}/gconv-modules",
+        "alias UTF16// UTF-16//\nmodule UTF-16// INTERNAL UTF-16 1\n"
+        "module INTERNAL UTF-16// UTF-16 1\nmodule ISO-8859-1// INTERNAL ISO8859-1 1\n",
+    )
     base.lib(f"{gconv}/UTF-16.so")
     base.lib(f"{gconv}/ISO8859-1.so")
     plan = plan_for(base, tmp_path, "binaries: [/usr/bin/app]\nruntime: {gconv: [utf16]}\n")
@@ -109,15 +115,23 @@ def test_locales_and_zones_on_request(base: Tree, tmp_path: Path) -> None:
 
 
 def dpkg_database(tree: Tree) -> None:
-    tree.write("/var/lib/dpkg/status",
-               "Package: tool\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.2-3\nSource: tools\n\n"
-               "Package: other\nStatus: install ok installed\nArchitecture: all\nVersion: 9\n\n"
-               "Package: gone\nStatus: deinstall ok config-files\nVersion: 1\n")
-    tree.write("/var/lib/dpkg/info/tool:amd64.list", "/.\n/usr\n/usr/bin\n/usr/bin/tool\n/usr/share/tool\n/usr/share/tool/data\n"
-                                                     "/usr/share/doc/tool\n/usr/share/doc/tool/copyright\n/usr/share/man/man1/tool.1\n")
-    tree.write("/var/lib/dpkg/info/tool:amd64.md5sums", "00000000000000000000000000000000  usr/bin/tool\n"
-                                                        "11111111111111111111111111111111  usr/share/tool/data\n"
-                                                        "22222222222222222222222222222222  usr/share/man/man1/tool.1\n")
+    tree.write(
+        "/var/lib/dpkg/status",
+        "Package: tool\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.2-3\nSource: tools\n\n"
+        "Package: other\nStatus: install ok installed\nArchitecture: all\nVersion: 9\n\n"
+        "Package: gone\nStatus: deinstall ok config-files\nVersion: 1\n",
+    )
+    tree.write(
+        "/var/lib/dpkg/info/tool:amd64.list",
+        "/.\n/usr\n/usr/bin\n/usr/bin/tool\n/usr/share/tool\n/usr/share/tool/data\n"
+        "/usr/share/doc/tool\n/usr/share/doc/tool/copyright\n/usr/share/man/man1/tool.1\n",
+    )
+    tree.write(
+        "/var/lib/dpkg/info/tool:amd64.md5sums",
+        "00000000000000000000000000000000  usr/bin/tool\n"
+        "11111111111111111111111111111111  usr/share/tool/data\n"
+        "22222222222222222222222222222222  usr/share/man/man1/tool.1\n",
+    )
     tree.write("/var/lib/dpkg/info/other.list", "/usr/share/other/file\n")
     tree.copy(tree.host("/usr/bin/app"), "/usr/bin/tool")
     tree.write("/usr/share/tool/data", "data")
@@ -135,18 +149,22 @@ def test_packages_ship_whole_packages_and_their_records(base: Tree, tmp_path: Pa
     status = plan.entries["/var/lib/dpkg/status.d/tool"].data
     assert status == b"Package: tool\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.2-3\nSource: tools\n"
     assert plan.entries["/var/lib/dpkg/status.d/tool.md5sums"].data == (
-        b"00000000000000000000000000000000  usr/bin/tool\n11111111111111111111111111111111  usr/share/tool/data\n")
+        b"00000000000000000000000000000000  usr/bin/tool\n11111111111111111111111111111111  usr/share/tool/data\n"
+    )
     assert "/var/lib/dpkg/status.d/other" not in plan.entries  # it contributed nothing
     with pytest.raises(ProfileError) as caught:
         plan_for(base, tmp_path, "packages: [gone, {name: maybe, optional: true}]\n")
-    assert caught.value.issues == [f"{tmp_path}/p.yaml: packages[0]: package 'gone' is not installed in rootfs:{base.root}; "
-                                   "check the name or mark it optional"]
+    assert caught.value.issues == [
+        f"{tmp_path}/p.yaml: packages[0]: package 'gone' is not installed in rootfs:{base.root}; check the name or mark it optional"
+    ]
 
 
 def test_apk_packages(base: Tree, tmp_path: Path) -> None:
     # written through the tree's /lib -> usr/lib link
-    base.write("/lib/apk/db/installed", "C:Q1abc=\nP:tool\nV:1.0-r0\nA:x86_64\no:tools\nF:usr/bin\nR:tool\n\n"
-                                        "P:other\nV:2\nA:x86_64\nF:usr/share/other\nR:file\n\n")
+    base.write(
+        "/lib/apk/db/installed",
+        "C:Q1abc=\nP:tool\nV:1.0-r0\nA:x86_64\no:tools\nF:usr/bin\nR:tool\n\nP:other\nV:2\nA:x86_64\nF:usr/share/other\nR:file\n\n",
+    )
     base.copy(base.host("/usr/bin/app"), "/usr/bin/tool")
     base.write("/usr/share/other/file", "x")
     plan = plan_for(base, tmp_path, "packages: [tool]\n")
@@ -169,15 +187,15 @@ def test_nsswitch_no_means_no_file_and_no_modules(base: Tree, tmp_path: Path) ->
     base.write("/etc/nsswitch.conf", "hosts: files myhostname\n")
     plan = plan_for(base, tmp_path, "binaries: [/usr/bin/app]\nruntime: {nss: auto}\nsystem: {nsswitch: no}\n")
     assert "/etc/nsswitch.conf" not in plan.entries and not [p for p in plan.entries if "libnss_" in p]
-    shipped = plan_for(base, tmp_path, "binaries: [/usr/bin/app]\nruntime: {nss: auto}\nsystem: {nsswitch: no}\n"
-                                       "paths:\n  /etc/nsswitch.conf: {}\n")
+    shipped = plan_for(
+        base, tmp_path, "binaries: [/usr/bin/app]\nruntime: {nss: auto}\nsystem: {nsswitch: no}\npaths:\n  /etc/nsswitch.conf: {}\n"
+    )
     assert "/etc/nsswitch.conf" in shipped.entries and f"{LIBDIR}/libnss_myhostname.so.2" in shipped.entries
 
 
 def test_tzdata_all_on_a_source_without_zones_warns(base: Tree, tmp_path: Path) -> None:
     plan = plan_for(base, tmp_path, "extends: [tzdata]\nbinaries: [/usr/bin/app]\n")
-    assert any(w.startswith("runtime.tzdata: the source has no time-zone database") and "zoneinfo has no zones" in w
-               for w in plan.warnings)
+    assert any(w.startswith("runtime.tzdata: the source has no time-zone database") and "zoneinfo has no zones" in w for w in plan.warnings)
     with pytest.raises(ProfileError) as caught:
         plan_for(base, tmp_path, "binaries: [/usr/bin/app]\nruntime: {tzdata: [Europe/Paris]}\n")
     assert caught.value.issues == ["runtime.tzdata: zone 'Europe/Paris' is not in the source's /usr/share/zoneinfo"]
@@ -204,13 +222,17 @@ def test_a_glob_over_etc_never_ships_the_sources_shadow(base: Tree, tmp_path: Pa
     base.write("/etc/shadow", "root:$6$salt$secrethash:19000:0:99999:7:::\n", 0o640)
     plan = plan_for(base, tmp_path, "binaries: [/usr/bin/app]\npaths:\n  /etc/**: {}\nsystem: {shadow: no}\n")
     assert "/etc/shadow" not in plan.entries and "/etc/passwd" in plan.entries
-    assert "/etc/shadow: not shipped: the source's /etc/shadow holds password hashes (system.shadow writes a locked one " \
-           "for the shipped accounts)" in plan.warnings
+    assert (
+        "/etc/shadow: not shipped: the source's /etc/shadow holds password hashes (system.shadow writes a locked one "
+        "for the shipped accounts)" in plan.warnings
+    )
     base.symlink("/etc/innocent", "shadow")
     with pytest.raises(ProfileError) as caught:
         plan_for(base, tmp_path, "binaries: [/usr/bin/app]\npaths:\n  /etc/copy: {copy: /etc/innocent}\n")
-    assert caught.value.issues[0].endswith("paths['/etc/copy'].copy: /etc/shadow holds password hashes and never ships; "
-                                           "set `system.shadow: yes` for one with the shipped accounts, locked")
+    assert caught.value.issues[0].endswith(
+        "paths['/etc/copy'].copy: /etc/shadow holds password hashes and never ships; "
+        "set `system.shadow: yes` for one with the shipped accounts, locked"
+    )
 
 
 def test_shadow_on_a_base_keeps_the_bases_lines_and_adds_ours(base: Tree, tmp_path: Path) -> None:
@@ -232,10 +254,20 @@ def test_package_depends_are_followed_except_essential_and_closure_libraries(bas
         "app": "Depends: libapp1 (>= 1.0), libother1, data-a | data-b, virtual-thing, ess, missing (>= 2)",
         "libapp1": "Source: app\nDepends: app-data",
         "libother1": "Source: other\nDepends: other-data",
-        "data-b": "", "prov": "Provides: virtual-thing (= 1)", "ess": "Essential: yes", "app-data": "", "other-data": "",
+        "data-b": "",
+        "prov": "Provides: virtual-thing (= 1)",
+        "ess": "Essential: yes",
+        "app-data": "",
+        "other-data": "",
     }
-    base.write("/var/lib/dpkg/status", "\n\n".join(f"Package: {name}\nStatus: install ok installed\nArchitecture: amd64\n"
-                                                  f"Version: 1\n{extra}".strip() for name, extra in stanzas.items()) + "\n")
+    base.write(
+        "/var/lib/dpkg/status",
+        "\n\n".join(
+            f"Package: {name}\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1\n{extra}".strip()
+            for name, extra in stanzas.items()
+        )
+        + "\n",
+    )
     files = {"app": "/usr/bin/appbin", "libapp1": f"{LIBDIR}/libapp.so.1", "libother1": f"{LIBDIR}/libother.so.1"}
     for name in stanzas:
         path = files.get(name, f"/usr/share/{name}/file")

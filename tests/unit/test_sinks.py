@@ -55,9 +55,11 @@ def planned(tree: Tree, tmp_path: Path) -> tuple[Plan, DirView]:
     tree.write("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33::/var/www:/usr/sbin/nologin\n")
     tree.write("/etc/group", "root:x:0:\nwww-data:x:33:\n")
     profile_file = tmp_path / "app.yaml"
-    profile_file.write_text("schema: distill/v1\nextends: [glibc]\nbinaries: [/usr/bin/app, /usr/bin/app-link]\n"
-                            "paths:\n  /etc/app/**: {}\n  /srv/www/: {make: true, mode: '2775', owner: www-data}\n"
-                            "  /usr/bin/su-helper: {text: x, mode: '4755'}\n")
+    profile_file.write_text(
+        "schema: distill/v1\nextends: [glibc]\nbinaries: [/usr/bin/app, /usr/bin/app-link]\n"
+        "paths:\n  /etc/app/**: {}\n  /srv/www/: {make: true, mode: '2775', owner: www-data}\n"
+        "  /usr/bin/su-helper: {text: x, mode: '4755'}\n"
+    )
     view = DirView(tree.root)
     return make_plan(view, load_profile(str(profile_file)), epoch=1_700_000_000), view
 
