@@ -179,7 +179,8 @@ def last_recorded() -> dict[str, float] | None:
     text = HISTORY.read_text()
     if "## Ratio history" not in text:
         return None
-    rows = [line for line in text.split("## Ratio history", 1)[1].splitlines() if re.match(r"\| \d{4}-\d\d-\d\d", line)]
+    section = text.split("## Ratio history", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if re.match(r"\| \d{4}-\d\d-\d\d", line)]
     if not rows:
         return None
     cells = [cell.strip() for cell in rows[-1].strip("|").split("|")]
