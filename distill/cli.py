@@ -311,8 +311,8 @@ def _request(flags: dict[str, Any]) -> pipeline.Request:
     from distill import pipeline
     from distill.refs import parse_source
     from distill.registry.options import RegistryOptions
-    from distill.sources import SourceOptions
     from distill.target import Platform
+    from distill.transports import SourceOptions
 
     profile = _profile(flags)
     registry = RegistryOptions(creds=_creds(flags["creds"]), authfile=flags["authfile"], tls_verify=flags["tls_verify"])

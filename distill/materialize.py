@@ -11,7 +11,7 @@ from pathlib import Path
 
 from distill.plan import Entry, EntryKind, Plan
 from distill.refs import Ref
-from distill.sinks.rootfs import RootfsSink
+from distill.transports.rootfs import RootfsSink
 from distill.view import NodeType, View
 
 __all__ = ["materialize"]

@@ -28,11 +28,9 @@ from distill.planner import Planner
 from distill.profile import Profile, expand_tokens, profile_paths
 from distill.refs import Ref, parse_source
 from distill.schema import TOKEN
-from distill.sinks import open_sink
-from distill.sinks.staging import check_destination, check_distinct
-from distill.sources import Source, SourceOptions, open_image, open_source
+from distill.staging import check_destination, check_distinct
 from distill.target import ARCHES, Arch, Platform, arch_named, arch_of, foreign_arch
-from distill.transports import transport
+from distill.transports import Source, SourceOptions, open_image, open_source, transport, write_image, write_plan
 
 if TYPE_CHECKING:
     from distill.layering import LayeringReport, OverlayView
@@ -289,16 +287,14 @@ def build(request: Request) -> Prepared:
             prepared.built = _build_image(prepared, Path(work))
         for ref in request.outputs:
             if ref.is_image:
-                from distill.sinks.image import write_image
-
                 assert prepared.built is not None
                 prepared.written.append(write_image(prepared.built, ref, request.options.registry))
             elif ref.transport == "rootfs" and prepared.output is not None:  # a directory to run: the base too
                 from distill.layering import flattened
 
-                prepared.written.append(open_sink(ref).write(flattened(prepared.plan, prepared.output), prepared.output))
+                prepared.written.append(write_plan(flattened(prepared.plan, prepared.output), prepared.output, ref))
             else:
-                prepared.written.append(open_sink(ref).write(prepared.plan, view))
+                prepared.written.append(write_plan(prepared.plan, view, ref))
     return prepared
 
 
@@ -355,7 +351,6 @@ def build_platforms(request: Request) -> Outcome:
     if failed:
         raise ClosureError(failed[0], issues=failed)
     from distill.oci.compose import build_index
-    from distill.sinks.image import write_image
 
     with tempfile.TemporaryDirectory(prefix="distill-") as work:
         built = []

@@ -1,6 +1,6 @@
 """Parse `--from`, `--base` and `--out` references in the transport syntax of skopeo and podman.
 
-The transports and their syntax are listed in `distill.transports`. A bare source starting with
+The transports and their syntax are listed in `distill.transports.table`. A bare source starting with
 `/`, `./` or `../` is a directory; any other bare source is an
 image reference, so a directory named `nginx` never shadows the `nginx` image.
 """
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from distill import transports
 from distill.errors import UsageError
 from distill.reference import ImageReference, ReferenceError, parse_reference
-from distill.transports import UNSUPPORTED, destination_names, source_names
+from distill.transports.table import UNSUPPORTED, destination_names, source_names
+from distill.transports.table import transport as transport_row
 
 __all__ = ["Ref", "parse_source", "parse_destination"]
 
@@ -29,7 +29,7 @@ class Ref:
 
     @property
     def is_image(self) -> bool:
-        return transports.transport(self.transport).image
+        return transport_row(self.transport).image
 
     def __str__(self) -> str:
         if self.transport == "docker" and self.image is not None:
@@ -75,7 +75,7 @@ def _parse(text: str, flag: str, allowed: tuple[str, ...]) -> Ref:
         return Ref("docker-daemon", name=str(image), image=image)
     if not rest:
         raise UsageError(f"{flag} {text}: give a path after {transport}:")
-    if not transports.transport(transport).image:
+    if not transport_row(transport).image:
         return Ref(transport, rest)
     path, _, name = rest.partition(":")
     if transport == "docker-archive" and "@" in path and not name:

@@ -17,7 +17,7 @@ from distill import __version__
 from distill.errors import DestinationError
 from distill.oci.compose import canonical_json, rfc3339
 from distill.packages import DbKind, open_package_db
-from distill.sinks.staging import staged
+from distill.staging import staged
 
 if TYPE_CHECKING:
     from distill.pipeline import Prepared

@@ -24,7 +24,7 @@ from distill.loader import Loader, LoaderEnv
 from distill.materialize import materialize
 from distill.plan import Plan
 from distill.sandbox import Run, RunResult, confined_run
-from distill.sources import Source
+from distill.transports import Source
 from distill.view import View
 
 __all__ = ["Failure", "Finding", "ImageConfig", "Verdict", "VerifyError", "verify", "run_probe", "account_ids"]

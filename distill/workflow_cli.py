@@ -14,7 +14,7 @@ from distill.errors import ClosureError, DestinationError, DistillError, UsageEr
 
 if TYPE_CHECKING:
     from distill.profile import Profile
-    from distill.sources import SourceOptions
+    from distill.transports import SourceOptions
 
 # like cli.py, each command imports what it uses when it runs, so `distill --help` stays light
 
@@ -52,8 +52,8 @@ def _image_options(command: Any) -> Any:
 def _options(flags: dict[str, Any]) -> SourceOptions:
     from distill.registry.auth import CredentialsError, parse_creds_flag
     from distill.registry.options import RegistryOptions
-    from distill.sources import SourceOptions
     from distill.target import Platform
+    from distill.transports import SourceOptions
 
     try:
         creds = parse_creds_flag(flags["creds"]) if flags["creds"] else None
@@ -99,7 +99,7 @@ def learn_command(
     from distill.learn import learn, missing_from, render_draft
     from distill.profile import load_profile
     from distill.refs import parse_source
-    from distill.sinks.staging import staged
+    from distill.staging import staged
 
     profile = _app_profile(app)
     argv = list(command)
@@ -184,7 +184,7 @@ def _argv(value: str) -> list[str]:
 def _run_as(ref: Any, options: SourceOptions, spec: str | None) -> tuple[int, int]:
     if not spec:
         return 0, 0
-    from distill.sources import open_source
+    from distill.transports import open_source
     from distill.verify import account_ids
 
     try:
@@ -206,7 +206,7 @@ def verify_command(
 ) -> None:
     """Check TARGET (a rootfs or an image) the way the build checks its output; with --run, smoke-run it."""
     from distill.refs import parse_source
-    from distill.sources import open_source
+    from distill.transports import open_source
     from distill.verify import ImageConfig, VerifyError, run_probe, verify
 
     source = open_source(parse_source(target, "TARGET"), _options(flags))

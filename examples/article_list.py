@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from distill.sources.rootfs import DirView
+from distill.transports.rootfs import DirView
 
 TRIPLET = "x86_64-linux-gnu"
 # (pattern, dereference) in the article's order; `cp -aL` for /var/run

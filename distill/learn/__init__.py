@@ -16,7 +16,7 @@ from distill.learn.trace import parse_traces
 from distill.materialize import materialize
 from distill.refs import Ref
 from distill.sandbox import Run, RunResult, confined_run
-from distill.sources import Source, SourceOptions, open_source
+from distill.transports import Source, SourceOptions, open_source
 
 __all__ = ["Learned", "learn", "missing_from", "render_draft"]
 

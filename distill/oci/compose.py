@@ -73,7 +73,7 @@ class BuiltIndex:
     """Several platforms' images under one OCI image index (what `--platform all` writes).
 
     `docker_list_bytes` is the same list as a Docker manifest list, for registries that refuse
-    the OCI index media type (see sinks/image.py for when it is used).
+    the OCI index media type (see transports/docker.py for when it is used).
     """
 
     images: list[BuiltImage]

@@ -14,7 +14,7 @@ import pytest
 
 from distill.errors import ElfError
 from distill.loader import Loader
-from distill.sources.rootfs import DirView
+from distill.transports.rootfs import DirView
 
 from helpers import REPO
 from helpers.tree import model_list, parse_ld_list, same_answer

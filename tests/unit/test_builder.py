@@ -17,7 +17,7 @@ from distill.errors import PlanError, ProfileError
 from distill.loader import Loader
 from distill.plan import Entry, EntryKind, Plan, Reason, ReasonKind
 from distill.profile import load_profile
-from distill.sources.rootfs import DirView
+from distill.transports.rootfs import DirView
 from distill.view import View
 
 from helpers.tree import Tree

@@ -9,7 +9,7 @@ from distill.checks import FindingKind, check_plan
 from distill.loader import Loader
 from distill.planner import make_plan
 from distill.profile import load_profile
-from distill.sources.rootfs import DirView
+from distill.transports.rootfs import DirView
 
 from helpers.cli import run_distill
 from helpers.tree import TRIPLET, Tree, model_list, same_answer

@@ -15,7 +15,7 @@ from distill.interpreters import python_version
 from distill.plan import Plan
 from distill.planner import make_plan
 from distill.profile import load_profile
-from distill.sources.rootfs import DirView
+from distill.transports.rootfs import DirView
 
 from helpers.tree import Tree
 

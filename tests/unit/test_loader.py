@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from distill.loader import Closure, Loader, LoaderEnv
-from distill.sources.rootfs import DirView
+from distill.transports.rootfs import DirView
 
 from helpers import require
 from helpers.tree import TRIPLET, Tree, model_list, same_answer

@@ -16,7 +16,7 @@ from distill.errors import SourceError
 from distill.oci.image import Platform
 from distill.oci.layers import Cache
 from distill.oci.merged import open_image_view
-from distill.sources.layout import DirStore, layout_image
+from distill.transports.oci import DirStore, layout_image
 from distill.view import View
 
 from helpers.layouts import member, write_layout

@@ -12,7 +12,7 @@ from distill.errors import ElfError, PlanError, ProfileError
 from distill.plan import EntryKind, Plan
 from distill.planner import make_plan
 from distill.profile import load_profile
-from distill.sources.rootfs import DirView
+from distill.transports.rootfs import DirView
 
 from helpers.tree import TRIPLET, Tree
 

@@ -15,7 +15,7 @@ from distill.errors import ProfileError
 from distill.plan import Plan
 from distill.planner import make_plan
 from distill.profile import load_profile
-from distill.sources.rootfs import DirView
+from distill.transports.rootfs import DirView
 
 from helpers.tree import HOST_LIBC, TRIPLET, Tree
 

@@ -17,9 +17,9 @@ from distill.plan import Plan
 from distill.planner import make_plan
 from distill.profile import load_profile
 from distill.refs import Ref
-from distill.sinks import open_sink
-from distill.sinks.staging import check_destination
-from distill.sources.rootfs import DirView
+from distill.staging import check_destination
+from distill.transports import write_plan
+from distill.transports.rootfs import DirView
 
 from helpers.tree import TRIPLET, Tree
 
@@ -66,7 +66,7 @@ def planned(tree: Tree, tmp_path: Path) -> tuple[Plan, DirView]:
 
 def write(plan: Plan, view: DirView, ref: str) -> None:
     transport, _, path = ref.partition(":")
-    open_sink(Ref(transport, path)).write(plan, view)
+    write_plan(plan, view, Ref(transport, path))
 
 
 def test_rootfs_keeps_owners_modes_links_and_times(planned: tuple[Plan, DirView], tmp_path: Path) -> None:

@@ -1,9 +1,5 @@
-"""Every transport distill reads or writes, in one table that parsing, the pipeline and the docs consult.
-
-A transport is the `name:` prefix of a `--from`, `--base` or `--out` reference, in the syntax
-of skopeo and podman. Adding one means a row here, a reader (sources/) or a writer (sinks/),
-and nothing else deciding by name what it is.
-"""
+"""The table of transports: syntax, source or destination, image or filesystem, local or remote, and the
+module that reads and writes each (see the package docstring for what that module provides)."""
 
 from __future__ import annotations
 
@@ -21,6 +17,7 @@ class Transport:
     destination: bool  # usable with --out
     image: bool  # carries an image (manifest, config, layers), not just a filesystem
     local: bool  # a path on this machine, checked before anything is read or written
+    module: str  # the module that reads and writes it (see above)
     platforms: bool = False  # as a destination, holds several platforms under one image index (--platform all)
 
 
@@ -33,10 +30,19 @@ TRANSPORTS: tuple[Transport, ...] = (
         destination=True,
         image=True,
         local=False,
+        module="distill.transports.docker",
         platforms=True,
     ),
     Transport(
-        "oci", "oci:DIR[:REF]", "an OCI image layout directory", source=True, destination=True, image=True, local=True, platforms=True
+        "oci",
+        "oci:DIR[:REF]",
+        "an OCI image layout directory",
+        source=True,
+        destination=True,
+        image=True,
+        local=True,
+        module="distill.transports.oci",
+        platforms=True,
     ),
     Transport(
         "oci-archive",
@@ -46,6 +52,7 @@ TRANSPORTS: tuple[Transport, ...] = (
         destination=True,
         image=True,
         local=True,
+        module="distill.transports.oci",
         platforms=True,
     ),
     Transport(
@@ -56,6 +63,7 @@ TRANSPORTS: tuple[Transport, ...] = (
         destination=True,
         image=True,
         local=True,
+        module="distill.transports.docker_archive",
     ),
     Transport(
         "docker-daemon",
@@ -65,9 +73,28 @@ TRANSPORTS: tuple[Transport, ...] = (
         destination=True,
         image=True,
         local=False,
+        module="distill.transports.docker_daemon",
     ),
-    Transport("rootfs", "rootfs:DIR", "a root filesystem directory", source=True, destination=True, image=False, local=True),
-    Transport("layer", "layer:FILE.tar[.gz]", "one layer tarball", source=False, destination=True, image=False, local=True),
+    Transport(
+        "rootfs",
+        "rootfs:DIR",
+        "a root filesystem directory",
+        source=True,
+        destination=True,
+        image=False,
+        local=True,
+        module="distill.transports.rootfs",
+    ),
+    Transport(
+        "layer",
+        "layer:FILE.tar[.gz]",
+        "one layer tarball",
+        source=False,
+        destination=True,
+        image=False,
+        local=True,
+        module="distill.transports.layer",
+    ),
 )
 
 # transports of skopeo and podman that distill refuses with a way around

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from distill.errors import DestinationError, UsageError
 from distill.refs import Ref
-from distill.transports import transport
+from distill.transports.table import transport
 
 __all__ = ["check_destination", "check_distinct", "file_mode", "staged"]
 

@@ -1,26 +1,35 @@
-"""`docker-archive:FILE[:REF|@N]`: what `docker save` and `podman save` write.
+"""`docker-archive:FILE[:REF|@N]`: what `docker save` and `podman save` write, read and written.
 
 Both the legacy layout (`<id>/layer.tar`, `<id>.json`) and the OCI-dual layout Docker 25+ writes
 (`blobs/sha256/...` plus `manifest.json`) are read through `manifest.json`. An archive carries
 no layer digests, so each layer is hashed once here; its integrity rests on the config's diff_ids,
-which every spool is checked against.
+which every spool is checked against. Written: the OCI-dual layout (an OCI layout tar plus
+Docker's `manifest.json`), which Docker 25+ writes and every `docker load` reads.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, BinaryIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from distill.errors import SourceError
 from distill.oci import documents, media
+from distill.oci.compose import BuiltImage, BuiltIndex
 from distill.oci.digest import VerifiedReader, sha256_of
 from distill.oci.image import MAX_MANIFEST_BYTES, Descriptor, Image, parse_json
 from distill.reference import ReferenceError, parse_reference
-from distill.sources.layout import TarStore
+from distill.refs import Ref
+from distill.registry.options import RegistryOptions
+from distill.staging import staged
 from distill.target import Platform
+from distill.transports.oci import Content, TarStore, write_archive
 
-__all__ = ["archive_image"]
+if TYPE_CHECKING:
+    from distill.transports import SourceOptions
+
+__all__ = ["archive_image", "read_image", "write_image"]
 
 
 def _entries(store: TarStore) -> list[dict[str, Any]]:
@@ -106,3 +115,15 @@ def archive_image(store: TarStore, ref: str | None, index: int | None, platform:
     if image.platform.architecture and not platform.matches(image.platform.os, image.platform.architecture, image.platform.variant):
         raise SourceError(f"{store.name}: the image is for {image.platform}, not {platform} (use --platform {image.platform})")
     return image
+
+
+def read_image(ref: Ref, options: SourceOptions) -> Image:
+    return archive_image(TarStore(ref.path, str(ref)), ref.name, ref.index, options.platform)
+
+
+def write_image(built: BuiltImage | BuiltIndex, ref: Ref, registry: RegistryOptions) -> str:
+    assert isinstance(built, BuiltImage)  # one platform: the table says so, and the dispatch checks it
+    content = Content(built)
+    with staged(Path(ref.path).absolute(), directory=False) as temp, open(temp, "wb") as out:
+        write_archive(content, out, ref.name, docker=built)
+    return f"{ref}: {content.top[1]}"

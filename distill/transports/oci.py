@@ -1,21 +1,18 @@
-"""Image sinks: `oci:`, `oci-archive:`, `docker-archive:`, `docker://` and `docker-daemon:`.
+"""`oci:DIR[:REF]` and `oci-archive:FILE[:REF]`: an OCI image layout, as a directory or a tar.
 
-All write the same manifest, config and blobs, so every sink gives the same manifest digest.
-Several platforms (`--platform all`) go out as one OCI image index over every platform's manifest:
-layouts and archives name the index in `index.json`, a push puts each manifest by digest and the
-index under the tag. A registry that refuses the OCI index media type (HTTP 400 or 415 on that
-PUT, as registries that predate OCI do) gets the same list as a Docker manifest list instead.
-Layouts and archives are written beside the destination and renamed into place; an existing OCI
-layout gains the image (blobs first, `index.json` last, under a lock, so concurrent runs do not
-corrupt it). A push uploads what the registry lacks, mounting base layers from the base's
-repository when both live on one registry, and puts the manifest last.
+Read: the image `REF` names (or the only one) through `index.json`, every blob verified.
+Written: the same manifest, config and blobs every image sink writes, so every sink gives the same
+manifest digest; several platforms (`--platform all`) go out as one OCI image index named in
+`index.json`. Layouts and archives are written beside the destination and renamed into place; an
+existing layout gains the image (blobs first, `index.json` last, under a lock, so concurrent runs do
+not corrupt it). The tar stores, the archive writer and `Content` serve `docker-archive:` and
+`docker-daemon:` too, and `copy_blob` the registry push.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import hashlib
 import io
 import os
@@ -23,30 +20,203 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from distill.errors import DestinationError, SourceError
 from distill.oci import documents, media
 from distill.oci.compose import Blob, BuiltImage, BuiltIndex, canonical_json
-from distill.oci.digest import VerifiedReader, hex_of, sha256_of
+from distill.oci.digest import VerifiedReader, hex_of
+from distill.oci.image import MAX_MANIFEST_BYTES, Descriptor, Image, parse_json
+from distill.oci.layers import normalize_member_name
+from distill.oci.resolve import read_verified, resolve_image
 from distill.reference import ReferenceError, parse_reference
 from distill.refs import Ref
 from distill.registry.options import RegistryOptions
-from distill.sinks.staging import staged
-from distill.transports import transport
+from distill.staging import staged
+from distill.target import Platform
 
 if TYPE_CHECKING:
-    from distill.registry.client import RegistryClient
+    from distill.transports import SourceOptions
 
-__all__ = ["write_image"]
+__all__ = ["Content", "DirStore", "TarStore", "copy_blob", "layout_image", "read_image", "write_archive", "write_image"]
 _LAYOUT = canonical_json({"imageLayoutVersion": "1.0.0"})
 
 
-class _Content:
+class DirStore:
+    """Files of a layout directory; every name is checked to stay inside it."""
+
+    def __init__(self, root: str, name: str) -> None:
+        self.root = Path(root)
+        self.name = name
+        if not self.root.is_dir():
+            raise SourceError(f"{name}: no such directory")
+
+    def _path(self, relpath: str) -> Path:
+        clean = normalize_member_name(relpath, self.name)
+        path = self.root / clean.lstrip("/")
+        if path.is_symlink() or not path.is_file():
+            raise SourceError(f"{self.name}: {clean.lstrip('/')} is missing or not a regular file")
+        return path
+
+    def open(self, relpath: str) -> BinaryIO:
+        return open(self._path(relpath), "rb")
+
+    def probe(self, relpath: str, size: int) -> None:
+        if self._path(relpath).stat().st_size != size:
+            raise SourceError(f"{self.name}: {relpath} is not the {size} bytes its descriptor declares")
+
+
+class TarStore:
+    """Files of a tar archive (oci-archive, docker-archive), read in place by member offset."""
+
+    def __init__(self, source: str | BinaryIO, name: str) -> None:
+        self.name = name
+        self.file = source  # an open file stays referenced (and open) as long as the store
+        try:
+            if isinstance(source, str):
+                self.tar = tarfile.open(source, mode="r:")
+            else:
+                self.tar = tarfile.open(fileobj=source, mode="r:")
+        except (OSError, tarfile.TarError, ValueError, OverflowError) as exc:
+            raise SourceError(f"{name}: cannot read the archive ({getattr(exc, 'strerror', None) or exc})") from None
+        weakref.finalize(self, self.tar.close)  # the archive stays open while anything can still read a blob from it
+        self.members: dict[str, tarfile.TarInfo] = {}
+        try:
+            for member in self.tar:
+                self.members[normalize_member_name(member.name, name)] = member
+            ended = self._ends_properly()
+        except (OSError, tarfile.TarError, EOFError, ValueError, OverflowError) as exc:
+            raise SourceError(f"{name}: truncated or corrupt archive ({exc})") from None
+        if not ended:  # tarfile takes a header cut short for the end of the archive
+            raise SourceError(f"{name}: truncated archive: it stops before its end-of-archive marker")
+
+    def _ends_properly(self) -> bool:
+        """True when two zero blocks follow the last member, as every tar writer puts them."""
+        fileobj = self.tar.fileobj
+        assert fileobj is not None
+        fileobj.seek(self.tar.offset)
+        tail = fileobj.read(2 * tarfile.BLOCKSIZE)
+        return len(tail) == 2 * tarfile.BLOCKSIZE and not tail.strip(b"\0")
+
+    def has(self, relpath: str) -> bool:
+        return normalize_member_name(relpath, self.name) in self.members
+
+    def probe(self, relpath: str, size: int) -> None:
+        member = self.members.get(normalize_member_name(relpath, self.name))
+        if member is None or not member.isfile() or member.size != size:
+            raise SourceError(f"{self.name}: {relpath} is missing from the archive or not the {size} bytes its descriptor declares")
+
+    def open(self, relpath: str) -> BinaryIO:
+        member = self.members.get(normalize_member_name(relpath, self.name))
+        try:
+            stream = self.tar.extractfile(member) if member is not None else None
+        except KeyError:  # a hard link or symlink member whose target the archive does not hold
+            assert member is not None
+            raise SourceError(f"{self.name}: {relpath} links to {member.linkname[:200]!r}, which the archive does not hold") from None
+        if stream is None:
+            raise SourceError(f"{self.name}: {relpath} is missing from the archive")
+        return io.BufferedReader(_Checked(stream, f"{self.name}: {relpath}"))  # type: ignore[arg-type]
+
+
+class _Checked(io.RawIOBase):
+    """A member's bytes; an archive that ends inside them is a SourceError, not tarfile's ReadError."""
+
+    def __init__(self, stream: BinaryIO, where: str) -> None:
+        super().__init__()
+        self.stream, self.where = stream, where
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        try:
+            data = self.stream.read(len(buffer))
+        except (OSError, tarfile.TarError, EOFError, ValueError, OverflowError) as exc:
+            raise SourceError(f"{self.where}: the archive is truncated or corrupt here ({exc})") from None
+        memoryview(buffer)[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self.stream.close()
+        finally:
+            super().close()
+
+
+def _blob(store: DirStore | TarStore, descriptor: Descriptor) -> BinaryIO:
+    return store.open(f"blobs/sha256/{hex_of(descriptor.digest)}")
+
+
+def layout_image(store: DirStore | TarStore, ref: str | None, platform: Platform) -> Image:
+    """The image named `ref` (or the only one) in an OCI layout."""
+    with store.open("index.json") as stream:
+        raw_index = stream.read(MAX_MANIFEST_BYTES + 1)
+    index = documents.check_index(parse_json(raw_index, f"{store.name}: index.json"), f"{store.name}: index.json")
+    entries: list[dict[str, Any]] = index["manifests"]
+    names = [_name(e) for e in entries]
+
+    def read(descriptor: Descriptor) -> bytes:
+        return read_verified(lambda d: _blob(store, d), descriptor, store.name)
+
+    def open_blob(descriptor: Descriptor) -> BinaryIO:
+        return VerifiedReader(
+            _blob(store, descriptor),
+            descriptor.digest,
+            descriptor.size,  # type: ignore[return-value]
+            f"{store.name}: blob {descriptor.digest[:19]}",
+        )
+
+    def probe(descriptor: Descriptor) -> None:
+        store.probe(f"blobs/sha256/{hex_of(descriptor.digest)}", descriptor.size)
+
+    if ref is None and len(entries) > 1 and not any(names):
+        # an unnamed multi-platform layout: index.json is itself the index to pick a platform from
+        return resolve_image(store.name, raw_index, None, read, read, open_blob, platform, probe)
+    if ref is not None:
+        chosen = [
+            e for e, n in zip(entries, names, strict=True) if n == ref or (e.get("annotations") or {}).get(media.CONTAINERD_NAME) == ref
+        ]
+        if not chosen:
+            known = ", ".join(sorted(n for n in names if n)) or "none"
+            raise SourceError(f"{store.name}: no image named {ref!r} in the layout (names: {known})")
+    elif len(entries) != 1:
+        example = next((n for n in names if n), "REF")
+        raise SourceError(f"{store.name}: the layout holds {len(entries)} images; name one, e.g. {store.name}:{example}")
+    else:
+        chosen = entries
+    descriptor = Descriptor.from_json(chosen[0])
+    return resolve_image(store.name, read(descriptor), descriptor.media_type, read, read, open_blob, platform, probe)
+
+
+def _name(entry: dict[str, Any]) -> str | None:
+    annotations: dict[str, str] = entry.get("annotations") or {}
+    return annotations.get(media.REF_NAME) or annotations.get(media.CONTAINERD_NAME)
+
+
+def read_image(ref: Ref, options: SourceOptions) -> Image:
+    store = DirStore(ref.path, str(ref)) if ref.transport == "oci" else TarStore(ref.path, str(ref))
+    return layout_image(store, ref.name, options.platform)
+
+
+# -- writing -----------------------------------------------------------------------------------------
+
+
+def write_image(built: BuiltImage | BuiltIndex, ref: Ref, registry: RegistryOptions) -> str:
+    content = Content(built)
+    dest = Path(ref.path).absolute()
+    if ref.transport == "oci":
+        _write_layout_dir(content, dest, ref.name)
+    else:
+        with staged(dest, directory=False) as temp, open(temp, "wb") as out:
+            write_archive(content, out, ref.name, docker=None)
+    return f"{ref}: {content.top[1]}"
+
+
+class Content:
     """What a layout or archive holds: blobs, the manifests (and index) as bytes, and the top descriptor."""
 
     def __init__(self, built: BuiltImage | BuiltIndex) -> None:
@@ -63,37 +233,7 @@ class _Content:
         self.created = built.created
 
 
-def write_image(built: BuiltImage | BuiltIndex, ref: Ref, registry: RegistryOptions) -> str:
-    """Write `built` to one image destination; return a one-line summary."""
-    content = _Content(built)
-    digest = content.top[1]
-    if isinstance(built, BuiltIndex) and not transport(ref.transport).platforms:
-        raise AssertionError(f"{ref.transport} takes one platform")  # the pipeline refuses this before planning
-    if ref.transport == "oci":
-        _write_layout_dir(content, Path(ref.path).absolute(), ref.name)
-        return f"{ref}: {digest}"
-    if ref.transport in ("oci-archive", "docker-archive"):
-        dest = Path(ref.path).absolute()
-        with staged(dest, directory=False) as temp, open(temp, "wb") as out:
-            docker = built if isinstance(built, BuiltImage) and ref.transport == "docker-archive" else None
-            _write_archive(content, out, ref.name, docker=docker)
-        return f"{ref}: {digest}"
-    if ref.transport == "docker":
-        return f"{ref}: pushed {_push(built, ref, registry)}"
-    assert isinstance(built, BuiltImage)
-    if ref.transport == "docker-daemon":
-        with tempfile.TemporaryFile() as archive:
-            _write_archive(content, archive, ref.name, docker=built)
-            size = archive.tell()
-            archive.seek(0)
-            from distill.daemon import DaemonClient
-
-            said = DaemonClient(error=DestinationError).load(archive, size)
-        return f"{ref}: {said}"
-    raise AssertionError(ref.transport)
-
-
-def _index_entry(content: _Content, name: str | None) -> dict[str, Any]:
+def _index_entry(content: Content, name: str | None) -> dict[str, Any]:
     kind, digest, size = content.top
     entry: dict[str, Any] = {"mediaType": kind, "digest": digest, "size": size}
     if name:
@@ -104,13 +244,10 @@ def _index_entry(content: _Content, name: str | None) -> dict[str, Any]:
     return entry
 
 
-def _copy_blob(built_open: Any, descriptor: Any, out: BinaryIO) -> None:
+def copy_blob(built_open: Any, descriptor: Any, out: BinaryIO) -> None:
     with VerifiedReader(built_open(), descriptor.digest, descriptor.size, f"blob {descriptor.digest[:19]}") as reader:
         shutil.copyfileobj(reader, out, 1 << 20)
         reader.verify()
-
-
-# -- layouts and archives --------------------------------------------------------------------------
 
 
 @contextmanager
@@ -123,7 +260,7 @@ def _locked(directory: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _write_layout_dir(content: _Content, dest: Path, name: str | None) -> None:
+def _write_layout_dir(content: Content, dest: Path, name: str | None) -> None:
     if (dest / "oci-layout").is_file():
         with _locked(dest):
             _add_to_layout(content, dest, name)
@@ -134,7 +271,7 @@ def _write_layout_dir(content: _Content, dest: Path, name: str | None) -> None:
         blobs.mkdir(parents=True)
         for blob in _unique(content):
             with open(blobs / hex_of(blob.descriptor.digest), "wb") as out:
-                _copy_blob(blob.open, blob.descriptor, out)
+                copy_blob(blob.open, blob.descriptor, out)
         for digest, data in content.documents.items():
             (blobs / hex_of(digest)).write_bytes(data)
         (fresh / "oci-layout").write_bytes(_LAYOUT)
@@ -144,11 +281,11 @@ def _write_layout_dir(content: _Content, dest: Path, name: str | None) -> None:
             path.chmod(0o644)
 
 
-def _unique(content: _Content) -> list[Blob]:
+def _unique(content: Content) -> list[Blob]:
     return list({blob.descriptor.digest: blob for blob in content.blobs}.values())
 
 
-def _add_to_layout(content: _Content, dest: Path, name: str | None) -> None:
+def _add_to_layout(content: Content, dest: Path, name: str | None) -> None:
     """Add an image to an existing layout, all or nothing: the existing index.json and the blob directories
     are checked first; every new blob and the new index are written as temporary files; then all are
     renamed into place, index.json last. A failure before that leaves the layout exactly as it was."""
@@ -179,7 +316,7 @@ def _add_to_layout(content: _Content, dest: Path, name: str | None) -> None:
                 if isinstance(item, bytes):
                     out.write(item)
                 else:
-                    _copy_blob(item.open, item.descriptor, out)
+                    copy_blob(item.open, item.descriptor, out)
         kept = [m for m in index["manifests"] if not (name and (m.get("annotations") or {}).get(media.REF_NAME) == name)]
         document = {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": [*kept, _index_entry(content, name)]}
         temp = _temp_in(dest, "index.json")
@@ -242,7 +379,7 @@ def _temp_in(directory: Path, name: str) -> Path:
     return Path(temp)
 
 
-def _write_archive(content: _Content, out: BinaryIO, name: str | None, *, docker: BuiltImage | None) -> None:
+def write_archive(content: Content, out: BinaryIO, name: str | None, *, docker: BuiltImage | None) -> None:
     """An OCI layout as a tar; with `docker` (the one image), also Docker's manifest.json (the dual
     format Docker 25+ writes)."""
     mtime = content.created
@@ -287,73 +424,3 @@ def _familiar(name: str) -> str:
         return parse_reference(name).familiar
     except ReferenceError:
         raise DestinationError(f"docker-archive: {name!r} is not an image name such as app:1 or registry/app:1") from None
-
-
-# -- registry ----------------------------------------------------------------------------------------
-
-
-def _push(built: BuiltImage | BuiltIndex, ref: Ref, options: RegistryOptions) -> str:
-    from distill.registry.client import RegistryClient  # loads requests only when pushing
-
-    assert ref.image is not None
-    client = RegistryClient(ref.image, replace(options, error=DestinationError))
-    tag = ref.image.tag
-    if isinstance(built, BuiltImage):
-        return _push_image(client, built, ref, tag or built.manifest_digest)
-    for image in built.images:  # every manifest by digest first, so the index never names a missing one
-        _push_image(client, image, ref, image.manifest_digest)
-    return _put_index(client, built, ref.image.repository, tag or built.index_digest)
-
-
-def _put_index(client: RegistryClient, built: BuiltIndex, repository: str, reference: str) -> str:
-    """PUT the OCI index; a registry that refuses its media type (400/415) gets the Docker manifest list."""
-    for data, kind in ((built.index_bytes, media.OCI_INDEX), (built.docker_list_bytes, media.DOCKER_LIST)):
-        response = client.request(
-            "PUT",
-            f"/v2/{repository}/manifests/{reference}",
-            repository,
-            actions=("pull", "push"),
-            headers={"Content-Type": kind},
-            body=functools.partial(bytes, data),
-            ok=(201, 400, 415),
-        )
-        status = response.status_code
-        response.close()
-        if status == 201:
-            announced, digest = response.headers.get("Docker-Content-Digest"), sha256_of(data)
-            if announced and announced != digest:
-                raise DestinationError(f"{client.registry}/{repository}: the registry stored the index as {announced}, not {digest}")
-            return digest if kind == media.OCI_INDEX else f"{digest} (as a Docker manifest list: the registry refused the OCI index)"
-    raise DestinationError(
-        f"{client.registry}/{repository}: the registry refused both the OCI image index and the Docker "
-        f"manifest list (HTTP {status}); push one platform at a time with --platform os/arch"
-    )
-
-
-def _push_image(client: RegistryClient, built: BuiltImage, ref: Ref, reference: str) -> str:
-    assert ref.image is not None
-    repository = ref.image.repository
-    base_repository = None
-    if built.base is not None and built.base_name:
-        try:
-            base_ref = parse_reference(built.base_name)
-            if base_ref.registry == ref.image.registry and base_ref.repository != repository:
-                base_repository = base_ref.repository
-        except ReferenceError:
-            pass
-    base_digests = {d.digest for d in built.base.layers} if built.base else set()
-    for blob in built.blobs:
-        digest, size = blob.descriptor.digest, blob.descriptor.size
-        if client.has_blob(repository, digest):
-            continue
-        if base_repository and digest in base_digests and client.mount_blob(repository, digest, base_repository):
-            continue
-        with tempfile.TemporaryFile() as spooled:
-            _copy_blob(blob.open, blob.descriptor, spooled)
-
-            def reopen(file: BinaryIO = spooled) -> BinaryIO:
-                file.seek(0)
-                return file
-
-            client.upload_blob(repository, digest, size, reopen)
-    return client.put_manifest(repository, reference, built.manifest_bytes, media.OCI_MANIFEST)

@@ -1,0 +1,29 @@
+"""`layer:FILE.tar[.gz]`: the plan as one reproducible layer tarball (gzip with mtime 0, no name)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import BinaryIO, cast
+
+from distill.plan import Plan
+from distill.refs import Ref
+from distill.staging import staged
+from distill.tarstream import reproducible_gzip, write_tar
+from distill.view import View
+
+__all__ = ["write_plan"]
+
+
+def write_plan(plan: Plan, source: View, ref: Ref) -> str:
+    dest = Path(ref.path).absolute()
+    compress = dest.name.endswith((".gz", ".tgz"))
+    with staged(dest, directory=False) as temp, open(temp, "wb") as raw:
+        if compress:
+            with reproducible_gzip(raw) as zipped:
+                write_tar(plan, source, cast(BinaryIO, zipped))
+        else:
+            write_tar(plan, source, raw)
+        raw.flush()
+        os.fsync(raw.fileno())
+    return f"{ref}: {dest.stat().st_size} bytes"
