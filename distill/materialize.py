@@ -1,7 +1,7 @@
 """An image's merged filesystem written out as a directory, for the two commands that must run it.
 
 `learn` and `verify --run` need a real directory to chroot into or to hand to runc; every other
-command reads layers in place. The copy goes through the rootfs sink (a plan holding every object
+command reads layers in place. The copy goes through the rootfs transport's writer (a plan holding every object
 of the view), so owners, modes, links and times are what the image says.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from distill.plan import Entry, EntryKind, Plan
 from distill.refs import Ref
-from distill.transports.rootfs import RootfsSink
+from distill.transports.rootfs import write_plan
 from distill.view import NodeType, View
 
 __all__ = ["materialize"]
@@ -39,5 +39,5 @@ def materialize(view: View, dest: Path) -> Path:
             source=node.path if kind is EntryKind.FILE else None,
             target=node.target,
         )
-    RootfsSink(Ref("rootfs", str(dest))).write(plan, view)
+    write_plan(plan, view, Ref("rootfs", str(dest)))
     return dest

@@ -23,7 +23,7 @@ from distill.view import Node, NodeType, View
 if TYPE_CHECKING:
     from distill.transports import SourceOptions
 
-__all__ = ["DirView", "RootfsSink", "node_from_stat", "read_view", "write_plan"]
+__all__ = ["DirView", "node_from_stat", "read_view", "write_plan"]
 
 _TYPES = {
     stat.S_IFREG: NodeType.FILE,
@@ -131,10 +131,10 @@ def read_view(ref: Ref, options: SourceOptions) -> DirView:
 
 
 def write_plan(plan: Plan, view: View, ref: Ref) -> str:
-    return RootfsSink(ref).write(plan, view)
+    return _Writer(ref).write(plan, view)
 
 
-class RootfsSink:
+class _Writer:
     def __init__(self, ref: Ref) -> None:
         self.ref = ref
         self.can_chown = os.geteuid() == 0

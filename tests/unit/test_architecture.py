@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import itertools
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from distill.checks import FindingKind
@@ -87,6 +90,27 @@ def test_collectors_never_see_the_planner() -> None:
     graph = _graph()
     for collector in ("distill.runtime", "distill.system", "distill.pkgmeta", "distill.links", "distill.builder"):
         assert "distill.planner" not in graph[collector], collector
+
+
+def test_each_transport_module_provides_what_its_row_promises() -> None:
+    """The package docstring's contract: readers and writers by what the row allows, and nothing it does not."""
+    for row in TRANSPORTS:
+        module = importlib.import_module(row.module)
+        promised = {
+            "read_image": row.source and row.image,
+            "read_view": row.source and not row.image,
+            "write_image": row.destination and row.image,
+            "write_plan": row.destination and not row.image,
+        }
+        for function, wanted in promised.items():
+            assert callable(getattr(module, function, None)) is wanted, f"{row.name}: {row.module}.{function}"
+
+
+def test_transport_modules_load_only_when_used() -> None:
+    """Opening the pipeline loads the table and the dispatch, no transport module and no `requests`."""
+    code = "import sys, distill.pipeline; print(sorted(m for m in sys.modules if m.startswith('distill.transports.') or m == 'requests'))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "['distill.transports.table']"
 
 
 def _backticked(text: str) -> set[str]:
