@@ -301,6 +301,7 @@ def _add_to_layout(content: Content, dest: Path, name: str | None) -> None:
     pending: list[tuple[Path, Path]] = []  # (temporary file, final name)
     placed: list[Path] = []  # new files already renamed in, taken back unless index.json was
     committed = False
+    index_temp: Path | None = None  # once it is gone, index.json was replaced: the new blobs are the image's
     try:
         for directory in made:
             directory.mkdir(mode=0o755)
@@ -319,19 +320,21 @@ def _add_to_layout(content: Content, dest: Path, name: str | None) -> None:
                     copy_blob(item.open, item.descriptor, out)
         kept = [m for m in index["manifests"] if not (name and (m.get("annotations") or {}).get(media.REF_NAME) == name)]
         document = {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": [*kept, _index_entry(content, name)]}
-        temp = _temp_in(dest, "index.json")
+        temp = index_temp = _temp_in(dest, "index.json")
         pending.append((temp, dest / "index.json"))
         temp.write_bytes(canonical_json(document))
         for temp, final in pending:
             temp.chmod(0o644)
-            fresh = not final.exists()
+            if not final.exists():
+                placed.append(final)  # before the rename, so a signal right after it cannot leave it behind
             os.replace(temp, final)  # index.json is last
-            if fresh:
-                placed.append(final)
         committed = True
     except OSError as exc:
         raise DestinationError(f"{where}: cannot write: {exc.strerror or exc}; the layout was left as it was") from None
     finally:
+        # a signal (KeyboardInterrupt, SystemExit) can land between the rename of index.json and
+        # `committed = True`: the rename itself tells whether the layout now names the new blobs
+        committed = committed or (index_temp is not None and not index_temp.exists())
         if not committed:
             for leftover in [temp for temp, _ in pending] + placed:
                 leftover.unlink(missing_ok=True)
