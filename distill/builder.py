@@ -16,7 +16,7 @@ from distill.accounts import AccountDb
 from distill.errors import PlanError, ProfileError, SourceError
 from distill.loader import Loader
 from distill.packages import PackageDb, open_package_db
-from distill.plan import Entry, EntryKind, Plan, Reason, ReasonKind
+from distill.plan import Entry, EntryKind, Plan, Reason, ReasonKind, entry_of
 from distill.profile import Profile
 from distill.schema import SHADOW_FILES
 from distill.view import Node, NodeType, View
@@ -172,19 +172,10 @@ class PlanBuilder:
 
 def entry_from_node(node: Node, *, explicit: bool = False, mode: int | None = None, owner: tuple[int, int] | None = None) -> Entry:
     """The entry that ships a source object as it is (setuid/setgid bits only on request)."""
-    kind = {NodeType.FILE: EntryKind.FILE, NodeType.DIR: EntryKind.DIR, NodeType.SYMLINK: EntryKind.SYMLINK}[node.type]
+    entry = entry_of(node)
+    if entry is None:
+        raise ValueError(f"{node.path}: a {node.type.value} cannot be shipped")  # callers ship files, directories and links
     if mode is None:
-        mode = node.mode & ~0o6000 if kind is EntryKind.FILE else node.mode
-    uid, gid = owner if owner else (node.uid, node.gid)
-    return Entry(
-        node.path,
-        kind,
-        mode,
-        uid,
-        gid,
-        node.mtime,
-        node.size,
-        source=node.path if kind is EntryKind.FILE else None,
-        target=node.target,
-        explicit=explicit,
-    )
+        mode = node.mode & ~0o6000 if entry.kind is EntryKind.FILE else node.mode
+    entry.mode, (entry.uid, entry.gid), entry.explicit = mode, owner or (node.uid, node.gid), explicit
+    return entry

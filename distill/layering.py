@@ -19,8 +19,8 @@ from typing import BinaryIO
 from distill import paths
 from distill.accounts import Account, Group, ShadowLine, parse_group, parse_passwd, parse_shadow
 from distill.pkgmeta import STATUS_D
-from distill.plan import Entry, EntryKind, Plan, PlanView, Reason, ReasonKind
-from distill.view import Node, NodeType, View
+from distill.plan import Entry, EntryKind, Plan, PlanView, Reason, ReasonKind, entry_of
+from distill.view import Node, View
 
 __all__ = ["LayeringReport", "rebase_plan", "OverlayView", "overlay", "flattened"]
 
@@ -206,9 +206,6 @@ def overlay(layer: Plan, source: View, base: View) -> OverlayView:
     return OverlayView(PlanView(layer, source), base)
 
 
-_KINDS = {NodeType.FILE: EntryKind.FILE, NodeType.DIR: EntryKind.DIR, NodeType.SYMLINK: EntryKind.SYMLINK}
-
-
 def flattened(layer: Plan, merged: OverlayView) -> Plan:
     """The whole filesystem a container would see (the base with the layer applied), as one plan.
 
@@ -225,27 +222,17 @@ def flattened(layer: Plan, merged: OverlayView) -> Plan:
         if own is not None and own.kind is EntryKind.HARDLINK:
             flat.entries[node.path] = own
             continue
-        kind = _KINDS.get(node.type)
-        if kind is None:
+        entry = entry_of(node)
+        if entry is None:
             continue
         reasons = own.reasons if own is not None else [Reason(ReasonKind.BASE, "from the base image")]
-        if kind is EntryKind.FILE and own is None and node.file_id is not None:
+        if entry.kind is EntryKind.FILE and own is None and node.file_id is not None:
             leader = leaders.setdefault(node.file_id, node.path)
             if leader != node.path:
                 flat.entries[node.path] = Entry(
                     node.path, EntryKind.HARDLINK, node.mode, node.uid, node.gid, node.mtime, target=leader, reasons=reasons
                 )
                 continue
-        flat.entries[node.path] = Entry(
-            node.path,
-            kind,
-            node.mode,
-            node.uid,
-            node.gid,
-            node.mtime,
-            node.size,
-            source=node.path if kind is EntryKind.FILE else None,
-            target=node.target,
-            reasons=reasons,
-        )
+        entry.reasons = reasons
+        flat.entries[node.path] = entry
     return flat

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distill.plan import Entry, EntryKind, Plan
+from distill.plan import Entry, EntryKind, Plan, entry_of
 from distill.refs import Ref
 from distill.transports.rootfs import write_plan
-from distill.view import NodeType, View
+from distill.view import View
 
 __all__ = ["materialize"]
-
-_KINDS = {NodeType.FILE: EntryKind.FILE, NodeType.DIR: EntryKind.DIR, NodeType.SYMLINK: EntryKind.SYMLINK}
 
 
 def materialize(view: View, dest: Path) -> Path:
@@ -25,19 +23,8 @@ def materialize(view: View, dest: Path) -> Path:
     plan = Plan(source=view.name, profile="materialize")
     plan.entries["/"] = Entry("/", EntryKind.DIR, root.mode if root else 0o755, mtime=root.mtime if root else 0)
     for node in view.walk("/"):
-        kind = _KINDS.get(node.type)
-        if kind is None:
-            continue
-        plan.entries[node.path] = Entry(
-            node.path,
-            kind,
-            node.mode,
-            node.uid,
-            node.gid,
-            node.mtime,
-            node.size,
-            source=node.path if kind is EntryKind.FILE else None,
-            target=node.target,
-        )
+        entry = entry_of(node)
+        if entry is not None:
+            plan.entries[node.path] = entry
     write_plan(plan, view, Ref("rootfs", str(dest)))
     return dest

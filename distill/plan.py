@@ -17,7 +17,7 @@ from distill.hints import Hint
 from distill.loader import Closure
 from distill.view import Node, NodeType, View
 
-__all__ = ["EntryKind", "ReasonKind", "Reason", "Entry", "Plan", "PlanView"]
+__all__ = ["EntryKind", "ReasonKind", "Reason", "entry_of", "Entry", "Plan", "PlanView"]
 
 
 class EntryKind(enum.Enum):
@@ -79,6 +79,18 @@ class Entry:
     def same_object(self, other: Entry) -> bool:
         """Whether two entries would write the same thing (so they can merge)."""
         return (self.kind, self.source, self.data, self.target) == (other.kind, other.source, other.data, other.target)
+
+
+_NODE_KINDS = {NodeType.FILE: EntryKind.FILE, NodeType.DIR: EntryKind.DIR, NodeType.SYMLINK: EntryKind.SYMLINK}
+
+
+def entry_of(node: Node) -> Entry | None:
+    """The entry that writes `node` exactly as it is; None for a device, fifo or socket, which a plan cannot hold."""
+    kind = _NODE_KINDS.get(node.type)
+    if kind is None:
+        return None
+    source = node.path if kind is EntryKind.FILE else None
+    return Entry(node.path, kind, node.mode, node.uid, node.gid, node.mtime, node.size, source=source, target=node.target)
 
 
 @dataclass
