@@ -23,13 +23,13 @@ import click
 
 from distill import __version__
 from distill.errors import EXIT_INTERNAL, ClosureError, DestinationError, DistillError, ProfileError, UsageError
+from distill.registry_flags import REGISTRY_FLAGS, registry_options
 from distill.workflow_cli import learn_command, verify_command
 
 if TYPE_CHECKING:
     from distill import pipeline
     from distill.profile import Profile
     from distill.refs import Ref
-    from distill.registry.auth import Credentials
 
 # The commands import what they use when they run: `--help`, `--version` and a rootfs run never load the
 # registry client, and only a run loads the planner, pyelftools and PyYAML.
@@ -100,17 +100,7 @@ def _source_options(command: Any) -> Any:
             metavar="OS/ARCH[/VARIANT]",
             help="platform to pick from a multi-platform image; a comma-separated list or `all` distills each and writes one image index",
         ),
-        click.option("--creds", metavar="USER:PASSWORD", help="registry credentials"),
-        click.option("--authfile", metavar="FILE", help="registry auth file (containers auth.json or docker config.json)"),
-        click.option(
-            "--tls-verify",
-            type=click.BOOL,
-            default=True,
-            is_flag=False,
-            flag_value=True,
-            metavar="[=BOOL]",
-            help="verify registry TLS certificates and refuse plain http (default true; --tls-verify=false as in podman)",
-        ),
+        *REGISTRY_FLAGS,
         click.option("-v", "--verbose", is_flag=True, help="list symlinks and parent directories in the explain tree"),
     ]
     for option in reversed(options):
@@ -310,12 +300,11 @@ def explain_command(as_json: bool, paths: tuple[str, ...], **flags: Any) -> None
 def _request(flags: dict[str, Any]) -> pipeline.Request:
     from distill import pipeline
     from distill.refs import parse_source
-    from distill.registry.options import RegistryOptions
     from distill.target import Platform
     from distill.transports import SourceOptions
 
     profile = _profile(flags)
-    registry = RegistryOptions(creds=_creds(flags["creds"]), authfile=flags["authfile"], tls_verify=flags["tls_verify"])
+    registry = registry_options(flags)
     text = flags["platform"]
     platforms: tuple[Platform, ...] | str | None = None
     if text == "all" or (text and "," in text):
@@ -330,17 +319,6 @@ def _request(flags: dict[str, Any]) -> pipeline.Request:
             "--platform picks from a multi-platform image (--from or --base); drop it"
         )
     return pipeline.Request(profile, source, base=flags["base"], options=options, epoch=_epoch(), platforms=platforms)
-
-
-def _creds(value: str | None) -> Credentials | None:
-    if value is None:
-        return None
-    from distill.registry.auth import CredentialsError, parse_creds_flag
-
-    try:
-        return parse_creds_flag(value)
-    except CredentialsError as exc:
-        raise UsageError(f"--creds: {exc}") from None
 
 
 cli.add_command(learn_command)

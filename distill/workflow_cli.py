@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from distill.errors import ClosureError, DestinationError, DistillError, UsageError
+from distill.registry_flags import REGISTRY_FLAGS, registry_options
 
 if TYPE_CHECKING:
     from distill.profile import Profile
@@ -26,17 +27,7 @@ _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789._-")
 def _image_options(command: Any) -> Any:
     options = [
         click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="platform to pick from a multi-platform image"),
-        click.option("--creds", metavar="USER:PASSWORD", help="registry credentials"),
-        click.option("--authfile", metavar="FILE", help="registry auth file"),
-        click.option(
-            "--tls-verify",
-            type=click.BOOL,
-            default=True,
-            is_flag=False,
-            flag_value=True,
-            metavar="[=BOOL]",
-            help="verify registry TLS certificates and refuse plain http (default true)",
-        ),
+        *REGISTRY_FLAGS,
         click.option(
             "--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True, metavar="SECONDS", help="time limit for the run"
         ),
@@ -50,16 +41,10 @@ def _image_options(command: Any) -> Any:
 
 
 def _options(flags: dict[str, Any]) -> SourceOptions:
-    from distill.registry.auth import CredentialsError, parse_creds_flag
-    from distill.registry.options import RegistryOptions
     from distill.target import Platform
     from distill.transports import SourceOptions
 
-    try:
-        creds = parse_creds_flag(flags["creds"]) if flags["creds"] else None
-    except CredentialsError as exc:
-        raise UsageError(f"--creds: {exc}") from None
-    registry = RegistryOptions(creds=creds, authfile=flags["authfile"], tls_verify=flags["tls_verify"])
+    registry = registry_options(flags)
     platform = Platform.parse(flags["platform"]) if flags["platform"] else Platform.host()
     return SourceOptions(platform=platform, registry=registry)
 
