@@ -49,6 +49,7 @@ class Library:
     directories: tuple[str, ...]
     how: str  # one line saying how they were found
     skip: tuple[str, ...]  # patterns, relative to a directory, of what a running program does not load
+    apart: tuple[str, ...] = ()  # site and vendor directories, left out even when inside one of `directories`
 
 
 def _name(canonical: str) -> str:
@@ -89,16 +90,17 @@ def perl_library(view: View, strings: list[str]) -> Library | str:
     text = view.read_bytes(config, 1 << 22).decode("utf-8", "replace")
     added = {paths.clean(d) for d in _PERL_CONFIG.findall(text)}
     resolved_added = {view.resolve(d).path for d in added if view.stat(d) is not None}
-    core = tuple(
-        d for d in candidates if d not in added and view.resolve(d).path not in resolved_added and "site_perl" not in paths.split(d)
-    )
+    apart = tuple(d for d in candidates if d in added or view.resolve(d).path in resolved_added or "site_perl" in paths.split(d))
+    core = tuple(d for d in candidates if d not in apart)
     how = f"the @INC compiled into it, without the site and vendor directories {config} names"
-    return Library("Perl", core, how, PERL_SKIPPED)
+    return Library("Perl", core, how, PERL_SKIPPED, apart)
 
 
 def ruby_library(view: View, strings: list[str]) -> Library | str:
     """Ruby's library directories among `strings` (ruby's or libruby's), or a sentence saying why none."""
-    candidates = [d for d in _directories(view, strings, "ruby") if not {"site_ruby", "vendor_ruby"} & set(paths.split(d))]
+    found = _directories(view, strings, "ruby")
+    apart = tuple(d for d in found if {"site_ruby", "vendor_ruby"} & set(paths.split(d)))
+    candidates = [d for d in found if d not in apart]
     rubylibdir = next((d for d in candidates if _is_file(view, paths.join(d, "rubygems.rb"))), None)
     if rubylibdir is None:
         return "no directory compiled into it holds rubygems.rb (Ruby's rubylibdir)"
@@ -109,13 +111,17 @@ def ruby_library(view: View, strings: list[str]) -> Library | str:
     if node is not None and node.is_dir:
         library.append(specifications)
     how = f"the $LOAD_PATH compiled into it: rubylibdir {rubylibdir} holds rubygems.rb"
-    return Library("Ruby", tuple(library), how, RUBY_SKIPPED)
+    return Library("Ruby", tuple(library), how, RUBY_SKIPPED, apart)
 
 
 def skipped(library: Library, path: str) -> bool:
-    """Whether a path under one of the library's directories is one a running program does not load."""
+    """Whether a path under the library's directories is one a running program does not load, or a site or
+    vendor directory's (upstream Perl keeps its arch directory, CORE/ included, inside privlib)."""
+    if any(path == base or path.startswith(base + "/") for base in library.apart):
+        return True
     for base in library.directories:
         if path.startswith(base + "/"):
             relative = "/" + path[len(base) + 1 :]
-            return any(paths.glob_match("/" + pattern, relative) for pattern in library.skip)
+            if any(paths.glob_match("/" + pattern, relative) for pattern in library.skip):
+                return True
     return False
