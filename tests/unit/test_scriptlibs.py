@@ -195,3 +195,31 @@ def test_perl_and_ruby_settings_are_validated(base: Tree, tmp_path: Path) -> Non
     for key in ("perl", "ruby"):
         with pytest.raises(ProfileError, match=f"runtime.{key}.*must be auto, yes or no"):
             plan_for(base, tmp_path, f"binaries: [/usr/bin/app]\nruntime: {{{key}: sometimes}}\n")
+
+
+def test_usr_local_ruby_with_archdir_inside_rubylibdir(base: Tree, tmp_path: Path) -> None:
+    """The official ruby image's layout (--enable-shared into /usr/local): archdir sits inside rubylibdir."""
+    load_path = (
+        "/usr/local/lib/ruby/site_ruby/3.3.0",
+        "/usr/local/lib/ruby/site_ruby/3.3.0/x86_64-linux",
+        "/usr/local/lib/ruby/vendor_ruby/3.3.0",
+        "/usr/local/lib/ruby/3.3.0",
+        "/usr/local/lib/ruby/3.3.0/x86_64-linux",
+    )
+    libruby = "/usr/local/lib/libruby.so.3.3"
+    base.lib(libruby, "libruby.so.3.3", source=strings_source(load_path, library=True))
+    base.prog("/usr/local/bin/ruby", needs=[libruby], flags=["-Wl,-rpath,/usr/local/lib"])
+    base.write("/usr/local/lib/ruby/3.3.0/rubygems.rb", "")
+    base.write("/usr/local/lib/ruby/3.3.0/x86_64-linux/rbconfig.rb", "")
+    base.lib("/usr/local/lib/ruby/3.3.0/x86_64-linux/zlib.so")
+    base.write("/usr/local/lib/ruby/site_ruby/3.3.0/mine.rb", "")
+    base.write("/usr/local/lib/ruby/gems/3.3.0/specifications/default/zlib-3.1.0.gemspec", "")
+    plan = plan_for(base, tmp_path, "binaries: [/usr/local/bin/ruby]\n")
+    assert {
+        "/usr/local/lib/ruby/3.3.0/rubygems.rb",
+        "/usr/local/lib/ruby/3.3.0/x86_64-linux/rbconfig.rb",
+        "/usr/local/lib/ruby/gems/3.3.0/specifications/default/zlib-3.1.0.gemspec",
+        libruby,
+    } <= set(plan.entries)
+    assert "/usr/local/lib/ruby/3.3.0/x86_64-linux/zlib.so" in plan.roots
+    assert not [p for p in plan.entries if "site_ruby" in p]
