@@ -75,6 +75,8 @@ class RuntimeConfig:
     dlopen_notes: DlopenPriority = DlopenPriority.NO
     plugins: tuple[PluginSpec, ...] = ()  # plugin sets and the program that loads each
     python: Switch = Switch.AUTO  # a shipped Python's standard library (distill.interpreters)
+    perl: Switch = Switch.AUTO  # a shipped Perl's core modules (distill.scriptlibs)
+    ruby: Switch = Switch.AUTO  # a shipped Ruby's standard library (distill.scriptlibs)
     node: Switch = Switch.AUTO  # the built-in modules a distribution's Node keeps outside its binary
 
 

@@ -14,6 +14,8 @@
 - dlopen-notes: libraries listed in `.note.dlopen` ELF notes, at or above a priority;
 - python: the standard library of every shipped Python interpreter, found as the interpreter finds it
   (distill.interpreters); `auto` (the default) for each one that ships, `yes` also demands one;
+- perl, ruby: the standard library of every shipped Perl or Ruby, at the directories compiled into
+  the interpreter (distill.scriptlibs); `auto`, `yes` and `no` as for python;
 - node: the built-in modules a distribution's Node keeps outside its binary, at the paths compiled into it.
 Every library shipped here gets its own closure afterwards, like any other shipped ELF.
 """
@@ -22,10 +24,11 @@ from __future__ import annotations
 
 import re
 
-from distill import interpreters, paths
+from distill import interpreters, paths, scriptlibs
 from distill.builder import PlanBuilder, PlanContext
 from distill.elf import ElfInfo, undefined_symbols
 from distill.errors import ElfError
+from distill.hints import rodata_paths
 from distill.ldconf import Flavor
 from distill.plan import EntryKind, Reason, ReasonKind
 from distill.specs import DlopenPriority, Switch
@@ -64,6 +67,10 @@ def add_runtime_files(builder: PlanBuilder, context: PlanContext) -> None:
     config = context.profile.runtime
     if config.python is not Switch.NO:
         _python(builder, context, required=config.python is Switch.YES)
+    if config.perl is not Switch.NO:
+        _script_library(builder, context, "perl", required=config.perl is Switch.YES)
+    if config.ruby is not Switch.NO:
+        _script_library(builder, context, "ruby", required=config.ruby is Switch.YES)
     if config.node is not Switch.NO:
         _node(builder, context)
     if config.openssl:
@@ -333,6 +340,46 @@ def _python(builder: PlanBuilder, context: PlanContext, *, required: bool) -> No
     if required and not done:
         builder.issue(
             "runtime.python: yes, but no shipped program is a Python interpreter; add one under binaries or set runtime.python: auto"
+        )
+
+
+_SCRIPT_LIBRARIES = {
+    "perl": (scriptlibs.is_perl, re.compile(r"libperl\.so"), scriptlibs.perl_library, "Perl"),
+    "ruby": (scriptlibs.is_ruby, re.compile(r"libruby(-[0-9.]+)?\.so"), scriptlibs.ruby_library, "Ruby"),
+}
+
+
+def _script_library(builder: PlanBuilder, context: PlanContext, key: str, *, required: bool) -> None:
+    """Each shipped Perl's or Ruby's standard library, at the directories compiled into it or its library."""
+    recognise, library_name, find, language = _SCRIPT_LIBRARIES[key]
+    parsed = context.loader.parsed()
+    shared = _shipped(builder, context, library_name)
+    done: set[str] = set()
+    for root in builder.plan.roots:
+        canonical = context.view.resolve(root).path
+        info = parsed.get(canonical)
+        if info is None or not info.interp or not recognise(canonical, info) or canonical in done:
+            continue
+        done.add(canonical)
+        strings: list[str] = []
+        for path in (canonical, *shared):
+            with context.view.open(context.view.resolve(path).path) as stream:
+                strings.extend(rodata_paths(stream))
+        library = find(context.view, strings)
+        if isinstance(library, str):
+            builder.issue(
+                f"runtime.{key}: {root} ({language}) could not start: {library} in {context.view.name}; "
+                f"install its standard library there, or set runtime.{key}: no"
+            )
+            continue
+        for directory in library.directories:
+            reason = _reason(f"runtime.{key}: the standard library of {root} ({library.how})")
+            for match in context.view.glob(paths.join(directory, "**")):
+                if not scriptlibs.skipped(library, match):
+                    builder.ship(match, reason, follow=False)
+    if required and not done:
+        builder.issue(
+            f"runtime.{key}: yes, but no shipped program is a {language} interpreter; add one under binaries or set runtime.{key}: auto"
         )
 
 

@@ -62,7 +62,7 @@ TOP_KEYS = (
 PATH_KINDS = tuple(k.value for k in PathKind if k is not PathKind.SOURCE)
 PATH_MODIFIERS = ("mode", "owner", "optional")
 SYSTEM_KEYS = ("passwd", "shadow", "nsswitch", "tmp", "run", "timezone", "ca-certificates", "os-release", "package-metadata", "setuid")
-RUNTIME_KEYS = ("nss", "gconv", "openssl", "libgcc-s", "locales", "tzdata", "dlopen-notes", "plugins", "python", "node")
+RUNTIME_KEYS = ("nss", "gconv", "openssl", "libgcc-s", "locales", "tzdata", "dlopen-notes", "plugins", "python", "perl", "ruby", "node")
 # the source's password databases hold hashes: they never ship from the source (system.shadow writes locked ones)
 SHADOW_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-")
 # merge markers (see profile.py): a child clears what its parents gave under a key, or gave an empty list there
@@ -283,7 +283,7 @@ def _runtime(v: _Validator, value: Any) -> None:
                 v.set(("runtime", key), DlopenPriority(item or "no"), where)
             else:
                 v.error(where, f"must be required, recommended, suggested or no, not {item!r}")
-        elif key in ("nss", "libgcc-s", "python", "node"):
+        elif key in ("nss", "libgcc-s", "python", "perl", "ruby", "node"):
             if item == "auto" or isinstance(item, bool):
                 v.set(("runtime", key), _switch(item), where)
             else:

@@ -474,19 +474,46 @@ def probe_sshd(root: str, key_dir: str) -> dict[str, Any]:
 
 PERL_PROBE = r"""
 use strict; use warnings; use POSIX qw(strftime); use Digest::SHA qw(sha256_hex); use Encode qw(encode);
-use List::Util qw(sum); use Storable qw(freeze thaw); use Time::HiRes qw(time);
+use List::Util qw(sum); use Storable qw(freeze thaw); use Time::HiRes qw(time); use JSON::PP;
 my $data = thaw(freeze({n => [1, 2, 3]}));
 print join("|", sha256_hex("distill"), length(encode("UTF-16LE", "\x{e9}t\x{e9}")), sum(@{$data->{n}}),
-           strftime("%Y", gmtime(0)), $^V), "\n";
+           strftime("%Y", gmtime(0)), JSON::PP->new->canonical->encode({b => [1], a => "x"}), $^V), "\n";
 """
 
 
 def probe_perl(root: str) -> dict[str, Any]:
-    """Core modules, pure-Perl and XS (POSIX, Digest::SHA, Encode, List::Util, Storable, Time::HiRes)."""
+    """Core modules, pure-Perl and XS (POSIX, Digest::SHA, Encode, List::Util, Storable, Time::HiRes, JSON::PP)."""
     (Path(root) / "probe").mkdir(exist_ok=True)
     (Path(root) / "probe/probe.pl").write_text(PERL_PROBE)
+    perl = first_of(root, "/usr/local/bin/perl", "/usr/bin/perl")
     run = subprocess.run(
-        ["chroot", root, "/usr/bin/perl", "/probe/probe.pl"], capture_output=True, text=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+        ["chroot", root, perl, "/probe/probe.pl"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+    return {"exit": run.returncode, "stdout": run.stdout.strip(), "stderr": run.stderr[-2000:]}
+
+
+RUBY_PROBE = r"""
+require "json"; require "digest"; require "set"; require "zlib"; require "stringio"
+gz = StringIO.new; w = Zlib::GzipWriter.new(gz); w.write("distilled"); w.close
+puts [Digest::SHA256.hexdigest("distill"), JSON.generate({"b" => [1], "a" => "x"}), Set[3, 1, 3].size,
+      Zlib::GzipReader.new(StringIO.new(gz.string)).read, Time.at(0).utc.year, Gem.loaded_specs.key?("json"),
+      RUBY_VERSION].join("|")
+"""
+
+
+def probe_ruby(root: str) -> dict[str, Any]:
+    """The standard library, pure-Ruby and C extensions (json, digest, set, zlib), and rubygems' default gems."""
+    (Path(root) / "probe").mkdir(exist_ok=True)
+    (Path(root) / "probe/probe.rb").write_text(RUBY_PROBE)
+    ruby = first_of(root, "/usr/local/bin/ruby", "/usr/bin/ruby")
+    run = subprocess.run(
+        ["chroot", root, ruby, "/probe/probe.rb"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
     )
     return {"exit": run.returncode, "stdout": run.stdout.strip(), "stderr": run.stderr[-2000:]}
 
