@@ -28,13 +28,13 @@ from typing import Any
 
 from distill.errors import UsageError
 
-__all__ = ["Run", "RunResult", "confined_run", "STRACE_SYSCALLS"]
+__all__ = ["Run", "RunResult", "confined_run", "STRACE_SYSCALLS", "DOCKER_CAPABILITIES"]
 
 # what learn records: file lookups, process creation and exec, credential changes
 STRACE_SYSCALLS = "%file,%process,%creds,fchdir"
 
 # Docker's default capability set (moby/oci/caps/defaults.go)
-_CAPABILITIES = [
+DOCKER_CAPABILITIES = [
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_FSETID",
@@ -174,7 +174,7 @@ def _bundle(spec: dict[str, Any], merged: Path, scratch: Path) -> Path:
         user={"uid": spec["uid"], "gid": spec["gid"]},
     )
     process.pop("rlimits", None)
-    process["capabilities"] = {kind: list(_CAPABILITIES) for kind in ("bounding", "effective", "permitted")}
+    process["capabilities"] = {kind: list(DOCKER_CAPABILITIES) for kind in ("bounding", "effective", "permitted")}
     (bundle / "config.json").write_text(json.dumps(config))
     return bundle
 

@@ -407,10 +407,14 @@ class RegistryClient:
             ok=(201,),
         )
         response.close()
+        return self.stored_digest(response, repository, data)
+
+    def stored_digest(self, response: requests.Response, repository: str, data: bytes, what: str = "manifest") -> str:
+        """The digest of a document just PUT, refused when the registry announces it stored something else."""
         digest = sha256_of(data)
         announced = response.headers.get("Docker-Content-Digest")
         if announced and announced != digest:
-            raise self._error(f"{self.registry}/{repository}: the registry stored the manifest as {announced}, not {digest}")
+            raise self._error(f"{self.registry}/{repository}: the registry stored the {what} as {announced}, not {digest}")
         return digest
 
 

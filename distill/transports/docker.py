@@ -19,7 +19,7 @@ from distill import progress
 from distill.errors import DestinationError, SourceError
 from distill.oci import media
 from distill.oci.compose import BuiltImage, BuiltIndex
-from distill.oci.digest import VerifiedReader, sha256_of
+from distill.oci.digest import VerifiedReader
 from distill.oci.image import Descriptor, Image
 from distill.oci.layers import Cache
 from distill.oci.resolve import resolve_image
@@ -118,9 +118,7 @@ def _put_index(client: RegistryClient, built: BuiltIndex, repository: str, refer
         status = response.status_code
         response.close()
         if status == 201:
-            announced, digest = response.headers.get("Docker-Content-Digest"), sha256_of(data)
-            if announced and announced != digest:
-                raise DestinationError(f"{client.registry}/{repository}: the registry stored the index as {announced}, not {digest}")
+            digest = client.stored_digest(response, repository, data, "index")
             return digest if kind == media.OCI_INDEX else f"{digest} (as a Docker manifest list: the registry refused the OCI index)"
     raise DestinationError(
         f"{client.registry}/{repository}: the registry refused both the OCI image index and the Docker "

@@ -9,25 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import REPO
+from distill.sandbox import DOCKER_CAPABILITIES  # runs as a runtime would: Docker's default capability set
 
-# Docker's default capability set (moby/oci/caps/defaults.go)
-DOCKER_CAPABILITIES = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-]
+from helpers import REPO
 
 
 def unpack_bundle(image: str, bundle: Path) -> dict:  # type: ignore[type-arg]
