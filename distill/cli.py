@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from distill.refs import Ref
 
 # The commands import what they use when they run: `--help`, `--version` and a rootfs run never load the
-# registry client, and only a run loads the planner, pyelftools and PyYAML.
+# registry client, and only a run loads the planner and PyYAML.
 
 __all__ = ["main", "cli"]
 

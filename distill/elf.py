@@ -1,20 +1,19 @@
-"""What the dynamic loader reads from an ELF file, as a frozen `ElfInfo`.
+"""What the dynamic loader reads from an ELF file, as a frozen `ElfInfo`, and the few sections others scan.
 
-The identity fields come from the fixed-layout header (checked by hand, so a truncated or
-lying header is refused before pyelftools sees it); the program interpreter, dynamic tags and
-symbol versions come from pyelftools. Any parse failure becomes an `ElfError` naming the file.
+The reader follows the loader, not the linker: program headers, then the dynamic segment, whose
+string table and version records are found through their addresses in the PT_LOAD segments (so
+stripped section headers do not matter). It unpacks only those records with `struct`, bounds-checks
+every offset and caps every count, so a truncated or hostile file becomes an `ElfError` naming it.
+Section headers are read only by `undefined_symbols` and `sections`, for the scans that need them.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import struct
-from dataclasses import dataclass, replace
-from typing import IO, BinaryIO, cast
-
-from elftools.elf.dynamic import DynamicSegment
-from elftools.elf.elffile import ELFFile
-from elftools.elf.segments import InterpSegment
+from dataclasses import dataclass
+from typing import BinaryIO
 
 from distill.errors import ElfError
 
@@ -30,6 +29,9 @@ __all__ = [
     "VersionNeed",
     "DlopenNote",
     "ElfInfo",
+    "Section",
+    "section_bytes",
+    "sections",
     "undefined_symbols",
     "is_elf",
     "read_elf",
@@ -40,7 +42,19 @@ ET_EXEC, ET_DYN = 2, 3
 EM_386, EM_ARM, EM_X86_64, EM_AARCH64 = 3, 40, 62, 183
 DF_1_NODEFLIB = 0x800
 VER_FLG_WEAK = 0x2
+_VER_FLG_BASE = 0x1
 _OSABI_SYSV, _OSABI_GNU = 0, 3
+
+_PT_LOAD, _PT_DYNAMIC, _PT_INTERP, _PT_NOTE = 1, 2, 3, 4
+_DT_NULL, _DT_NEEDED, _DT_STRTAB, _DT_STRSZ, _DT_SONAME, _DT_RPATH, _DT_RUNPATH = 0, 1, 5, 10, 14, 15, 29
+_DT_FLAGS_1, _DT_VERDEF, _DT_VERDEFNUM, _DT_VERNEED, _DT_VERNEEDNUM = 0x6FFFFFFB, 0x6FFFFFFC, 0x6FFFFFFD, 0x6FFFFFFE, 0x6FFFFFFF
+_STRING_TAGS = (_DT_NEEDED, _DT_SONAME, _DT_RPATH, _DT_RUNPATH)
+_SHT_DYNSYM = 11
+
+_MAX_PATH = 4096  # PATH_MAX: the longest interpreter name worth reading
+_MAX_TABLE = 64 << 20  # no real dynamic segment, string table or section comes near this
+_MAX_NOTE = 1 << 16
+_MAX_VERSION_RECORDS = 4096
 
 
 @dataclass(frozen=True)
@@ -95,6 +109,17 @@ class ElfInfo:
         return bool(self.flags_1 & DF_1_NODEFLIB)
 
 
+@dataclass(frozen=True)
+class Section:
+    """One section header: enough to find and read a section's bytes."""
+
+    name: str
+    type: int  # sh_type
+    offset: int
+    size: int
+    link: int  # sh_link: for a symbol table, the index of its string table
+
+
 def _osabi_family(osabi: int) -> int:
     # glibc accepts SYSV and GNU (Linux) objects alike
     return _OSABI_SYSV if osabi in (_OSABI_SYSV, _OSABI_GNU) else osabi
@@ -105,94 +130,205 @@ def is_elf(head: bytes) -> bool:
     return head[:4] == ELF_MAGIC
 
 
-def _header(stream: BinaryIO, name: str) -> tuple[int, bool, int, int, int, int]:
-    ident = stream.read(64)
-    if len(ident) < 52 or not is_elf(ident):
-        raise ElfError(f"{name}: not an ELF file or truncated header")
-    elf_class = {1: 32, 2: 64}.get(ident[4])
-    little = {1: True, 2: False}.get(ident[5])
-    if elf_class is None or little is None:
-        raise ElfError(f"{name}: invalid ELF class or data encoding in the header")
-    if elf_class == 64 and len(ident) < 64:
-        raise ElfError(f"{name}: truncated ELF header")
-    order = "<" if little else ">"
-    e_type, e_machine = struct.unpack_from(order + "HH", ident, 16)
-    flags_at = 48 if elf_class == 64 else 36
-    (e_flags,) = struct.unpack_from(order + "I", ident, flags_at)
-    return elf_class, little, ident[7], e_type, e_machine, e_flags
+def _text(raw: bytes) -> str:
+    """A name as the file system spells it (the view's paths are decoded the same way)."""
+    return os.fsdecode(raw)
+
+
+class _File:
+    """The ELF header's layout and bounds-checked reads of one stream."""
+
+    def __init__(self, stream: BinaryIO, name: str) -> None:
+        self.stream = stream
+        self.name = name
+        stream.seek(0)
+        ident = stream.read(64)
+        if len(ident) < 52 or not is_elf(ident):
+            raise ElfError(f"{name}: not an ELF file or truncated header")
+        elf_class = {1: 32, 2: 64}.get(ident[4])
+        little = {1: True, 2: False}.get(ident[5])
+        if elf_class is None or little is None:
+            raise ElfError(f"{name}: invalid ELF class or data encoding in the header")
+        if elf_class == 64 and len(ident) < 64:
+            raise ElfError(f"{name}: truncated ELF header")
+        self.elf_class, self.little, self.osabi = elf_class, little, ident[7]
+        self.order = "<" if little else ">"
+        word = "Q" if elf_class == 64 else "I"
+        self.type, self.machine = struct.unpack_from(self.order + "HH", ident, 16)
+        fields = struct.unpack_from(f"{self.order}{word}{word}IHHHHHH", ident, 32 if elf_class == 64 else 28)
+        self.phoff, self.shoff, self.e_flags, _, self.phentsize, self.phnum, self.shentsize, self.shnum, self.shstrndx = fields
+        stream.seek(0, os.SEEK_END)
+        self.size = stream.tell()
+
+    def read(self, offset: int, length: int, what: str) -> bytes:
+        """Exactly `length` bytes at `offset`, or an ElfError saying which part lies outside the file."""
+        if offset < 0 or length < 0 or length > _MAX_TABLE or offset + length > self.size:
+            raise ElfError(f"{self.name}: the {what} lies outside the file; it cannot be loaded as a program or library")
+        self.stream.seek(offset)
+        return self.stream.read(length)
+
+    def table(self, offset: int, count: int, entsize: int, layout: str, what: str) -> list[tuple[int, ...]]:
+        """`count` fixed-size records of `layout` at `offset`, each `entsize` bytes apart."""
+        if count == 0:
+            return []
+        if entsize < struct.calcsize(layout):
+            raise ElfError(f"{self.name}: the {what} entries are smaller than the ELF format says; the file is malformed")
+        raw = self.read(offset, count * entsize, what)
+        return [struct.unpack_from(layout, raw, at) for at in range(0, count * entsize, entsize)]
+
+    def segments(self) -> list[tuple[int, int, int, int, int]]:
+        """(p_type, p_offset, p_vaddr, p_filesz, p_align) of every program header."""
+        if self.elf_class == 64:
+            rows = self.table(self.phoff, self.phnum, self.phentsize, self.order + "IIQQQQQQ", "program header table")
+            return [(kind, offset, vaddr, filesz, align) for kind, _, offset, vaddr, _, filesz, _, align in rows]
+        rows = self.table(self.phoff, self.phnum, self.phentsize, self.order + "IIIIIIII", "program header table")
+        return [(kind, offset, vaddr, filesz, align) for kind, offset, vaddr, _, filesz, _, _, align in rows]
 
 
 def read_elf(stream: BinaryIO, name: str) -> ElfInfo:
     """Parse the loader-relevant parts of the ELF in `stream`; `name` is used in messages."""
-    elf_class, little, osabi, e_type, machine, e_flags = _header(stream, name)
-    base = ElfInfo(elf_class, little, machine, osabi, e_type, e_flags)
-    stream.seek(0)
+    elf = _File(stream, name)
     try:
-        return _read_dynamic(ELFFile(stream), base, name)
-    except ElfError:
-        raise
-    except Exception as exc:  # pyelftools raises many types on malformed input
-        detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise ElfError(f"{name}: malformed ELF ({detail}); the file cannot be loaded as a program or library") from None
+        return _read(elf)
+    except struct.error as exc:  # a record cut short; the bounds checks make this rare
+        raise ElfError(f"{name}: malformed ELF ({exc}); the file cannot be loaded as a program or library") from None
 
 
-def _read_dynamic(elf: ELFFile, base: ElfInfo, name: str) -> ElfInfo:
+def _read(elf: _File) -> ElfInfo:
     interp = None
-    dynamic = None
+    dynamic: tuple[int, int] | None = None
     loads: list[tuple[int, int, int]] = []
     notes: list[DlopenNote] = []
-    for segment in elf.iter_segments():
-        kind = segment["p_type"]
-        if kind == "PT_INTERP":
-            interp = cast(InterpSegment, segment).get_interp_name()
-        elif kind == "PT_DYNAMIC":
-            dynamic = cast(DynamicSegment, segment)
-        elif kind == "PT_LOAD":
-            loads.append((segment["p_vaddr"], segment["p_offset"], segment["p_filesz"]))
-        elif kind == "PT_NOTE":
-            notes.extend(_dlopen_notes(segment.data(), segment["p_align"], base.little_endian))
+    for kind, offset, vaddr, filesz, align in elf.segments():
+        if kind == _PT_INTERP:
+            raw = elf.read(offset, min(filesz, _MAX_PATH), "program interpreter (PT_INTERP)")
+            if b"\0" not in raw:
+                raise ElfError(f"{elf.name}: the program interpreter name (PT_INTERP) is not terminated; the file is malformed")
+            interp = _text(raw[: raw.index(b"\0")])
+        elif kind == _PT_DYNAMIC:
+            dynamic = (offset, filesz)
+        elif kind == _PT_LOAD:
+            loads.append((vaddr, offset, filesz))
+        elif kind == _PT_NOTE and offset + filesz <= elf.size:  # notes are advice: one outside the file is skipped
+            notes.extend(_dlopen_notes(elf.read(offset, filesz, "note segment"), align, elf.little))
+    info = ElfInfo(elf.elf_class, elf.little, elf.machine, elf.osabi, elf.type, elf.e_flags, interp=interp, dlopen=tuple(notes))
     if dynamic is None:
-        return replace(base, interp=interp, dlopen=tuple(notes))
-    needed: list[str] = []
-    soname = rpath = runpath = None
-    flags_1 = 0
-    addresses: dict[str, int] = {}
-    for tag in dynamic.iter_tags():
-        kind = tag.entry.d_tag
-        if kind == "DT_NEEDED":
-            needed.append(vars(tag)["needed"])  # pyelftools sets the decoded string as an attribute
-        elif kind == "DT_SONAME":
-            soname = vars(tag)["soname"]
-        elif kind == "DT_RPATH":
-            rpath = vars(tag)["rpath"]
-        elif kind == "DT_RUNPATH":
-            runpath = vars(tag)["runpath"]
-        elif kind == "DT_FLAGS_1":
-            flags_1 = tag.entry.d_val
-        elif kind in _VERSION_TAGS:
-            addresses[kind] = tag.entry.d_val
-        elif kind == "DT_NULL":
-            break
-    reader = _Versions(elf.stream, loads, addresses, little=base.little_endian)
-    if "DT_STRTAB" in addresses and reader.strings_offset is None:
-        raise ElfError(f"{name}: DT_STRTAB points outside the file's loadable segments; the loader cannot read its names")
-    return replace(
-        base,
-        interp=interp,
-        dynamic=True,
-        soname=soname,
-        needed=tuple(needed),
-        rpath=None if runpath is not None else rpath,
-        runpath=runpath,
-        flags_1=flags_1,
-        verneed=reader.needs(),
-        verdef=reader.defines(),
-        dlopen=tuple(notes),
-    )
+        return info
+    return _Dynamic(elf, loads, *dynamic).facts(info)
+
+
+class _Dynamic:
+    """The dynamic segment's tags, and the names and version records they point to by address."""
+
+    def __init__(self, elf: _File, loads: list[tuple[int, int, int]], offset: int, filesz: int) -> None:
+        self.elf = elf
+        self.loads = loads
+        layout = elf.order + ("qQ" if elf.elf_class == 64 else "iI")
+        entsize = struct.calcsize(layout)
+        raw = elf.read(offset, filesz - filesz % entsize, "dynamic segment (PT_DYNAMIC)")
+        self.tags: list[tuple[int, int]] = []
+        for tag, value in struct.iter_unpack(layout, raw):
+            if tag == _DT_NULL:
+                break
+            self.tags.append((tag, value))
+        self.last = dict(self.tags)  # the last of a repeated tag wins
+        self.strings = b""
+        if _DT_STRTAB in self.last:
+            start = self._offset(self.last[_DT_STRTAB])
+            if start is None:
+                raise ElfError(f"{elf.name}: DT_STRTAB points outside the file's loadable segments; the loader cannot read its names")
+            length = min(self.last.get(_DT_STRSZ, elf.size - start), elf.size - start, _MAX_TABLE)
+            self.strings = elf.read(start, length, "dynamic string table (DT_STRTAB)")
+        elif any(tag in _STRING_TAGS for tag, _ in self.tags):
+            raise ElfError(f"{elf.name}: names libraries or paths but has no DT_STRTAB; the loader cannot read them")
+
+    def facts(self, info: ElfInfo) -> ElfInfo:
+        needed = tuple(self._name(value, "DT_NEEDED") for tag, value in self.tags if tag == _DT_NEEDED)
+        named = {
+            tag: self._name(self.last[tag], name)
+            for tag, name in ((_DT_SONAME, "DT_SONAME"), (_DT_RPATH, "DT_RPATH"), (_DT_RUNPATH, "DT_RUNPATH"))
+            if tag in self.last
+        }
+        runpath = named.get(_DT_RUNPATH)
+        return ElfInfo(
+            info.elf_class,
+            info.little_endian,
+            info.machine,
+            info.osabi,
+            info.type,
+            info.flags,
+            interp=info.interp,
+            dynamic=True,
+            soname=named.get(_DT_SONAME),
+            needed=needed,
+            rpath=None if runpath is not None else named.get(_DT_RPATH),
+            runpath=runpath,
+            flags_1=self.last.get(_DT_FLAGS_1, 0),
+            verneed=self._needs(),
+            verdef=self._defines(),
+            dlopen=info.dlopen,
+        )
+
+    def _offset(self, address: int) -> int | None:
+        for vaddr, offset, filesz in self.loads:
+            if vaddr <= address < vaddr + filesz:
+                return offset + address - vaddr
+        return None
+
+    def _name(self, index: int, tag: str) -> str:
+        end = self.strings.find(b"\0", index)
+        if index >= len(self.strings) or end < 0:
+            raise ElfError(f"{self.elf.name}: a {tag} name lies outside the dynamic string table; the file is malformed")
+        return _text(self.strings[index:end])
+
+    def _string(self, index: int) -> str:
+        """A version name: a bad offset gives an empty name, which matches no definition."""
+        end = self.strings.find(b"\0", index)
+        return _text(self.strings[index : end if end >= 0 else len(self.strings)])
+
+    def _record(self, offset: int, fmt: str) -> tuple[int, ...] | None:
+        size = struct.calcsize(self.elf.order + fmt)
+        if offset < 0 or offset + size > self.elf.size:
+            return None
+        return struct.unpack(self.elf.order + fmt, self.elf.read(offset, size, "version record"))
+
+    def _chain(self, start: int | None, count: int, fmt: str, next_field: int) -> list[tuple[int, tuple[int, ...]]]:
+        """(offset, fields) of up to `count` records linked by their `next` field; capped, so no loop."""
+        out: list[tuple[int, tuple[int, ...]]] = []
+        offset = start
+        for _ in range(min(count, _MAX_VERSION_RECORDS)):
+            if offset is None or (fields := self._record(offset, fmt)) is None:
+                break
+            out.append((offset, fields))
+            if fields[next_field] == 0:
+                break
+            offset += fields[next_field]
+        return out
+
+    def _table(self, tag: int) -> int | None:
+        return self._offset(self.last[tag]) if tag in self.last else None
+
+    def _needs(self) -> tuple[VersionNeed, ...]:
+        out = []
+        for offset, (_, count, file, aux, _) in self._chain(self._table(_DT_VERNEED), self.last.get(_DT_VERNEEDNUM, 0), "HHIII", 4):
+            versions = tuple(
+                (self._string(name), bool(flags & VER_FLG_WEAK))
+                for _, (_, flags, _, name, _) in self._chain(offset + aux, count, "IHHII", 4)
+            )
+            out.append(VersionNeed(self._string(file), versions))
+        return tuple(out)
+
+    def _defines(self) -> frozenset[str]:
+        out = set()
+        for offset, (_, flags, _, count, _, aux, _) in self._chain(self._table(_DT_VERDEF), self.last.get(_DT_VERDEFNUM, 0), "HHHHIII", 6):
+            names = self._chain(offset + aux, count, "II", 1)
+            # the first aux names the version; VER_FLG_BASE marks the file's own name, not a version
+            if names and not flags & _VER_FLG_BASE:
+                out.add(self._string(names[0][1][0]))
+        return frozenset(out)
 
 
 _FDO_DLOPEN = 0x407C0C0A
-_MAX_NOTE = 1 << 16
 
 
 def _dlopen_notes(data: bytes, align: int, little: bool) -> list[DlopenNote]:
@@ -236,111 +372,66 @@ def _parse_dlopen(raw: bytes) -> list[DlopenNote]:
     return out
 
 
+# -- sections: for the scans that need them, not for the loader ----------------------------------------
+
+
+def sections(stream: BinaryIO, name: str) -> list[Section]:
+    """The file's section headers, named from its section-name table (empty when it has none)."""
+    elf = _File(stream, name)
+    try:
+        return _sections(elf)
+    except struct.error as exc:
+        raise ElfError(f"{name}: malformed section headers ({exc})") from None
+
+
+def _sections(elf: _File) -> list[Section]:
+    if elf.elf_class == 64:
+        rows = elf.table(elf.shoff, elf.shnum, elf.shentsize, elf.order + "IIQQQQIIQQ", "section header table")
+        headers = [(name, kind, offset, size, link) for name, kind, _, _, offset, size, link, _, _, _ in rows]
+    else:
+        rows = elf.table(elf.shoff, elf.shnum, elf.shentsize, elf.order + "IIIIIIIIII", "section header table")
+        headers = [(name, kind, offset, size, link) for name, kind, _, _, offset, size, link, _, _, _ in rows]
+    names = b""
+    if 0 < elf.shstrndx < len(headers):
+        _, _, offset, size, _ = headers[elf.shstrndx]
+        names = elf.read(offset, size, "section name table")
+    out = []
+    for index, kind, offset, size, link in headers:
+        end = names.find(b"\0", index)
+        label = names[index:end].decode("latin-1") if 0 <= index < len(names) and end >= 0 else ""
+        out.append(Section(label, kind, offset, size, link))
+    return out
+
+
+def section_bytes(stream: BinaryIO, name: str, section: Section) -> bytes:
+    """The bytes of `section` (from `sections` of the same stream)."""
+    return _File(stream, name).read(section.offset, section.size, f"section {section.name or '(unnamed)'}")
+
+
 def undefined_symbols(stream: BinaryIO, name: str, wanted: frozenset[str]) -> frozenset[str]:
     """Which of `wanted` the object imports (undefined in .dynsym), e.g. to see who calls pthread_cancel.
 
     Reads the raw symbol table: the string table is checked for the names first, so most objects
-    cost one read of .dynstr.
+    cost one read of the dynamic string table.
     """
+    elf = _File(stream, name)
     try:
-        stream.seek(0)
-        elf = ELFFile(stream)
-        table = elf.get_section_by_name(".dynsym")
-        if table is None or table["sh_link"] >= elf.num_sections():
+        headers = _sections(elf)
+        table = next((s for s in headers if s.type == _SHT_DYNSYM), None)
+        if table is None or table.link >= len(headers):
             return frozenset()
-        strings = elf.get_section(table["sh_link"]).data()
+        strings = section_bytes(stream, name, headers[table.link])
         if not any(w.encode() + b"\0" in strings for w in wanted):
             return frozenset()
-        order = "<" if elf.little_endian else ">"
-        layout, size = (order + "IBBHQQ", 24) if elf.elfclass == 64 else (order + "IIIBBH", 16)
+        layout, size = (elf.order + "IBBHQQ", 24) if elf.elf_class == 64 else (elf.order + "IIIBBH", 16)
+        symbols = section_bytes(stream, name, table)
         found = set()
-        for fields in struct.iter_unpack(layout, table.data()[: len(table.data()) // size * size]):
-            offset, shndx = (fields[0], fields[3]) if elf.elfclass == 64 else (fields[0], fields[5])
+        for fields in struct.iter_unpack(layout, symbols[: len(symbols) // size * size]):
+            offset, shndx = (fields[0], fields[3]) if elf.elf_class == 64 else (fields[0], fields[5])
             if shndx == 0 and offset < len(strings):
                 symbol = strings[offset : strings.find(b"\0", offset)].decode("utf-8", "replace")
                 if symbol in wanted:
                     found.add(symbol)
         return frozenset(found)
-    except Exception as exc:  # pyelftools raises many types on malformed input
-        raise ElfError(f"{name}: malformed symbol table ({type(exc).__name__})") from None
-
-
-_VERSION_TAGS = ("DT_STRTAB", "DT_STRSZ", "DT_VERNEED", "DT_VERNEEDNUM", "DT_VERDEF", "DT_VERDEFNUM")
-_MAX_VERSION_RECORDS = 4096
-
-
-class _Versions:
-    """DT_VERNEED and DT_VERDEF records, read through the dynamic segment's addresses.
-
-    Reading from the dynamic tags rather than section headers works on stripped files too;
-    every offset is bounds-checked and every chain is capped, so a hostile file cannot loop.
-    """
-
-    def __init__(self, stream: IO[bytes], loads: list[tuple[int, int, int]], tags: dict[str, int], *, little: bool) -> None:
-        self.stream = stream
-        self.loads = loads
-        self.tags = tags
-        self.order = "<" if little else ">"
-        stream.seek(0, 2)
-        self.size = stream.tell()
-        self.strings = b""
-        self.strings_offset = strtab = self._offset(tags.get("DT_STRTAB"))
-        if strtab is not None:
-            length = min(tags.get("DT_STRSZ", 0), self.size - strtab)
-            stream.seek(strtab)
-            self.strings = stream.read(max(length, 0))
-
-    def _offset(self, address: int | None) -> int | None:
-        if address is None:
-            return None
-        for vaddr, offset, filesz in self.loads:
-            if vaddr <= address < vaddr + filesz:
-                return offset + address - vaddr
-        return None
-
-    def _read(self, offset: int, fmt: str) -> tuple[int, ...] | None:
-        size = struct.calcsize(self.order + fmt)
-        if offset < 0 or offset + size > self.size:
-            return None
-        self.stream.seek(offset)
-        return struct.unpack(self.order + fmt, self.stream.read(size))
-
-    def _string(self, index: int) -> str:
-        end = self.strings.find(b"\0", index)
-        return self.strings[index : end if end >= 0 else len(self.strings)].decode("utf-8", "replace")
-
-    def _chain(self, start: int | None, count: int, fmt: str, next_field: int) -> list[tuple[int, tuple[int, ...]]]:
-        """(offset, fields) of up to `count` records linked by their `next` field."""
-        out: list[tuple[int, tuple[int, ...]]] = []
-        offset = start
-        for _ in range(min(count, _MAX_VERSION_RECORDS)):
-            if offset is None or (fields := self._read(offset, fmt)) is None:
-                break
-            out.append((offset, fields))
-            if fields[next_field] == 0:
-                break
-            offset += fields[next_field]
-        return out
-
-    def needs(self) -> tuple[VersionNeed, ...]:
-        out = []
-        for offset, (_, count, file, aux, _) in self._chain(
-            self._offset(self.tags.get("DT_VERNEED")), self.tags.get("DT_VERNEEDNUM", 0), "HHIII", 4
-        ):
-            versions = tuple(
-                (self._string(name), bool(flags & VER_FLG_WEAK))
-                for _, (_, flags, _, name, _) in self._chain(offset + aux, count, "IHHII", 4)
-            )
-            out.append(VersionNeed(self._string(file), versions))
-        return tuple(out)
-
-    def defines(self) -> frozenset[str]:
-        out = set()
-        for offset, (_, flags, _, count, _, aux, _) in self._chain(
-            self._offset(self.tags.get("DT_VERDEF")), self.tags.get("DT_VERDEFNUM", 0), "HHHHIII", 6
-        ):
-            names = self._chain(offset + aux, count, "II", 1)
-            # the first aux names the version; VER_FLG_BASE marks the file's own name, not a version
-            if names and not flags & 0x1:
-                out.add(self._string(names[0][1][0]))
-        return frozenset(out)
+    except struct.error as exc:
+        raise ElfError(f"{name}: malformed symbol table ({exc})") from None

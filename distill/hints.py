@@ -16,10 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from elftools.elf.elffile import ELFFile
-
 from distill import paths
-from distill.elf import is_elf, undefined_symbols
+from distill.elf import is_elf, section_bytes, sections, undefined_symbols
 from distill.errors import ElfError
 from distill.view import View
 
@@ -29,6 +27,7 @@ __all__ = ["Hint", "find_hints", "rodata_paths"]
 _STRING = re.compile(rb"(?<=\0)/[A-Za-z0-9_+.@/-]{1,254}(?=\0)")
 _PATH = re.compile(r"(?:/[A-Za-z0-9_+.@-]+)+")
 _MAX_RODATA = 64 << 20
+_SHT_PROGBITS = 1
 _SHELL_CALLS = frozenset({"system", "popen", "wordexp"})  # what makes libc run its /bin/sh
 _LIBRARY = re.compile(r"\.so(\.[0-9.]+)?\Z")
 _LIBC = re.compile(r"libc\.so(\.[0-9]+)?\Z")
@@ -50,14 +49,12 @@ class Hint:
 def rodata_paths(stream: BinaryIO) -> list[str]:
     """Absolute paths that are whole NUL-terminated strings in the file's .rodata sections (may be empty)."""
     try:
-        stream.seek(0)
-        elf = ELFFile(stream)
         blobs = [
-            s.data()
-            for s in elf.iter_sections()
-            if s.name.startswith(".rodata") and s["sh_type"] == "SHT_PROGBITS" and s["sh_size"] <= _MAX_RODATA
+            section_bytes(stream, "", section)
+            for section in sections(stream, "")
+            if section.name.startswith(".rodata") and section.type == _SHT_PROGBITS and section.size <= _MAX_RODATA
         ]
-    except Exception:
+    except ElfError:
         return []
     found = {m.group().decode("ascii") for blob in blobs for m in _STRING.finditer(b"\0" + blob)}
     return sorted(path for path in found if _PATH.fullmatch(path))
