@@ -59,6 +59,7 @@ class PlanBuilder:
         # symlinks shipped as themselves whose targets are not shipped yet -> (whole trees?, the rule naming the link)
         self.pending_links: dict[str, tuple[bool, str | None]] = {}
         self._links: dict[str, bool] = {}  # every symlink shipped as itself -> whether its target's tree was asked for
+        self._reasons: set[tuple[str, Reason]] = set()  # (path, reason) already given: a directory can have thousands
 
     # -- problems -------------------------------------------------------------------------------
 
@@ -82,8 +83,10 @@ class PlanBuilder:
         """Put `entry` in the plan, merging with an entry already at its path when compatible."""
         entries = self.plan.entries
         existing = entries.get(entry.path)
+        given = (entry.path, reason)
         if existing is None:
             entry.reasons.append(reason)
+            self._reasons.update((entry.path, given_before) for given_before in entry.reasons)
             entries[entry.path] = entry
             return entry
         if existing.same_object(entry) or existing.kind is entry.kind is EntryKind.DIR:
@@ -91,12 +94,15 @@ class PlanBuilder:
                 entry.reasons = existing.reasons
                 entries[entry.path] = entry
                 existing = entry
-            if reason not in existing.reasons:
+            if given not in self._reasons:
+                self._reasons.add(given)
                 existing.reasons.append(reason)
             return existing
         if existing.explicit != entry.explicit:  # a profile rule beats a default or a dependency
             winner = existing if existing.explicit else entry
-            winner.reasons = [*existing.reasons, reason] if winner is entry else winner.reasons
+            if winner is entry:
+                winner.reasons = [*existing.reasons, reason]
+                self._reasons.add(given)
             entries[entry.path] = winner
             return winner
         first = existing.reasons[0].describe() if existing.reasons else "an earlier rule"
