@@ -79,6 +79,7 @@ def check_plan(
     }
     loader = Loader(output, env, parsed=reused)
     reported: set[tuple[str, str]] = set()
+    versions_checked: set[tuple[str, str, str]] = set()
     shipped = {path.rsplit("/", 1)[-1]: path for path in sorted(plan.entries, reverse=True)}
     for root in plan.roots:
         host, companions = plan.hosts.get(root, (None, ()))
@@ -107,7 +108,7 @@ def check_plan(
                     library=link.name,
                 )
             )
-        _check_versions(loader, closure, result)
+        _check_versions(loader, closure, result, versions_checked)
     if entrypoint:
         node = output.stat(entrypoint)
         if node is None or not node.is_file:
@@ -142,7 +143,8 @@ def _check_links(plan: Plan, output: View, result: CheckResult) -> None:
             )
 
 
-def _check_versions(loader: Loader, closure: Closure, result: CheckResult) -> None:
+def _check_versions(loader: Loader, closure: Closure, result: CheckResult, checked: set[tuple[str, str, str]]) -> None:
+    """`checked`: (requester, library, provider) triples done for an earlier root, whose findings would repeat."""
     for requester in closure.objects:
         info = loader.elf(loader.view.resolve(requester).path)
         resolved = closure.resolved(requester)
@@ -150,6 +152,9 @@ def _check_versions(loader: Loader, closure: Closure, result: CheckResult) -> No
             provider = resolved.get(need.file)
             if provider is None:
                 continue  # the library itself is missing, already reported
+            if (requester, need.file, provider) in checked:
+                continue
+            checked.add((requester, need.file, provider))
             defined = loader.elf(loader.view.resolve(provider).path).verdef
             if not defined:
                 continue
