@@ -9,14 +9,9 @@ distill verify TARGET [--run PROBE]                   check (and smoke-run) an e
 
 from __future__ import annotations
 
-import json
 import os
-import shlex
 import signal
 import sys
-import traceback
-from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -27,12 +22,15 @@ from distill.registry_flags import REGISTRY_FLAGS, registry_options
 from distill.workflow_cli import learn_command, verify_command
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from distill import pipeline
     from distill.profile import Profile
     from distill.refs import Ref
 
-# The commands import what they use when they run: `--help`, `--version` and a rootfs run never load the
-# registry client, and only a run loads the planner and PyYAML.
+# The commands import what they use when they run (json, pathlib and dataclasses included): `--help` loads
+# click and this module only, a rootfs run never loads the registry client or the image machinery, and only
+# a run loads the planner and PyYAML. `--version` is answered in `distill.__main__`.
 
 __all__ = ["main", "cli"]
 
@@ -152,6 +150,8 @@ def build_command(
     **flags: Any,
 ) -> None:
     """Distill APP (a profile name, a profile file, or a binary path in the source)."""
+    import json
+
     from distill import pipeline, progress
     from distill.refs import Ref, parse_destination
     from distill.report import explain_tree, json_report, size_rows, source_totals
@@ -199,18 +199,21 @@ def build_command(
             _say(
                 f"no --out given: wrote {where}; run it with `skopeo copy {where} docker-daemon:{default}:latest` or `podman pull {where}`"
             )
-    totals = source_totals(prepared.source.view)
     if explain:
         click.echo(explain_tree(prepared.plan, verbose=flags["verbose"]), err=True, nl=False)
-    if as_json:
-        click.echo(json.dumps(json_report(prepared, totals), indent=2))
-    if not quiet:
-        _table(size_rows(prepared, totals), prepared.plan.source)
+    if as_json or not quiet:  # the source totals walk the whole source: only when a report shows them
+        totals = source_totals(prepared.source.view)
+        if as_json:
+            click.echo(json.dumps(json_report(prepared, totals), indent=2))
+        if not quiet:
+            _table(size_rows(prepared, totals), prepared.plan.source)
 
 
 def _check_sbom(value: str, force: bool, outputs: list[Ref]) -> Path:
     """Refuse an SBOM path before the source is read: an existing file needs --force, the directory must exist,
     and no output may be written there."""
+    from pathlib import Path
+
     path = Path(value)
     for ref in outputs:
         if ref.path and Path(ref.path).absolute().resolve() == path.absolute().resolve():
@@ -224,6 +227,8 @@ def _check_sbom(value: str, force: bool, outputs: list[Ref]) -> Path:
 
 def _json_failure(exc: DistillError) -> None:
     """With --json, stdout holds a report on failure too: the error, and the checked plan when there is one."""
+    import json
+
     from distill import pipeline
     from distill.report import json_report, source_totals
 
@@ -237,6 +242,8 @@ def _json_failure(exc: DistillError) -> None:
 
 def _build_platforms(request: pipeline.Request, *, sbom: str | None, as_json: bool, explain: bool, quiet: bool, verbose: bool) -> None:
     """`--platform all` or a list: the same report as one platform, once per platform, then the index."""
+    import json
+
     from distill import pipeline, progress
     from distill.report import explain_tree, json_report, size_rows, source_totals
 
@@ -252,11 +259,12 @@ def _build_platforms(request: pipeline.Request, *, sbom: str | None, as_json: bo
         if explain:
             click.echo(f"# {platform}", err=True)
             click.echo(explain_tree(prepared.plan, verbose=verbose), err=True, nl=False)
-        totals = source_totals(prepared.source.view)
-        if as_json:
-            reports.append({"platform": str(platform), **json_report(prepared, totals)})
-        if not quiet:
-            _table(size_rows(prepared, totals), f"{prepared.plan.source}, {platform}")
+        if as_json or not quiet:
+            totals = source_totals(prepared.source.view)
+            if as_json:
+                reports.append({"platform": str(platform), **json_report(prepared, totals)})
+            if not quiet:
+                _table(size_rows(prepared, totals), f"{prepared.plan.source}, {platform}")
     assert outcome.index is not None
     if not quiet:
         for line in outcome.written:
@@ -272,6 +280,8 @@ def _build_platforms(request: pipeline.Request, *, sbom: str | None, as_json: bo
 @click.argument("paths", nargs=-1)
 def explain_command(as_json: bool, paths: tuple[str, ...], **flags: Any) -> None:
     """Show why each path would ship, without writing anything. PATHS limit it to those paths."""
+    import json
+
     from distill import pipeline, progress
     from distill.report import explain_path, explain_tree, json_report, source_totals
 
@@ -353,6 +363,9 @@ def cache_prune(limit: str | None, everything: bool) -> None:
 
 def _profile(flags: dict[str, Any]) -> Profile:
     """APP plus the ad-hoc flags, as one validated profile; each setting's origin is the flag that made it."""
+    from dataclasses import replace
+    from pathlib import Path
+
     from distill.profile import adhoc_layer, load_profile
 
     app: str | None = flags["app"]
@@ -392,6 +405,9 @@ def _profile(flags: dict[str, Any]) -> Profile:
 
 
 def _argv(value: str, flag: str) -> list[str]:
+    import json
+    import shlex
+
     if value.lstrip().startswith("["):
         try:
             parsed = json.loads(value)
@@ -475,6 +491,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(143)
     except Exception as exc:  # a bug: say so briefly; --debug shows where
         if debug:
+            import traceback
+
             traceback.print_exc()
         click.echo(f"distill: internal error: {type(exc).__name__}: {exc}; rerun with --debug and report it", err=True)
         sys.exit(EXIT_INTERNAL)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shlex
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -17,7 +14,8 @@ if TYPE_CHECKING:
     from distill.profile import Profile
     from distill.transports import SourceOptions
 
-# like cli.py, each command imports what it uses when it runs, so `distill --help` stays light
+# like cli.py, each command imports what it uses when it runs (json, shlex and pathlib too), so `distill --help`
+# stays light
 
 __all__ = ["learn_command", "verify_command"]
 
@@ -81,6 +79,9 @@ def learn_command(
 ) -> None:
     """Run COMMAND (default: APP's entrypoint) confined in the source under strace, and draft a profile
     from what it used. This runs the source's programs, on your request, in private namespaces."""
+    import shlex
+    from pathlib import Path
+
     from distill.learn import learn, missing_from, render_draft
     from distill.profile import load_profile
     from distill.refs import parse_source
@@ -155,6 +156,9 @@ def learn_command(
 
 
 def _argv(value: str) -> list[str]:
+    import json
+    import shlex
+
     if not value.lstrip().startswith("["):
         return shlex.split(value)
     try:
@@ -190,6 +194,8 @@ def verify_command(
     target: str, probe: str | None, entrypoint: str | None, user: str | None, workdir: str | None, as_json: bool, **flags: Any
 ) -> None:
     """Check TARGET (a rootfs or an image) the way the build checks its output; with --run, smoke-run it."""
+    import json
+
     from distill.refs import parse_source
     from distill.transports import open_source
     from distill.verify import ImageConfig, VerifyError, run_probe, verify

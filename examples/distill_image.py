@@ -22,7 +22,7 @@ from fatroot import cache_dir, fat_rootfs
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("python3", "ca-certificates")
-CONSOLE_SCRIPT = "#!/usr/bin/python3\nimport sys\nfrom distill.cli import main\nsys.exit(main())\n"
+CONSOLE_SCRIPT = "#!/usr/bin/python3\nimport sys\nfrom distill.__main__ import main\nsys.exit(main())\n"
 EPOCH = "1700000000"  # SOURCE_DATE_EPOCH: the same wheels give the same image digest
 
 
