@@ -30,11 +30,14 @@ REGISTRY_FLAGS = [
 
 def registry_options(flags: dict[str, Any]) -> RegistryOptions:
     """What the registry flags say, with a bad `--creds` refused as a usage error."""
-    from distill.registry.auth import CredentialsError, parse_creds_flag
     from distill.registry.options import RegistryOptions
 
-    try:
-        creds = parse_creds_flag(flags["creds"]) if flags["creds"] is not None else None
-    except CredentialsError as exc:
-        raise UsageError(f"--creds: {exc}") from None
+    creds = None
+    if flags["creds"] is not None:
+        from distill.registry.auth import CredentialsError, parse_creds_flag
+
+        try:
+            creds = parse_creds_flag(flags["creds"])
+        except CredentialsError as exc:
+            raise UsageError(f"--creds: {exc}") from None
     return RegistryOptions(creds=creds, authfile=flags["authfile"], tls_verify=flags["tls_verify"])

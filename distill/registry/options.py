@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from distill.errors import DistillError, SourceError
-from distill.registry.auth import Credentials
+
+if TYPE_CHECKING:  # the flags' parser imports auth only when --creds is given: a rootfs run loads no registry code
+    from distill.registry.auth import Credentials
 
 __all__ = ["RegistryOptions"]
 

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from distill.registry.options import RegistryOptions
 from distill.target import Platform
 from distill.transports.table import TRANSPORTS, UNSUPPORTED, Transport, destination_names, source_names, transport
 
@@ -38,6 +37,7 @@ if TYPE_CHECKING:
     from distill.oci.layers import Cache
     from distill.plan import Plan
     from distill.refs import Ref
+    from distill.registry.options import RegistryOptions
     from distill.view import View
 
 __all__ = [
@@ -60,17 +60,37 @@ def _module(ref: Ref) -> ModuleType:
     return importlib.import_module(transport(ref.transport).module)
 
 
-def _cache() -> Cache:
-    from distill.oci.layers import Cache
+def _registry_options() -> RegistryOptions:
+    from distill.registry.options import RegistryOptions
 
-    return Cache()
+    return RegistryOptions()
+
+
+class _LayerCache:
+    """The layer cache, made when an image is first read, so a directory run loads none of the image
+    machinery; one per run, shared by every copy of the options (`replace` per platform), so that what
+    one platform uses stays protected from eviction while the others run."""
+
+    def __init__(self) -> None:
+        self._cache: Cache | None = None
+
+    def get(self) -> Cache:
+        if self._cache is None:
+            from distill.oci.layers import Cache
+
+            self._cache = Cache()
+        return self._cache
 
 
 @dataclass
 class SourceOptions:
     platform: Platform = field(default_factory=Platform.host)
-    cache: Cache = field(default_factory=_cache)
-    registry: RegistryOptions = field(default_factory=RegistryOptions)
+    registry: RegistryOptions = field(default_factory=_registry_options)
+    layer_cache: _LayerCache = field(default_factory=_LayerCache, repr=False)
+
+    @property
+    def cache(self) -> Cache:
+        return self.layer_cache.get()
 
 
 @dataclass
