@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from distill import __version__
 from distill.checks import FindingKind
 from distill.loader import Rule
 from distill.plan import ReasonKind
@@ -17,6 +18,7 @@ from distill.specs import PathKind
 from distill.transports import TRANSPORTS
 
 from helpers import REPO
+from helpers.tree import Tree
 
 PACKAGE = REPO / "distill"
 
@@ -111,6 +113,52 @@ def test_transport_modules_load_only_when_used() -> None:
     code = "import sys, distill.pipeline; print(sorted(m for m in sys.modules if m.startswith('distill.transports.') or m == 'requests'))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "['distill.transports.table']"
+
+
+def _modules_at_exit(args: list[str], cwd: Path) -> tuple[int, set[str], str]:
+    """Run `distill ARGS` through its entry point in a fresh interpreter: (exit code, every module loaded when
+    it exited, stdout). The modules are written with repr, so the harness itself loads nothing more."""
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: sys.__stderr__.write('MODULES ' + repr(sorted(sys.modules)) + '\\n'))\n"
+        f"sys.argv = ['distill', *{args!r}]\n"
+        "from distill.__main__ import main\n"
+        "main()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd)
+    line = next(line for line in result.stderr.splitlines() if line.startswith("MODULES "))
+    return result.returncode, set(ast.literal_eval(line.removeprefix("MODULES "))), result.stdout
+
+
+def _loaded(modules: set[str], *prefixes: str) -> list[str]:
+    return sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in prefixes))
+
+
+# What a directory-to-directory run uses none of: the image machinery, the registry client and its
+# credentials, the HTTP stack, the image transports, the terminal UI.
+IMAGE_AND_REGISTRY = ("distill.oci", "distill.registry.auth", "distill.registry.client", "requests", "urllib3", "tarfile", "rich")
+
+
+def test_a_rootfs_run_loads_no_image_or_registry_code(tree: Tree, tmp_path: Path) -> None:
+    tree.app()
+    code, modules, _ = _modules_at_exit(["/usr/bin/app", "--from", f"rootfs:{tree.root}", "--out", f"rootfs:{tmp_path / 'out'}"], tmp_path)
+    assert code == 0 and (tmp_path / "out/usr/bin/app").is_file()
+    assert "distill.planner" in modules and "distill.transports.rootfs" in modules  # the run did run
+    assert _loaded(modules, *IMAGE_AND_REGISTRY) == []
+    assert sorted(m for m in modules if m.startswith("distill.transports.")) == ["distill.transports.rootfs", "distill.transports.table"]
+
+
+def test_help_loads_click_and_the_cli_only(tmp_path: Path) -> None:
+    code, modules, out = _modules_at_exit(["--help"], tmp_path)
+    assert code == 0 and "Commands:" in out and "explain" in out
+    heavy = ("yaml", "elftools", "distill.planner", "distill.pipeline", "distill.profile", "distill.registry", *IMAGE_AND_REGISTRY)
+    assert _loaded(modules, *heavy) == []
+
+
+def test_version_is_answered_before_click_loads(tmp_path: Path) -> None:
+    code, modules, out = _modules_at_exit(["--version"], tmp_path)
+    assert (code, out) == (0, f"distill, version {__version__}\n")
+    assert _loaded(modules, "click") == [] and sorted(m for m in modules if m.startswith("distill")) == ["distill", "distill.__main__"]
 
 
 def _backticked(text: str) -> set[str]:
