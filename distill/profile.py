@@ -11,6 +11,7 @@ ports, volumes) are unions. Every problem in every file is reported before anyth
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, is_dataclass, replace
@@ -167,10 +168,15 @@ def builtin_profiles() -> list[tuple[str, str]]:
     """(name, description) of every built-in profile and fragment."""
     out = []
     for path in sorted(builtin_dir().glob("*.yaml"), key=lambda p: p.stem):
-        document, _ = parse_yaml(path.read_text(), str(path))
+        document, _ = parse_yaml(path.read_text(), str(path), builtin=True)
         description = document.get("description", "") if isinstance(document, dict) else ""
         out.append((path.stem, str(description)))
     return out
+
+
+@functools.cache
+def _builtin_root() -> Path:
+    return builtin_dir().resolve()
 
 
 def _display(path: Path) -> str:
@@ -202,7 +208,7 @@ class _Resolver:
         text = self._read(path, where, display)
         if text is None:
             return {}
-        document, error = parse_yaml(text, display)
+        document, error = parse_yaml(text, display, builtin=path.parent == _builtin_root())
         if error:
             self.issues.append(error)
             return {}

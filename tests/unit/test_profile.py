@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from distill import yamlsafe
 from distill.errors import ProfileError
 from distill.profile import builtin_profiles, load_profile
 from distill.schema import parse_mode
@@ -40,6 +41,28 @@ def test_every_builtin_profile_loads(name: str) -> None:
     profile = load_profile(name)
     assert profile.name == name
     assert profile.description == yaml.safe_load((REPO / "profiles" / f"{name}.yaml").read_text())["description"]
+
+
+def _spelled(value: object) -> object:
+    """A parsed document with each integer as (type, value, how it was written), so two parses compare fully."""
+    if isinstance(value, dict):
+        return {_spelled(k): _spelled(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_spelled(item) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (type(value).__name__, int(value), getattr(value, "text", None))
+    return (type(value).__name__, value)
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_libyaml_reads_every_builtin_as_the_checked_parser_does(name: str) -> None:
+    """Built-ins are read by libyaml's parser (yamlsafe._fast); it must give the pure-Python parser's document."""
+    assert yamlsafe._FastLoader is not None, "PyYAML without libyaml: the fast path is untested here"
+    text = (REPO / "profiles" / f"{name}.yaml").read_text()
+    fast = yamlsafe._fast(text)
+    checked, error = yamlsafe.parse_yaml(text, name)
+    assert fast is not None and error is None
+    assert _spelled(fast[0]) == _spelled(checked)
 
 
 def test_builtin_list_is_the_profiles_directory() -> None:
@@ -183,6 +206,21 @@ def test_bad_profile_is_refused_with_file_key_and_fix(tmp_path: Path, text: str,
     issues = refused(tmp_path, text)
     assert any(issue.endswith(message) for issue in issues), issues
     assert all("\n" not in issue for issue in issues)
+
+
+def test_libyaml_keeps_how_integers_were_written() -> None:
+    """No built-in writes an integer today; a built-in that does must keep `mode: 755` refusable."""
+    text = "paths:\n  /run/app: {dir: true, mode: 0o755, uid: 101}\n  /x: {mode: 755}\nlist: [0x1f, 1_000, -3]\n"
+    fast = yamlsafe._fast(text)
+    assert fast is not None and _spelled(fast[0]) == _spelled(yamlsafe.parse_yaml(text, "app.yaml")[0])
+    assert fast[0]["paths"]["/x"]["mode"].text == "755"
+
+
+@pytest.mark.parametrize(("text", "message"), [(t, m) for name, t, m in CASES if name in ("alias", "not-yaml")])
+def test_a_builtin_that_libyaml_objects_to_gets_the_checked_parsers_message(text: str, message: str) -> None:
+    assert yamlsafe._fast(text) is None
+    assert yamlsafe.parse_yaml(text, "app.yaml", builtin=True) == (None, message)
+    assert yamlsafe._fast("a: &x [1]\nb: *x\n") is None and yamlsafe._fast("a: &x [*x]\n") is None  # shared, and a cycle
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
