@@ -280,22 +280,28 @@ def _build_image(prepared: Prepared, workdir: Path) -> BuiltImage:
 def build(request: Request) -> Prepared:
     """Prepare, then write every destination from the one plan."""
     prepared = prepare(request)
-    view = prepared.source.view
-    images = [ref for ref in request.outputs if ref.is_image]
-    with tempfile.TemporaryDirectory(prefix="distill-") as work:
-        if images:  # built before anything is written, so a failure here leaves every destination untouched
-            prepared.built = _build_image(prepared, Path(work))
-        for ref in request.outputs:
-            if ref.is_image:
-                assert prepared.built is not None
-                prepared.written.append(write_image(prepared.built, ref, request.options.registry))
-            elif ref.transport == "rootfs" and prepared.output is not None:  # a directory to run: the base too
-                from distill.layering import flattened
-
-                prepared.written.append(write_plan(flattened(prepared.plan, prepared.output), prepared.output, ref))
-            else:
-                prepared.written.append(write_plan(prepared.plan, view, ref))
+    if not any(ref.is_image for ref in request.outputs):
+        _write(prepared)
+        return prepared
+    with tempfile.TemporaryDirectory(prefix="distill-") as work:  # the built image's layer, until it is written
+        prepared.built = _build_image(prepared, Path(work))  # before anything is written: a failure here leaves every destination untouched
+        _write(prepared)
     return prepared
+
+
+def _write(prepared: Prepared) -> None:
+    """Every destination, in the order given, from the one plan (and the one built image)."""
+    request = prepared.request
+    for ref in request.outputs:
+        if ref.is_image:
+            assert prepared.built is not None
+            prepared.written.append(write_image(prepared.built, ref, request.options.registry))
+        elif ref.transport == "rootfs" and prepared.output is not None:  # a directory to run: the base too
+            from distill.layering import flattened
+
+            prepared.written.append(write_plan(flattened(prepared.plan, prepared.output), prepared.output, ref))
+        else:
+            prepared.written.append(write_plan(prepared.plan, prepared.source.view, ref))
 
 
 # -- several platforms ---------------------------------------------------------------------------

@@ -10,7 +10,6 @@ ports, volumes) are unions. Every problem in every file is reported before anyth
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 import json
@@ -287,6 +286,8 @@ def load_profile(reference: str, *, extra: Settings | None = None, cwd: Path | N
         path = builtin_dir() / f"{reference}.yaml"
         if not path.is_file():
             names = [name for name, _ in builtin_profiles()]
+            import difflib  # only for this message
+
             close = difflib.get_close_matches(reference, names, n=1)
             guess = f" (did you mean {close[0]}?)" if close else ""
             raise ProfileError(
