@@ -57,18 +57,22 @@ def _without_debug(args: list[str]) -> tuple[list[str], bool]:
 
 
 def _suggest_command(word: str, commands: list[str]) -> None:
-    """`distill explian nginx`: a word close to a command, and not a profile or a path, is a typo."""
+    """`distill explian nginx`: a word close to a command, and not a profile or a path, is a typo.
+
+    Every `distill APP` run passes here, so the cheap test comes first: only a word close to a command
+    name loads the profile module to ask whether it is a built-in profile's name."""
     if word.startswith("-") or "/" in word or word.endswith((".yaml", ".yml")):
+        return
+    import difflib
+
+    close = difflib.get_close_matches(word, commands, n=1, cutoff=0.7)
+    if not close:
         return
     from distill.profile import builtin_dir
 
     if (builtin_dir() / f"{word}.yaml").is_file():  # a built-in profile's name, found without parsing any profile
         return
-    import difflib
-
-    close = difflib.get_close_matches(word, commands, n=1, cutoff=0.7)
-    if close:
-        raise click.UsageError(f"no command or built-in profile {word!r}; did you mean `distill {close[0]}`?")
+    raise click.UsageError(f"no command or built-in profile {word!r}; did you mean `distill {close[0]}`?")
 
 
 def _source_options(command: Any) -> Any:
