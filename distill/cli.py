@@ -158,7 +158,7 @@ def build_command(
 
     from distill import pipeline, progress
     from distill.refs import Ref, parse_destination
-    from distill.report import explain_tree, json_report, size_rows, source_totals
+    from distill.report import explain_tree, json_report, size_rows, source_totals_ahead
 
     try:
         request = _request(flags)
@@ -170,11 +170,15 @@ def build_command(
             return
         sbom_path = _check_sbom(sbom, force, request.outputs) if sbom else None
         with progress.shown(not quiet):
-            prepared = pipeline.build(request)
+            prepared = pipeline.prepare(request)
+            # the source totals walk the whole source: only when a report shows them, counted while the output is written
+            totals = source_totals_ahead(prepared.source.view) if as_json or not quiet else None
+            pipeline.write(prepared)
     except DistillError as exc:
         if as_json:
             _json_failure(exc)
         raise
+    counted = totals() if totals is not None else None  # before the SBOM is written, which may land in the source
     if sbom_path is not None:
         from distill.sbom import cyclonedx, write_sbom
 
@@ -205,12 +209,11 @@ def build_command(
             )
     if explain:
         click.echo(explain_tree(prepared.plan, verbose=flags["verbose"]), err=True, nl=False)
-    if as_json or not quiet:  # the source totals walk the whole source: only when a report shows them
-        totals = source_totals(prepared.source.view)
+    if counted is not None:
         if as_json:
-            click.echo(json.dumps(json_report(prepared, totals), indent=2))
+            click.echo(json.dumps(json_report(prepared, counted), indent=2))
         if not quiet:
-            _table(size_rows(prepared, totals), prepared.plan.source)
+            _table(size_rows(prepared, counted), prepared.plan.source)
 
 
 def _check_sbom(value: str, force: bool, outputs: list[Ref]) -> Path:

@@ -130,9 +130,12 @@ class PackageDb:
         owners: dict[str, str] = {}
         for name in sorted(self.packages):
             listed_files = self.files(name)
+            candidates = [listed for listed in listed_files if listed.rsplit("/", 1)[-1] in names]
+            if not candidates:
+                continue  # most packages: nothing shipped has one of their names
             directories = {paths.parent(p) for p in listed_files}  # a directory in the package (even if a link here)
-            for listed in listed_files:
-                if listed in directories or listed.rsplit("/", 1)[-1] not in names:
+            for listed in candidates:
+                if listed in directories:
                     continue
                 path = self.canonical(listed, parents)
                 if path in paths_wanted:

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 # The image machinery (layering, composing, writing images) is imported where it is used, so a
 # directory-to-directory run does not load it.
 
-__all__ = ["Request", "Prepared", "Outcome", "prepare", "build", "build_platforms", "platforms_of", "created_time"]
+__all__ = ["Request", "Prepared", "Outcome", "prepare", "build", "write", "build_platforms", "platforms_of", "created_time"]
 
 
 @dataclass
@@ -280,13 +280,18 @@ def _build_image(prepared: Prepared, workdir: Path) -> BuiltImage:
 def build(request: Request) -> Prepared:
     """Prepare, then write every destination from the one plan."""
     prepared = prepare(request)
-    if not any(ref.is_image for ref in request.outputs):
+    write(prepared)
+    return prepared
+
+
+def write(prepared: Prepared) -> None:
+    """Build the output image (when a destination takes one), then write every destination from the one plan."""
+    if not any(ref.is_image for ref in prepared.request.outputs):
         _write(prepared)
-        return prepared
+        return
     with tempfile.TemporaryDirectory(prefix="distill-") as work:  # the built image's layer, until it is written
         prepared.built = _build_image(prepared, Path(work))  # before anything is written: a failure here leaves every destination untouched
         _write(prepared)
-    return prepared
 
 
 def _write(prepared: Prepared) -> None:

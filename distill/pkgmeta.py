@@ -51,11 +51,17 @@ def add_package_metadata(builder: PlanBuilder, context: PlanContext) -> None:
         records = "\n\n".join(db.packages[name].record for name in shipped) + "\n\n"
         builder.generate("/lib/apk/db/installed", records.encode(), reason)
         return
+    parents: dict[str, str] = {}  # canonical directories, shared by every package's lookups
     for name, found in shipped.items():
         package = db.packages[name]
         builder.generate(f"{STATUS_D}/{name}", (package.record + "\n").encode(), reason)
         kept = set(found)
-        lines = [f"{digest}  {path.lstrip('/')}\n" for digest, path in db.md5sums(name) if db.canonical(path) in kept]
+        names = {path.rsplit("/", 1)[-1] for path in found}  # resolve only the lines that can match
+        lines = [
+            f"{digest}  {path.lstrip('/')}\n"
+            for digest, path in db.md5sums(name)
+            if path.rsplit("/", 1)[-1] in names and db.canonical(path, parents) in kept
+        ]
         if lines:
             builder.generate(f"{STATUS_D}/{name}.md5sums", "".join(lines).encode(), reason)
         copyright_file = f"/usr/share/doc/{name}/copyright"

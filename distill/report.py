@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +15,7 @@ from distill.view import View
 if TYPE_CHECKING:
     from distill.pipeline import Prepared
 
-__all__ = ["Totals", "source_totals", "explain_tree", "explain_path", "json_report", "size_rows"]
+__all__ = ["Totals", "source_totals", "source_totals_ahead", "explain_tree", "explain_path", "json_report", "size_rows"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,13 @@ class Totals:
 def source_totals(view: View) -> Totals:
     """Regular files in the whole source, for the before/after comparison."""
     return Totals(*view.file_totals())
+
+
+def source_totals_ahead(view: View) -> Callable[[], Totals]:
+    """Start counting the source's totals, on a thread where the view allows (so the count overlaps writing
+    the output); the function returned gives them."""
+    counted = view.file_totals_ahead()
+    return lambda: Totals(*counted())
 
 
 def _closure_lines(closure: Closure, root_reason: str) -> Iterator[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -142,6 +142,11 @@ class View(ABC):
                 files += 1
                 size += node.size
         return files, size
+
+    def file_totals_ahead(self) -> Callable[[], tuple[int, int]]:
+        """Start `file_totals`; the function returned gives them. A backend whose count can run beside
+        its other reads starts it on a thread; by default it runs when asked."""
+        return self.file_totals
 
     def walk(self, path: str = "/") -> Iterator[Node]:
         """Every object below the canonical directory `path`, depth first, without following symlinks."""
