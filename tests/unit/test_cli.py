@@ -182,11 +182,11 @@ import sys
 import distill.pipeline
 
 
-def build(request):
+def prepare(request):
     raise RuntimeError("injected fault")
 
 
-distill.pipeline.build = build
+distill.pipeline.prepare = prepare
 from distill.cli import main
 
 main(sys.argv[1:])
