@@ -169,3 +169,51 @@ def test_force_replaces_a_previous_output(planned: tuple[Plan, DirView], tmp_pat
     write(plan, view, f"rootfs:{dest}")
     assert not (dest / "stale").exists() and (dest / "usr/bin/app").is_file()
     assert [n for n in os.listdir(tmp_path) if ".distill-" in n] == []
+
+
+# -- the rootfs source: reads stay inside the root ---------------------------------------------------
+
+
+def _read(view: DirView, path: str) -> bytes:
+    with view.open(path) as stream:
+        return stream.read()
+
+
+def test_a_directory_view_never_opens_through_a_linked_directory(tmp_path: Path) -> None:
+    """DirView.open takes canonical paths; a directory that is a symlink (to the host) is refused, not followed."""
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "secret").write_text("host file")
+    tree = Tree(tmp_path / "root")
+    tree.write("/etc/inside", "inside")
+    tree.symlink("/etc/out", str(host))
+    view = DirView(tree.root)
+    assert _read(view, "/etc/inside") == b"inside"
+    with pytest.raises(SourceError, match="cannot open /etc/out/secret"):
+        _read(view, "/etc/out/secret")
+
+
+def test_a_directory_swapped_for_a_link_after_a_read_is_not_followed(tmp_path: Path) -> None:
+    """A hostile source changing under distill: a directory swapped for a symlink to the host after a
+    first read leads no later read outside the root."""
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "a").write_text("host file")
+    tree = Tree(tmp_path / "root")
+    tree.write("/var/lib/a", "before")
+    view = DirView(tree.root)
+    assert _read(view, "/var/lib/a") == b"before"
+    os.rename(tree.host("/var/lib"), tree.host("/var/old"))
+    tree.symlink("/var/lib", str(host))
+    with pytest.raises(SourceError, match="cannot open /var/lib/a"):
+        _read(view, "/var/lib/a")
+
+
+def test_the_directory_totals_count_regular_files_only(tmp_path: Path) -> None:
+    tree = Tree(tmp_path / "root")
+    tree.write("/a/one", "1")
+    tree.write("/a/b/two", "22")
+    tree.symlink("/a/link", "one")
+    tree.symlink("/c", "/a")  # a linked directory is not walked twice
+    view = DirView(tree.root)
+    assert view.file_totals() == (2, 3) == view.file_totals_ahead()()
