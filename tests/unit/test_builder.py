@@ -20,7 +20,7 @@ from distill.profile import load_profile
 from distill.transports.rootfs import DirView
 from distill.view import View
 
-from helpers.tree import Tree
+from helpers.tree import TRIPLET, Tree
 
 
 def setup(tree: Tree, tmp_path: Path, profile_text: str = "", *, roots: tuple[str, ...] = ()) -> tuple[PlanBuilder, PlanContext]:
@@ -153,3 +153,31 @@ def test_package_records_for_the_packages_that_contribute(tree: Tree, tmp_path: 
     assert builder.plan.packages == {"app": ("/usr/bin/app",)}
     assert builder.plan.entries["/var/lib/dpkg/status.d/app.md5sums"].data == b"0123456789abcdef0123456789abcdef  usr/bin/app\n"
     assert "/var/lib/dpkg/status.d/other" not in builder.plan.entries
+
+
+def test_package_records_find_owners_through_links_odd_names_and_line_ends(tree: Tree, tmp_path: Path) -> None:
+    """Owners are matched on canonical paths (a list naming /lib/... on a merged-/usr root), names with regex
+    characters match literally, any line end str.splitlines knows ends a listed path, and md5sums lines are
+    kept only for the shipped file, not for a same-named one elsewhere."""
+    tree.app()  # merged /usr: /lib -> usr/lib
+    tree.write(f"/usr/lib/{TRIPLET}/libstdc++.so.6", b"lib")
+    tree.write("/usr/share/misc/libstdc++.so.6", b"a namesake")
+    tree.write("/usr/bin/tool", b"tool")
+    tree.write(
+        "/var/lib/dpkg/status",
+        "".join(f"Package: {name}\nStatus: install ok installed\nVersion: 1\nArchitecture: amd64\n\n" for name in ("cxx", "misc", "tools")),
+    )
+    tree.write("/var/lib/dpkg/info/cxx.list", f"/lib\n/lib/{TRIPLET}\n/lib/{TRIPLET}/libstdc++.so.6\n")
+    tree.write(
+        "/var/lib/dpkg/info/cxx.md5sums",
+        f"0123456789abcdef0123456789abcdef  lib/{TRIPLET}/libstdc++.so.6\nfedcba9876543210fedcba9876543210  usr/share/misc/libstdc++.so.6\n",
+    )
+    tree.write("/var/lib/dpkg/info/misc.list", "/usr/share/misc/libstdc++.so.6\n/usr/share/misc/libstdcXXso.6\n")
+    tree.write("/var/lib/dpkg/info/tools.list", "/usr/bin\r\n/usr/bin/tool\r\n")
+    builder, context = setup(tree, tmp_path)
+    for path in (f"/usr/lib/{TRIPLET}/libstdc++.so.6", "/usr/bin/tool"):
+        builder.ship(path, Reason(ReasonKind.ROOT, "binaries[0]"))
+    pkgmeta.add_package_metadata(builder, context)
+    assert builder.plan.packages == {"cxx": (f"/usr/lib/{TRIPLET}/libstdc++.so.6",), "tools": ("/usr/bin/tool",)}
+    md5sums = builder.plan.entries["/var/lib/dpkg/status.d/cxx.md5sums"].data
+    assert md5sums == f"0123456789abcdef0123456789abcdef  lib/{TRIPLET}/libstdc++.so.6\n".encode()
