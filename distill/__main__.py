@@ -16,10 +16,14 @@ __all__ = ["main"]
 
 def main() -> None:
     """Entry point: `distill --version` here, everything else in `distill.cli.main`."""
-    if sys.argv[1:] == ["--version"]:
-        sys.stdout.write(f"distill, version {__version__}\n")
-        sys.stdout.flush()
-        sys.exit(0)
+    if sys.argv[1:] == ["--version"] and sys.stdout is not None:
+        try:
+            sys.stdout.write(f"distill, version {__version__}\n")
+            sys.stdout.flush()
+        except OSError:
+            pass  # a full disk or a closed pipe: the CLI reports it as it always has
+        else:
+            sys.exit(0)
     from distill.cli import main as cli_main
 
     cli_main()
