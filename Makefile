@@ -51,8 +51,9 @@ coverage: deb-deps venv
 image: deb-deps venv
 	$(BIN)/python examples/distill_image.py build/image
 
+# every scenario of bench/run.py; BENCH_ONLY=size (or size,memory) runs some, BENCH_ARGS=--no-guard only reports
 bench: deb-deps venv
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(if $(BENCH_ONLY),--only $(BENCH_ONLY)) $(BENCH_ARGS)
 
 # every atheris harness for FUZZ_SECONDS each (make test runs them for a fixed number of inputs)
 fuzz: deb-deps venv
