@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Debian packages the tests, the demo and the benchmarks use (real peers, never mocks)
 DEB_PACKAGES := mmdebstrap pax-utils strace gcc libc6-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
 	musl-tools iproute2 util-linux curl ca-certificates openssl zstd python3-venv \
-	skopeo umoci runc podman buildah docker-registry docker.io postgresql-client qemu-user-static openssh-client
+	skopeo umoci runc podman buildah docker-registry docker.io postgresql-client qemu-user-static openssh-client time
 
 .PHONY: demo test lint coverage bench fuzz image deb-deps venv clean-cache
 

@@ -17,6 +17,7 @@ for _path in (REPO / "examples", REPO / "tests"):
         sys.path.insert(0, str(_path))
 
 RUNS = 5
+TIME = "/usr/bin/time"  # GNU time (Debian package `time`): peak RSS of one command
 
 
 def machine() -> str:
@@ -45,21 +46,22 @@ def tree_bytes(root: Path) -> int:
 
 
 def measured(command: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
-    """Run `command` to the end: wall seconds, the peak resident set in KiB of it and the descendants it
-    waited for (wait4's ru_maxrss, this child alone, not the harness's other children), and its stdout.
-    A non-zero exit raises CalledProcessError carrying the tail of stderr."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    """Run `command` to the end: wall seconds, its peak resident set in KiB, and its stdout. A non-zero exit
+    raises CalledProcessError carrying the tail of stderr.
+
+    The peak comes from GNU time (`%M`, wait4's ru_maxrss), not from this process's own wait4: a child
+    forked from the harness has the harness's pages mapped until it execs, and the kernel keeps that
+    high-water mark in the child's maxrss (exec_mmap), so the harness's size would leak into the figure.
+    `time` is small, so what it forks starts small."""
+    with tempfile.TemporaryDirectory(prefix="distill-bench-") as scratch:
+        report = Path(scratch) / "maxrss"
         start = time.perf_counter()
-        process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
+        done = subprocess.run([TIME, "-f", "%M", "-o", str(report), "--", *command], capture_output=True, text=True, env=env)
         elapsed = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout = out.read().decode("utf-8", "replace")
-        if process.returncode:
-            raise subprocess.CalledProcessError(process.returncode, command, stdout, err.read().decode("utf-8", "replace")[-3000:])
-    return elapsed, usage.ru_maxrss, stdout
+        if done.returncode:
+            raise subprocess.CalledProcessError(done.returncode, command, done.stdout, done.stderr[-3000:])
+        peak_kib = int(report.read_text().split()[-1])
+    return elapsed, peak_kib, done.stdout
 
 
 def show_medians(result: dict[str, object]) -> None:
