@@ -133,6 +133,8 @@ def run() -> dict[str, object]:
             }
         )
     growth = rows[-1]["ms_per_root"] / rows[0]["ms_per_root"]  # type: ignore[operator]
+    # what one more root costs, fixed costs (start-up, reading the source) left out
+    marginal = 1000 * (rows[-1]["seconds"] - rows[0]["seconds"]) / (rows[-1]["roots"] - rows[0]["roots"])  # type: ignore[operator]
     return {
         "scenario": "scale",
         "fat_root": str(fat),
@@ -141,6 +143,7 @@ def run() -> dict[str, object]:
         "dropped_roots": dropped,
         "rows": rows,
         "per_root_growth_n_over_quarter": round(growth, 2),
+        "marginal_ms_per_root": round(marginal, 2),
         "linear_or_better": growth <= 1.0,
     }
 
@@ -160,4 +163,5 @@ def show(result: dict[str, object]) -> None:
             f"{row['output_files']:9} {row['output_mb']:7.1f}"
         )
     verdict = "linear or better" if result["linear_or_better"] else "worse than linear"
-    print(f"  seconds per root at N / at N/4: {result['per_root_growth_n_over_quarter']}x ({verdict})")
+    print(f"  seconds per root at N / at N/4: {result['per_root_growth_n_over_quarter']}x ({verdict}); ", end="")
+    print(f"from N/4 to N, {result['marginal_ms_per_root']} ms per added root")
