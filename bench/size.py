@@ -151,7 +151,8 @@ def run(only: list[str] | None = None) -> dict[str, object]:
 
 def ratios(result: dict[str, object]) -> dict[str, float]:
     rows = {row["profile"]: row for row in result["rows"]}  # type: ignore[attr-defined]
-    return {f"size {name}": float(rows[name]["ratio"]) for name in GUARDED if name in rows}
+    # a probe that failed on the fat root touched less than the app needs: its ratio means nothing
+    return {f"size {name}": float(rows[name]["ratio"]) for name in GUARDED if name in rows and rows[name]["probe_passed_on_fat"]}
 
 
 def show(result: dict[str, object]) -> None:
@@ -168,5 +169,8 @@ def show(result: dict[str, object]) -> None:
         if gone:
             listed = ", ".join(f"{g['path']} ({g['bytes'] / 1e3:.0f} kB)" for g in gone[:6])
             print(f"  {row['profile']}: touched, not shipped: {len(gone)} files, {sum(g['bytes'] for g in gone) / 1e6:.2f} MB: {listed}")
+    failed = [row["profile"] for row in result["rows"] if not row["probe_passed_on_fat"]]  # type: ignore[attr-defined]
+    if failed:
+        print(f"  PROBE FAILED on the fat root, so its touched files are incomplete and its ratio is not guarded: {', '.join(failed)}")
     if result["profiles_without_probe"]:
         print(f"  app profiles without a probe in tests/helpers/probes.py: {', '.join(result['profiles_without_probe'])}")  # type: ignore[arg-type]
