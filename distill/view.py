@@ -92,8 +92,25 @@ class View(ABC):
     def open(self, path: str) -> BinaryIO:
         """A seekable binary stream of the regular file at canonical `path`."""
 
+    #: a view whose objects never change while it is read memoizes its lookups (a planner and its
+    #: checks ask for the same paths again and again: 190,000 lookups for 1,750 roots)
+    snapshot: bool = False
+    _resolved: dict[tuple[str, bool], Resolved]
+
     def resolve(self, path: str, *, follow: bool = True) -> Resolved:
         """Look `path` up inside the view, following symlinks (the last one only if `follow`)."""
+        if not self.snapshot:
+            return self._lookup(path, follow)
+        try:
+            memo = self._resolved
+        except AttributeError:
+            memo = self._resolved = {}
+        found = memo.get((path, follow))
+        if found is None:
+            found = memo[path, follow] = self._lookup(path, follow)
+        return found
+
+    def _lookup(self, path: str, follow: bool) -> Resolved:
         pending = paths.split(path)
         pending.reverse()
         current = "/"

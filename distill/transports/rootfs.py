@@ -55,7 +55,11 @@ def node_from_stat(path: str, st: os.stat_result, target: str | None = None) -> 
 
 
 class DirView(View):
-    """A rootfs directory. Every host access is `root + canonical path`, so it stays inside."""
+    """A rootfs directory. Every host access is `root + canonical path`, so it stays inside.
+
+    A snapshot: each object's metadata is read once and kept, so one run sees one consistent tree."""
+
+    snapshot = True
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         host_root = Path(root)
