@@ -274,6 +274,7 @@ def _build_image(prepared: Prepared, workdir: Path) -> BuiltImage:
         created=created_time(prepared),
         architecture=_architecture(prepared),
         warnings=prepared.warnings,
+        cache=prepared.request.options.cache if prepared.source.image is not None else None,  # a directory run leaves no trace there
     )
 
 

@@ -11,20 +11,25 @@ import functools
 import hashlib
 import io
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from distill import __version__
+from distill.errors import SourceError
 from distill.oci import media
 from distill.oci.digest import sha256_of
 from distill.oci.image import Descriptor, Image
 from distill.plan import Plan
 from distill.profile import Profile
-from distill.tarstream import reproducible_gzip, write_tar
+from distill.tarstream import GZIP_KEY, gzip_copy, write_tar
 from distill.view import View
+
+if TYPE_CHECKING:
+    from distill.oci.layers import Cache
 
 __all__ = ["Blob", "BuiltImage", "BuiltIndex", "build_image", "build_index", "rfc3339", "canonical_json"]
 BASE_NAME = "org.opencontainers.image.base.name"
@@ -136,14 +141,52 @@ class _HashingWriter:
         return "sha256:" + self.hash.hexdigest()
 
 
-def _write_layer(plan: Plan, source: View, path: Path) -> tuple[Descriptor, str]:
-    """(descriptor of the gzipped layer, diff_id), in one pass over the plan."""
-    with open(path, "wb") as out:
-        compressed = _HashingWriter(out)
-        with reproducible_gzip(compressed) as zipped:  # type: ignore[arg-type]
-            uncompressed = _HashingWriter(zipped)
-            write_tar(plan, source, uncompressed)  # type: ignore[arg-type]
-    return Descriptor(media.OCI_LAYER_GZIP, compressed.digest, compressed.size), uncompressed.digest
+def _write_layer(plan: Plan, source: View, path: Path, cache: Cache | None) -> tuple[Descriptor, str]:
+    """(descriptor of the gzipped layer, diff_id). The tar is written once and hashed; its gzip comes from
+    the cache when an earlier run compressed the same bytes with the same level and zlib (the cached blob's
+    digest is checked as it is copied), else it is compressed and kept there. Either way the same bytes."""
+    with open(path.with_suffix(""), "w+b") as tar:
+        uncompressed = _HashingWriter(tar)
+        write_tar(plan, source, uncompressed)  # type: ignore[arg-type]
+        diff_id = uncompressed.digest
+        reused = _cached_gzip(cache, diff_id, path) if cache is not None else None
+        if reused is not None:
+            return reused, diff_id
+        tar.seek(0)
+        with open(path, "wb") as out:
+            compressed = _HashingWriter(out)
+            gzip_copy(tar, compressed)  # type: ignore[arg-type]
+    path.with_suffix("").unlink()
+    layer = Descriptor(media.OCI_LAYER_GZIP, compressed.digest, compressed.size)
+    if cache is not None:
+        _keep_gzip(cache, diff_id, layer, path)
+    return layer, diff_id
+
+
+def _cached_gzip(cache: Cache, diff_id: str, path: Path) -> Descriptor | None:
+    """The layer's gzip from the cache, copied to `path` and its digest checked; None when absent or damaged."""
+    record = cache.gzip_record_path(diff_id, GZIP_KEY)
+    try:
+        digest = record.read_text().strip()
+        with open(cache.blob_path(digest), "rb") as blob, open(path, "wb") as out:
+            copied = _HashingWriter(out)
+            shutil.copyfileobj(blob, copied, 1 << 20)
+    except (OSError, SourceError):  # never kept, evicted, or a malformed record: compress again
+        return None
+    if copied.digest != digest:
+        return None
+    cache.use(record)
+    cache.use(cache.blob_path(digest))
+    return Descriptor(media.OCI_LAYER_GZIP, digest, copied.size)
+
+
+def _keep_gzip(cache: Cache, diff_id: str, layer: Descriptor, path: Path) -> None:
+    """Keep the compressed layer in the blob store, and which diff_id it compresses, for the next run."""
+    with open(path, "rb") as blob, cache.writing(cache.blob_path(layer.digest)) as out:
+        shutil.copyfileobj(blob, out, 1 << 20)
+    with cache.writing(cache.gzip_record_path(diff_id, GZIP_KEY)) as record:
+        record.write(layer.digest.encode())
+    cache.trim()
 
 
 def _runtime(profile: Profile, source: Image | None, base: Image | None, warnings: list[str]) -> dict[str, Any]:
@@ -206,10 +249,11 @@ def build_image(
     created: int,
     architecture: tuple[str, str, str | None],
     warnings: list[str],
+    cache: Cache | None = None,
 ) -> BuiltImage:
-    """Write our layer into `workdir` and assemble config and manifest around it."""
+    """Write our layer into `workdir` (its gzip from `cache` when it holds it) and assemble config and manifest around it."""
     layer_path = workdir / "layer.tar.gz"
-    layer, diff_id = _write_layer(layer_plan, source_view, layer_path)
+    layer, diff_id = _write_layer(layer_plan, source_view, layer_path, cache)
     stamp = rfc3339(created)
     os_name, arch, variant = architecture
     config: dict[str, Any] = {

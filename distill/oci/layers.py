@@ -93,6 +93,11 @@ class Cache:
     def index_path(self, diff_id: str) -> Path:
         return self.root / "layers" / "sha256" / f"{hex_of(diff_id)}.index.json"
 
+    def gzip_record_path(self, diff_id: str, key: str) -> Path:
+        """Records which blob distill's own gzip (`key`: level and zlib version) made of the layer `diff_id`
+        (the file's content: that blob's digest, the blob itself in the blob store)."""
+        return self.root / "layers" / "gzip" / key / hex_of(diff_id)
+
     def origin_path(self, blob_digest: str) -> Path:
         """Records that the blob `blob_digest` was verified and decompressed to a diff_id (the file's content)."""
         return self.root / "layers" / "from-blob" / hex_of(blob_digest)
@@ -159,11 +164,17 @@ class Cache:
                 diff_id = _recorded(record)
                 if diff_id is None or not self.layer_path(diff_id).exists():
                     record.unlink(missing_ok=True)
+        if removed:  # records of compressed layers whose blob is gone
+            for record in (self.root / "layers" / "gzip").glob("*/*"):
+                digest = _recorded(record)
+                if digest is None or not self.blob_path(digest).exists():
+                    record.unlink(missing_ok=True)
         return removed, freed
 
     def _remove_stale(self, age: float = 3600.0) -> None:
         now = time.time()
-        for directory in (self.root / "blobs" / "sha256", self.root / "layers" / "sha256", self.root / "layers" / "from-blob"):
+        records = [self.root / "layers" / "from-blob", *(self.root / "layers" / "gzip").glob("*")]
+        for directory in (self.root / "blobs" / "sha256", self.root / "layers" / "sha256", *records):
             if directory.is_dir():
                 for path in directory.glob(".*"):
                     try:
