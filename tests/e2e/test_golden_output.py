@@ -2,13 +2,17 @@
 
 The planner refactor (issue 8) promised unchanged behaviour; this test holds every later change to
 the same promise. It extracts distill at GOLDEN_COMMIT from this repository's history, runs it and
-the current tree on the same fat rootfs with the same SOURCE_DATE_EPOCH, and compares the layer and
-manifest digests. A change that means to alter the output moves GOLDEN_COMMIT to its own parent
-commit in the same change, and says why in its message.
+the current tree on the same fat rootfs with the same SOURCE_DATE_EPOCH, and compares the layer
+(the uncompressed tar, as `layer:` writes it and as the OCI layout's gzip blob holds it) and the
+config (which names the layer by its diff_id). The compressed bytes are left out: the gzip level
+was changed on purpose (6 -> 4, issue 13, measured in docs/performance.md), which changes the
+blob's and so the manifest's digest, not the content. A change that means to alter the content
+moves GOLDEN_COMMIT to its own parent commit in the same change, and says why in its message.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -58,11 +62,17 @@ def _distill(code: Path, fat_root: Path, out: Path) -> dict[str, str]:
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=code)
     assert result.returncode == 0, result.stderr
     index = json.loads((out / "oci" / "index.json").read_text())
-    return {"manifest": index["manifests"][0]["digest"], "layer": _sha256(out / "layer.tar")}
+    manifest = json.loads(_blob(out, index["manifests"][0]["digest"]))
+    (layer,) = manifest["layers"]
+    return {
+        "config": manifest["config"]["digest"],
+        "layer": hashlib.sha256((out / "layer.tar").read_bytes()).hexdigest(),
+        "oci layer, uncompressed": hashlib.sha256(gzip.decompress(_blob(out, layer["digest"]))).hexdigest(),
+    }
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _blob(out: Path, digest: str) -> bytes:
+    return (out / "oci" / "blobs" / "sha256" / digest.removeprefix("sha256:")).read_bytes()
 
 
 def test_the_output_is_byte_identical_to_the_golden_commits(fat_root: Path, tmp_path: Path) -> None:
