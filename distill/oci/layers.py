@@ -14,8 +14,10 @@ import io
 import json
 import math
 import os
+import queue
 import tarfile
 import tempfile
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -29,7 +31,7 @@ from distill.errors import SourceError, UsageError
 from distill.oci import media
 from distill.oci.digest import VerifiedReader, hex_of, valid_digest
 from distill.oci.documents import MAX_TIME
-from distill.oci.image import Image
+from distill.oci.image import Descriptor, Image
 
 try:  # Python 3.14
     from compression import zstd  # type: ignore[import-not-found]
@@ -54,6 +56,7 @@ __all__ = ["Cache", "Member", "layer_members", "normalize_member_name", "parse_s
 
 _INDEX_VERSION = 2
 _CHUNK = 1 << 20
+_DEPTH = 8  # chunks (of _CHUNK bytes) the spool writer may lag behind the decompressor
 MAX_ID = (1 << 32) - 2  # uid and gid: (uid_t)-1 means "unchanged" to chown(2)
 DEFAULT_CACHE_MAX = 5 << 30
 DEFAULT_LAYER_MAX = 8 << 30
@@ -229,10 +232,28 @@ def _decompressed(stream: BinaryIO, compression: str) -> BinaryIO:
     return stream
 
 
+class _Feed:
+    """The hand-off from the thread that decompresses a layer to the one that hashes and spools it: a
+    bounded queue of chunks (None ends it), so memory stays bounded whatever the layer's size."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[bytes | None] = queue.Queue(_DEPTH)
+
+    def chunks(self) -> Iterator[bytes]:
+        while (chunk := self.queue.get()) is not None:
+            yield chunk
+
+
 def _spool(image: Image, number: int, cache: Cache) -> Path:
     """The verified spool of layer `number`. The cache is keyed by the compressed blob's digest as well as
     the diff_id: a spool is reused only for a blob that was verified to decompress to it, and only while
-    the image still holds that blob."""
+    the image still holds that blob.
+
+    One pass, on two threads (zlib, ISA-L, zstd, hashlib and file writes release the GIL): this one reads
+    the blob (its digest checked as it streams, a registry blob while it downloads) and decompresses it,
+    another hashes the result against the diff_id and writes the spool. Nothing is kept unless both
+    digests match; errors are reported in the order a serial pass meets them (the stream and the blob's
+    digest, then the diff_id)."""
     diff_id, descriptor = image.diff_ids[number], image.layers[number]
     where = f"{image.name}: layer {number + 1} ({descriptor.digest[:19]})"
     target, origin = cache.layer_path(diff_id), cache.origin_path(descriptor.digest)
@@ -242,35 +263,59 @@ def _spool(image: Image, number: int, cache: Cache) -> Path:
     if recorded == diff_id and target.exists():
         image.check_blob(descriptor)
         return cache.use(target)
+    feed, digest = _Feed(), hashlib.sha256()
+    failed: list[BaseException] = []
     with image.open_blob(descriptor) as blob, cache.writing(target) as out:
-        buffered = io.BufferedReader(cast(io.RawIOBase, blob), _CHUNK)
-        compression = media.compression_of(descriptor.media_type) or media.sniff_compression(buffered.peek(4))
-        digest, written = hashlib.sha256(), 0
+
+        def spool() -> None:
+            for chunk in feed.chunks():  # read to the end even after a failure, so the producer never waits
+                if not failed:
+                    try:
+                        digest.update(chunk)
+                        out.write(chunk)
+                    except BaseException as exc:  # a full disk
+                        failed.append(exc)
+
+        writer = threading.Thread(target=spool, name="distill-spool", daemon=True)
+        writer.start()
         try:
-            reader = _decompressed(buffered, compression)
-            while chunk := reader.read(_CHUNK):
-                written += len(chunk)
-                if written > cache.layer_limit:
-                    raise SourceError(
-                        f"{where}: decompresses to more than {cache.layer_limit:,} bytes (DISTILL_LAYER_MAX); "
-                        "a decompression bomb, or a layer larger than allowed: raise DISTILL_LAYER_MAX if you trust it"
-                    )
-                digest.update(chunk)
-                out.write(chunk)
-        except SourceError:
-            raise
-        except (EOFError, OSError, *_GZIP_ERRORS, zstd.ZstdError, ValueError) as exc:
-            raise SourceError(f"{where}: corrupt or truncated {compression} stream ({exc})") from None
-        while buffered.read(_CHUNK):  # the rest of the blob, so its digest is checked in full
-            pass
-        if isinstance(blob, VerifiedReader):
-            blob.verify()
+            _decompress(blob, descriptor, cache.layer_limit, where, feed)
+        finally:
+            feed.queue.put(None)
+            writer.join()
+        if failed:
+            raise failed[0]
         if "sha256:" + digest.hexdigest() != diff_id:
             raise SourceError(f"{where}: uncompressed content does not match diff_id {diff_id}")
     with cache.writing(origin) as record:
         record.write(diff_id.encode())
     cache.trim()
     return target
+
+
+def _decompress(blob: BinaryIO, descriptor: Descriptor, limit: int, where: str, feed: _Feed) -> None:
+    """Decompress `blob` into `feed`, checking the blob's digest to its last byte."""
+    buffered = io.BufferedReader(cast(io.RawIOBase, blob), _CHUNK)
+    compression = media.compression_of(descriptor.media_type) or media.sniff_compression(buffered.peek(4))
+    written = 0
+    try:
+        reader = _decompressed(buffered, compression)
+        while chunk := reader.read(_CHUNK):
+            written += len(chunk)
+            if written > limit:
+                raise SourceError(
+                    f"{where}: decompresses to more than {limit:,} bytes (DISTILL_LAYER_MAX); "
+                    "a decompression bomb, or a layer larger than allowed: raise DISTILL_LAYER_MAX if you trust it"
+                )
+            feed.queue.put(chunk)
+    except SourceError:
+        raise
+    except (EOFError, OSError, *_GZIP_ERRORS, zstd.ZstdError, ValueError) as exc:
+        raise SourceError(f"{where}: corrupt or truncated {compression} stream ({exc})") from None
+    while buffered.read(_CHUNK):  # the rest of the blob, so its digest is checked in full
+        pass
+    if isinstance(blob, VerifiedReader):
+        blob.verify()
 
 
 def _recorded(origin: Path) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import tempfile
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -36,22 +37,50 @@ if TYPE_CHECKING:
 __all__ = ["fetch_blob", "read_image", "registry_image", "write_image"]
 
 
+class _CachingReader(VerifiedReader):
+    """A blob streamed from the registry, verified as it is read, and copied into the cache on the way: the
+    copy appears there (atomically, under its digest) only once every byte was read and checked, so a
+    consumer can work on the bytes while they arrive (decompress a layer) instead of after the download."""
+
+    def __init__(self, client: RegistryClient, repository: str, descriptor: Descriptor, cache: Cache, name: str) -> None:
+        super().__init__(
+            client.open_blob(repository, descriptor.digest), descriptor.digest, descriptor.size, f"{name}: blob {descriptor.digest[:19]}"
+        )
+        self.steps = ExitStack()
+        self.out = self.steps.enter_context(cache.writing(cache.blob_path(descriptor.digest)))
+        self.advance = self.steps.enter_context(
+            progress.task(f"Copying blob {descriptor.digest.removeprefix('sha256:')[:12]}", descriptor.size)
+        )
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        count = super().readinto(buffer)  # raises at the end when the size or digest differs
+        if count:
+            self.out.write(memoryview(buffer)[:count])
+            self.advance(count)
+        elif not self.out.closed:
+            self.steps.close()  # verified to the last byte: into the cache
+        return count
+
+    def close(self) -> None:
+        try:
+            if not self.out.closed:  # not read to its verified end: nothing is kept
+                self.steps.__exit__(SourceError, SourceError("incomplete"), None)
+        finally:
+            super().close()
+
+
 def fetch_blob(client: RegistryClient, repository: str, descriptor: Descriptor, cache: Cache, name: str) -> Path:
     """The verified blob in the cache, downloading it the first time."""
     path = cache.blob_path(descriptor.digest)
-    if path.exists() and path.stat().st_size == descriptor.size:
+    if _cached(path, descriptor):
         return cache.use(path)
-    where = f"{name}: blob {descriptor.digest[:19]}"
-    with (
-        cache.writing(path) as out,
-        VerifiedReader(client.open_blob(repository, descriptor.digest), descriptor.digest, descriptor.size, where) as reader,
-        progress.task(f"Copying blob {descriptor.digest.removeprefix('sha256:')[:12]}", descriptor.size) as advance,
-    ):
-        while chunk := reader.read(1 << 20):
-            out.write(chunk)
-            advance(len(chunk))
+    with _CachingReader(client, repository, descriptor, cache, name) as reader:
         reader.verify()
     return path
+
+
+def _cached(path: Path, descriptor: Descriptor) -> bool:
+    return path.exists() and path.stat().st_size == descriptor.size
 
 
 def registry_image(reference: ImageReference, platform: Platform, cache: Cache, options: RegistryOptions) -> Image:
@@ -65,7 +94,10 @@ def registry_image(reference: ImageReference, platform: Platform, cache: Cache, 
 
     def open_blob(descriptor: Descriptor) -> BinaryIO:
         # the cache holds only blobs verified on the way in, written atomically under their digest
-        return open(fetch_blob(client, repository, descriptor, cache, name), "rb")
+        path = cache.blob_path(descriptor.digest)
+        if _cached(path, descriptor):
+            return open(cache.use(path), "rb")
+        return _CachingReader(client, repository, descriptor, cache, name)  # type: ignore[return-value]
 
     def read_blob(descriptor: Descriptor) -> bytes:
         with open_blob(descriptor) as stream:
