@@ -244,7 +244,7 @@ class _Feed:
             yield chunk
 
 
-def _spool(image: Image, number: int, cache: Cache) -> Path:
+def _spool(image: Image, number: int, cache: Cache, stop: threading.Event | None = None) -> Path:
     """The verified spool of layer `number`. The cache is keyed by the compressed blob's digest as well as
     the diff_id: a spool is reused only for a blob that was verified to decompress to it, and only while
     the image still holds that blob.
@@ -279,7 +279,7 @@ def _spool(image: Image, number: int, cache: Cache) -> Path:
         writer = threading.Thread(target=spool, name="distill-spool", daemon=True)
         writer.start()
         try:
-            _decompress(blob, descriptor, cache.layer_limit, where, feed)
+            _decompress(blob, descriptor, cache.layer_limit, where, feed, stop)
         finally:
             feed.queue.put(None)
             writer.join()
@@ -293,8 +293,9 @@ def _spool(image: Image, number: int, cache: Cache) -> Path:
     return target
 
 
-def _decompress(blob: BinaryIO, descriptor: Descriptor, limit: int, where: str, feed: _Feed) -> None:
-    """Decompress `blob` into `feed`, checking the blob's digest to its last byte."""
+def _decompress(blob: BinaryIO, descriptor: Descriptor, limit: int, where: str, feed: _Feed, stop: threading.Event | None) -> None:
+    """Decompress `blob` into `feed`, checking the blob's digest to its last byte; given up (nothing kept)
+    when `stop` is set: another layer failed."""
     buffered = io.BufferedReader(cast(io.RawIOBase, blob), _CHUNK)
     compression = media.compression_of(descriptor.media_type) or media.sniff_compression(buffered.peek(4))
     written = 0
@@ -308,6 +309,8 @@ def _decompress(blob: BinaryIO, descriptor: Descriptor, limit: int, where: str, 
                     "a decompression bomb, or a layer larger than allowed: raise DISTILL_LAYER_MAX if you trust it"
                 )
             feed.queue.put(chunk)
+            if stop is not None and stop.is_set():
+                raise SourceError(f"{where}: not read to its end: another layer failed")
     except SourceError:
         raise
     except (EOFError, OSError, *_GZIP_ERRORS, zstd.ZstdError, ValueError) as exc:
@@ -380,10 +383,11 @@ def _member(info: tarfile.TarInfo, spool_size: int, where: str, notes: list[str]
     )
 
 
-def layer_members(image: Image, number: int, cache: Cache) -> tuple[Path, list[Member], list[str]]:
-    """The spool file, member index and clamping notes of layer `number`, from the cache when present."""
+def layer_members(image: Image, number: int, cache: Cache, stop: threading.Event | None = None) -> tuple[Path, list[Member], list[str]]:
+    """The spool file, member index and clamping notes of layer `number`, from the cache when present
+    (`stop`: see `_decompress`)."""
     diff_id = image.diff_ids[number]
-    spool = _spool(image, number, cache)
+    spool = _spool(image, number, cache, stop)
     index_file = cache.index_path(diff_id)
     where = f"{image.name}: layer {number + 1} ({diff_id[:19]})"
     if index_file.exists():

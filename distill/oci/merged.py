@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -24,6 +27,8 @@ from distill.oci.layers import Cache, Member, layer_members
 from distill.view import Node, NodeType, View
 
 __all__ = ["ImageView", "open_image_view"]
+
+_FETCHES = 4  # layers fetched and spooled at once
 
 _NODE_TYPES = {
     "file": NodeType.FILE,
@@ -230,12 +235,31 @@ class ImageView(View):
 
 
 def open_image_view(image: Image, cache: Cache) -> ImageView:
-    """Spool, index and merge every layer of `image`."""
+    """Spool, index and merge every layer of `image`. Layers are fetched and spooled concurrently (at most
+    `_FETCHES` at a time) and merged in order as they arrive; a failure is the first one in layer order,
+    as a serial pass would meet it, and stops the layers still in flight."""
     view = ImageView(image.name)
+    count = len(image.layers)
+    if count <= 1:
+        _merge(view, image, cache, lambda number: layer_members(image, number, cache))
+        return view
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=min(_FETCHES, count), thread_name_prefix="distill-layer") as pool:
+        futures = [pool.submit(layer_members, image, number, cache, stop) for number in range(count)]
+        try:
+            _merge(view, image, cache, lambda number: futures[number].result())
+        except BaseException:
+            stop.set()
+            raise
+    return view
+
+
+def _merge(view: ImageView, image: Image, cache: Cache, members_of: Callable[[int], tuple[Path, list[Member], list[str]]]) -> None:
+    """Apply every layer in order, `members_of(number)` giving its spool, members and notes."""
     for number in range(len(image.layers)):
         where = f"{image.name}: layer {number + 1}"
         try:
-            spool, members, notes = layer_members(image, number, cache)
+            spool, members, notes = members_of(number)
             view.apply(spool, members, where)
         except FileNotFoundError:  # another run evicted the spool between our lookup and our open: once more
             spool, members, notes = layer_members(image, number, cache)
@@ -245,4 +269,3 @@ def open_image_view(image: Image, cache: Cache) -> ImageView:
             view.warnings.append(
                 f"{where}: {len(notes)} member(s) with an mtime that is not finite or outside 1970..9999, clamped: {shown}"
             )
-    return view

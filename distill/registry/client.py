@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,6 +87,7 @@ class RegistryClient:
         secure = not _loopback(self.host)
         self.base = f"{'https' if secure else 'http'}://{self.host}"
         self.tokens: dict[frozenset[str], _Token] = {}
+        self._auth_lock = threading.Lock()
         self._basic: Credentials | None = None
         self._basic_known = False
         self.retry_sleep: Callable[[float], None] = time.sleep
@@ -102,6 +104,10 @@ class RegistryClient:
         return self._basic
 
     def _authorize(self, challenge: Challenge, scopes: frozenset[str], repository: str) -> dict[str, str]:
+        with self._auth_lock:  # layers are fetched on several threads: credentials looked up and a token asked for once
+            return self._authorize_locked(challenge, scopes, repository)
+
+    def _authorize_locked(self, challenge: Challenge, scopes: frozenset[str], repository: str) -> dict[str, str]:
         creds = self._credentials(repository)
         if challenge.scheme == "basic":
             if creds is None:

@@ -4,16 +4,19 @@ directories, replaced directories, hard links, members written through a symlink
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 import subprocess
 import tarfile
+import threading
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
 from distill.errors import SourceError
-from distill.oci.image import Platform
+from distill.oci.image import Descriptor, Platform
 from distill.oci.layers import Cache
 from distill.oci.merged import open_image_view
 from distill.transports.oci import DirStore, layout_image
@@ -130,3 +133,41 @@ def test_hostile_member_names_are_refused(tmp_path: Path, name: str, message: st
     with pytest.raises(SourceError) as caught:
         merged(layout, tmp_path)
     assert message in caught.value.message
+
+
+def test_layers_are_spooled_concurrently_and_merged_in_order(tmp_path: Path) -> None:
+    """Three layers whose blobs each wait at a barrier for the other two: a serial pull would never get past
+    the first (the barrier's timeout turns that into a failure, not a timing). The merge still applies them
+    bottom to top: the top layer's /etc/a wins."""
+    layout = write_layout(tmp_path / "layout", [[member("etc/a", data=f"layer {n}".encode())] for n in range(3)])
+    image = layout_image(DirStore(str(layout), f"oci:{layout}"), "latest", Platform.host())
+    barrier, opened = threading.Barrier(3, timeout=30), image.open_blob
+
+    def open_blob(descriptor: Descriptor) -> BinaryIO:
+        if descriptor in image.layers:
+            barrier.wait()
+        return opened(descriptor)
+
+    image.open_blob = open_blob
+    view = open_image_view(image, Cache(tmp_path / "cache"))
+    with view.open("/etc/a") as stream:
+        assert stream.read() == b"layer 2"
+
+
+def test_a_bad_layer_fails_as_in_a_serial_pull_and_keeps_nothing(tmp_path: Path) -> None:
+    """Layer 2 of 3 does not match its digest: the error names it (not layer 3, which may be spooled by then),
+    and no spool or blob of layer 2 stays in the cache."""
+    layout = write_layout(tmp_path / "layout", [[member(f"etc/{n}", data=b"x" * 1000)] for n in range(3)])
+    blobs = layout / "blobs/sha256"
+    manifest = json.loads((blobs / json.loads((layout / "index.json").read_text())["manifests"][0]["digest"][7:]).read_bytes())
+    config = json.loads((blobs / manifest["config"]["digest"][7:]).read_bytes())
+    bad, bad_diff_id = manifest["layers"][1]["digest"].removeprefix("sha256:"), config["rootfs"]["diff_ids"][1].removeprefix("sha256:")
+    blob = blobs / bad
+    data = bytearray(blob.read_bytes())
+    data[-9] ^= 1  # inside the gzip trailer: the stream still ends, its digest does not match
+    blob.write_bytes(bytes(data))
+    with pytest.raises(SourceError) as caught:
+        merged(layout, tmp_path)
+    assert f"sha256:{bad[:12]}" in caught.value.message  # the blob of layer 2
+    cache = tmp_path / "cache"
+    assert not [p for p in cache.rglob("*") if bad in p.name or bad_diff_id in p.name or p.name.startswith(".")]
