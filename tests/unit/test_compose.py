@@ -169,3 +169,37 @@ def test_the_images_ld_library_path_is_part_of_the_loader_model(tmp_path: Path) 
         "/opt/app/bin/tool", "--from", f"oci:{layout}:latest", "--env", "LD_LIBRARY_PATH=", "--out", f"rootfs:{tmp_path / 'out2'}", "-q"
     )
     assert unset.code == 4 and "libpriv.so.1 (needed by /opt/app/bin/tool) is not in the output" in unset.stderr
+
+
+def test_the_output_gzip_is_reused_from_the_cache_only_when_it_is_intact(source: Path, tmp_path: Path) -> None:
+    """The first run keeps its compressed layer in the cache under the diff_id; a second run copies it (the
+    same inode is not rewritten); a damaged cached blob is noticed by its digest and compressed again. The
+    output is the same bytes every time."""
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "SOURCE_DATE_EPOCH": "1700000000"}
+
+    def distill_once(name: str) -> tuple[str, Path]:
+        out = tmp_path / name
+        result = run_distill("/usr/bin/app", "--from", f"oci:{source}:latest", "--out", f"oci:{out}:app", "-q", env=env)
+        assert result.code == 0, result.stderr
+        manifest, _ = image_config(out, "app")
+        layer = manifest["layers"][-1]["digest"]
+        return layer, tmp_path / "cache/distill/blobs/sha256" / layer.removeprefix("sha256:")
+
+    layer, cached = distill_once("first")
+    (record,) = (tmp_path / "cache/distill/layers/gzip").glob("*/*")
+    assert record.read_text() == layer and sha256_of(cached.read_bytes()) == layer
+    inode = cached.stat().st_ino
+    assert distill_once("second") == (layer, cached)
+    assert cached.stat().st_ino == inode  # reused, not compressed and stored again
+    cached.write_bytes(cached.read_bytes()[:-1] + b"\0")  # damaged in place
+    assert distill_once("third") == (layer, cached)
+    assert sha256_of(cached.read_bytes()) == layer  # compressed again and replaced
+
+
+def test_a_directory_source_leaves_nothing_in_the_cache(tmp_path: Path) -> None:
+    tree = Tree(tmp_path / "tree")
+    tree.app()
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    result = run_distill("/usr/bin/app", "--from", f"rootfs:{tree.root}", "--out", f"oci:{tmp_path / 'out'}:app", "-q", env=env)
+    assert result.code == 0, result.stderr
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
