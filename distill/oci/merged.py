@@ -180,11 +180,17 @@ class ImageView(View):
             stack.extend(paths.join(current, name) for name in self.children.pop(current, ()))
 
     def _add(self, member: Member, layer: int, where: str) -> None:
-        target = self._place(member.name, where)
-        if target != "/":
-            self._mkdirs(paths.parent(target))
-            if not self.nodes[paths.parent(target)].is_dir:
-                raise SourceError(f"{where}: {member.name}: its parent is not a directory")
+        name = member.name
+        directory = name.rpartition("/")[0] or "/"
+        known = self.nodes.get(directory) if name != "/" else None
+        if known is not None and known.type is NodeType.DIR:  # the common case: the parent is already there
+            target = name
+        else:
+            target = self._place(name, where)
+            if target != "/":
+                self._mkdirs(paths.parent(target))
+                if not self.nodes[paths.parent(target)].is_dir:
+                    raise SourceError(f"{where}: {name}: its parent is not a directory")
         existing = self.nodes.get(target)
         if member.type == "hardlink":
             self._hardlink(member, target, where)
