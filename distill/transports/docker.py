@@ -42,28 +42,30 @@ class _CachingReader(VerifiedReader):
     copy appears there (atomically, under its digest) only once every byte was read and checked, so a
     consumer can work on the bytes while they arrive (decompress a layer) instead of after the download."""
 
-    def __init__(self, client: RegistryClient, repository: str, descriptor: Descriptor, cache: Cache, name: str) -> None:
-        super().__init__(
-            client.open_blob(repository, descriptor.digest), descriptor.digest, descriptor.size, f"{name}: blob {descriptor.digest[:19]}"
-        )
-        self.steps = ExitStack()
-        self.out = self.steps.enter_context(cache.writing(cache.blob_path(descriptor.digest)))
-        self.advance = self.steps.enter_context(
-            progress.task(f"Copying blob {descriptor.digest.removeprefix('sha256:')[:12]}", descriptor.size)
-        )
+    def __init__(self, stream: BinaryIO, descriptor: Descriptor, cache: Cache, name: str) -> None:
+        super().__init__(stream, descriptor.digest, descriptor.size, f"{name}: blob {descriptor.digest[:19]}")
+        self.steps = ExitStack()  # the cache's temporary file and the progress line, ended once
+        try:
+            self.out = self.steps.enter_context(cache.writing(cache.blob_path(descriptor.digest)))
+            self.advance = self.steps.enter_context(
+                progress.task(f"Copying blob {descriptor.digest.removeprefix('sha256:')[:12]}", descriptor.size)
+            )
+        except BaseException:
+            self.close()
+            raise
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         count = super().readinto(buffer)  # raises at the end when the size or digest differs
         if count:
             self.out.write(memoryview(buffer)[:count])
             self.advance(count)
-        elif not self.out.closed:
-            self.steps.close()  # verified to the last byte: into the cache
+        else:
+            self.steps.close()  # verified to the last byte: into the cache (once: an ExitStack is empty after)
         return count
 
     def close(self) -> None:
         try:
-            if not self.out.closed:  # not read to its verified end: nothing is kept
+            if not self.closed:  # not read to its verified end: nothing is kept
                 self.steps.__exit__(SourceError, SourceError("incomplete"), None)
         finally:
             super().close()
@@ -74,7 +76,7 @@ def fetch_blob(client: RegistryClient, repository: str, descriptor: Descriptor, 
     path = cache.blob_path(descriptor.digest)
     if _cached(path, descriptor):
         return cache.use(path)
-    with _CachingReader(client, repository, descriptor, cache, name) as reader:
+    with _CachingReader(client.open_blob(repository, descriptor.digest), descriptor, cache, name) as reader:
         reader.verify()
     return path
 
@@ -97,7 +99,7 @@ def registry_image(reference: ImageReference, platform: Platform, cache: Cache, 
         path = cache.blob_path(descriptor.digest)
         if _cached(path, descriptor):
             return open(cache.use(path), "rb")
-        return _CachingReader(client, repository, descriptor, cache, name)  # type: ignore[return-value]
+        return _CachingReader(client.open_blob(repository, descriptor.digest), descriptor, cache, name)  # type: ignore[return-value]
 
     def read_blob(descriptor: Descriptor) -> bytes:
         with open_blob(descriptor) as stream:
