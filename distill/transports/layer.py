@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
-from typing import BinaryIO, cast
 
 from distill.plan import Plan
 from distill.refs import Ref
 from distill.staging import staged
-from distill.tarstream import reproducible_gzip, write_tar
+from distill.tarstream import gzip_copy, write_tar
 from distill.view import View
 
 __all__ = ["write_plan"]
@@ -19,9 +19,11 @@ def write_plan(plan: Plan, source: View, ref: Ref) -> str:
     dest = Path(ref.path).absolute()
     compress = dest.name.endswith((".gz", ".tgz"))
     with staged(dest, directory=False) as temp, open(temp, "wb") as raw:
-        if compress:
-            with reproducible_gzip(raw) as zipped:
-                write_tar(plan, source, cast(BinaryIO, zipped))
+        if compress:  # the tar first, then its gzip as the image's layer is compressed: the same bytes
+            with tempfile.TemporaryFile() as tar:
+                write_tar(plan, source, tar)
+                tar.seek(0)
+                gzip_copy(tar, raw)
         else:
             write_tar(plan, source, raw)
         raw.flush()

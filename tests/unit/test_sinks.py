@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
+import json
 import os
 import stat
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from distill.planner import make_plan
 from distill.profile import load_profile
 from distill.refs import Ref
 from distill.staging import check_destination
+from distill.tarstream import gzip_copy
 from distill.transports import write_plan
 from distill.transports.rootfs import DirView
 
@@ -124,6 +128,38 @@ def test_gzip_layer_has_no_time_or_name_and_is_reproducible(planned: tuple[Plan,
     assert data[3] & 0x08 == 0, "FNAME flag set"
     assert data[4:8] == b"\0\0\0\0", "MTIME set"
     assert gzip.decompress(data)[257:263] == b"ustar\x00"
+
+
+@pytest.mark.parametrize("size", [0, 1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, (3 << 20) + 12345])
+def test_parallel_gzip_is_one_valid_member_whatever_the_threads(size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks on either side of the 1 MiB boundaries: GNU gzip (the peer) and Python's gzip read back the
+    input, and one thread or four give the same bytes."""
+    seed = hashlib.sha256(str(size).encode()).digest()
+    data = b"".join(hashlib.sha256(seed + bytes([n % 7])).digest() for n in range(size // 32 + 1))[:size]  # compressible
+    outputs = []
+    for cores in (1, 4):
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        out = io.BytesIO()
+        gzip_copy(io.BytesIO(data), out)
+        outputs.append(out.getvalue())
+    assert outputs[0] == outputs[1]
+    assert gzip.decompress(outputs[0]) == data
+    peer = subprocess.run(["gzip", "-dc"], input=outputs[0], capture_output=True, check=True)
+    assert peer.stdout == data
+
+
+def test_a_gzip_layer_file_is_the_images_layer_blob(tmp_path: Path) -> None:
+    """`layer:X.tar.gz` and an image destination of the same run hold the same compressed bytes."""
+    tree = Tree(tmp_path / "src")
+    tree.app()
+    outputs = ["--out", f"layer:{tmp_path / 'layer.tar.gz'}", "--out", f"oci:{tmp_path / 'oci'}:app"]
+    command = [sys.executable, "-m", "distill", "/usr/bin/app", "--from", f"rootfs:{tree.root}", "-q", *outputs]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    blobs = tmp_path / "oci/blobs/sha256"
+    (entry,) = json.loads((tmp_path / "oci/index.json").read_text())["manifests"]
+    layer = json.loads((blobs / entry["digest"].removeprefix("sha256:")).read_text())["layers"][-1]["digest"]
+    assert (blobs / layer.removeprefix("sha256:")).read_bytes() == (tmp_path / "layer.tar.gz").read_bytes()
 
 
 def test_a_non_empty_destination_is_refused_without_force(tmp_path: Path) -> None:
