@@ -16,10 +16,10 @@ import fcntl
 import hashlib
 import io
 import os
+import secrets
 import shutil
 import stat
 import tarfile
-import tempfile
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -311,18 +311,20 @@ def _add_to_layout(content: Content, dest: Path, name: str | None) -> None:
             final = blobs / hex_of(digest)
             if _holds(final, digest, size):
                 continue
-            temp = _temp_in(blobs, final.name)
-            pending.append((temp, final))
-            with open(temp, "wb") as out:
+            temp = _temp_name(blobs, final.name)
+            pending.append((temp, final))  # before the file exists, so a signal right after it is made cannot leave it
+            with open(temp, "xb") as out:
                 if isinstance(item, bytes):
                     out.write(item)
                 else:
                     copy_blob(item.open, item.descriptor, out)
         kept = [m for m in index["manifests"] if not (name and (m.get("annotations") or {}).get(media.REF_NAME) == name)]
         document = {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": [*kept, _index_entry(content, name)]}
-        temp = index_temp = _temp_in(dest, "index.json")
+        temp = _temp_name(dest, "index.json")
         pending.append((temp, dest / "index.json"))
-        temp.write_bytes(canonical_json(document))
+        with open(temp, "xb") as out:
+            out.write(canonical_json(document))
+        index_temp = temp
         for temp, final in pending:
             temp.chmod(0o644)
             if not final.exists():
@@ -376,10 +378,9 @@ def _holds(path: Path, digest: str, size: int) -> bool:
     return "sha256:" + hasher.hexdigest() == digest
 
 
-def _temp_in(directory: Path, name: str) -> Path:
-    fd, temp = tempfile.mkstemp(prefix=f".{name}.distill-", dir=directory)
-    os.close(fd)
-    return Path(temp)
+def _temp_name(directory: Path, name: str) -> Path:
+    """A fresh temporary name beside `name`, not yet created: the caller records it, then makes it with "xb"."""
+    return directory / f".{name}.distill-{secrets.token_hex(8)}"
 
 
 def write_archive(content: Content, out: BinaryIO, name: str | None, *, docker: BuiltImage | None) -> None:
