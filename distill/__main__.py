@@ -2,11 +2,15 @@
 
 Start-up is paid on every CI build that runs distill; importing click alone costs more than the whole
 `--version` answer (docs/performance.md), so that answer, byte for byte what click's `version_option`
-prints, comes first.
+prints, comes first. For the same reason a finished run leaves without tearing the interpreter down
+(freeing every module and object took 12-18 ms of a 160 ms run), once its output is flushed, its
+atexit work done and no other thread is alive; anything unusual takes the ordinary exit.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
 import sys
 
 from distill import __version__
@@ -26,7 +30,30 @@ def main() -> None:
             sys.exit(0)
     from distill.cli import main as cli_main
 
-    cli_main()
+    try:
+        cli_main()
+    except SystemExit as done:
+        if isinstance(done.code, int) or done.code is None:
+            _leave(done.code or 0)
+        raise
+    _leave(0)
+
+
+def _leave(code: int) -> None:
+    """End the process now with `code` when that loses nothing; else return to the ordinary exit."""
+    import threading  # already loaded by the CLI
+
+    if threading.active_count() > 1:
+        return  # the interpreter's exit would join it
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        atexit._run_exitfuncs()  # finalizers of temporary directories, coverage's data: what an exit runs
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return  # a closed or broken stream: the ordinary exit reports it as it always has
+    os._exit(code)
 
 
 if __name__ == "__main__":
