@@ -4,7 +4,7 @@ Start-up is paid on every CI build that runs distill; importing click alone cost
 `--version` answer (docs/performance.md), so that answer, byte for byte what click's `version_option`
 prints, comes first. For the same reason a finished run leaves without tearing the interpreter down
 (freeing every module and object took 12-18 ms of a 160 ms run), once its output is flushed, its
-atexit work done and no other thread is alive; anything unusual takes the ordinary exit.
+atexit work done and no other thread, tracer or profiler is alive; anything unusual takes the ordinary exit.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ def _leave(code: int) -> None:
 
     if threading.active_count() > 1:
         return  # the interpreter's exit would join it
+    if sys.gettrace() is not None or sys.getprofile() is not None:
+        return  # coverage or cProfile writes its data after this returns
     try:
         sys.stdout.flush()
         sys.stderr.flush()
