@@ -47,6 +47,8 @@ def _leave(code: int) -> None:
         return  # the interpreter's exit would join it
     if sys.gettrace() is not None or sys.getprofile() is not None:
         return  # coverage or cProfile writes its data after this returns
+    if sys.stdout is None or sys.stderr is None:
+        return  # started with a stream closed (`>&-`): the ordinary exit copes with that
     try:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -442,3 +442,14 @@ def test_podman_spellings_work(source: Path, tmp_path: Path) -> None:
     assert result.code == 0, result.stderr
     off = run_distill("/usr/bin/app", "--from", str(source), "-o", f"layer:{tmp_path / 'x.tar'}", "--tls-verify=false", "-q")
     assert off.code == 0, off.stderr
+
+
+@pytest.mark.parametrize("closed", ["stdout", "stderr"])
+def test_a_run_started_with_a_stream_closed_exits_as_usual(closed: str) -> None:
+    """`distill profiles >&-`: the fast exit (distill/__main__.py) steps aside, the ordinary exit copes."""
+    fd = 1 if closed == "stdout" else 2
+    script = (
+        f"import os, subprocess, sys; os.close({fd}); sys.exit(subprocess.run([sys.executable, '-m', 'distill', 'profiles']).returncode)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert done.returncode == 0 and "Traceback" not in done.stderr
