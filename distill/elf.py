@@ -233,12 +233,14 @@ class _Dynamic:
             self.tags.append((tag, value))
         self.last = dict(self.tags)  # the last of a repeated tag wins
         self.strings = b""
+        self.strings_at = 0
         if _DT_STRTAB in self.last:
             start = self._offset(self.last[_DT_STRTAB])
             if start is None:
                 raise ElfError(f"{elf.name}: DT_STRTAB points outside the file's loadable segments; the loader cannot read its names")
             length = min(self.last.get(_DT_STRSZ, elf.size - start), elf.size - start, _MAX_TABLE)
             self.strings = elf.read(start, length, "dynamic string table (DT_STRTAB)")
+            self.strings_at = start
         elif any(tag in _STRING_TAGS for tag, _ in self.tags):
             raise ElfError(f"{elf.name}: names libraries or paths but has no DT_STRTAB; the loader cannot read them")
 
@@ -275,16 +277,27 @@ class _Dynamic:
                 return offset + address - vaddr
         return None
 
+    def _at(self, index: int) -> bytes | None:
+        """The NUL-terminated string at `index` of the string table, or None when there is none."""
+        end = self.strings.find(b"\0", index) if index < len(self.strings) else -1
+        if end >= 0:
+            return self.strings[index:end]
+        # past DT_STRSZ: ld.so reads names from memory without that bound, so a short DT_STRSZ still loads
+        offset = self.strings_at + index
+        if not self.strings or offset >= self.elf.size:
+            return None
+        raw = self.elf.read(offset, min(_MAX_PATH, self.elf.size - offset), "string")
+        return raw[: raw.index(b"\0")] if b"\0" in raw else None
+
     def _name(self, index: int, tag: str) -> str:
-        end = self.strings.find(b"\0", index)
-        if index >= len(self.strings) or end < 0:
-            raise ElfError(f"{self.elf.name}: a {tag} name lies outside the dynamic string table; the file is malformed")
-        return _text(self.strings[index:end])
+        found = self._at(index)
+        if found is None:
+            raise ElfError(f"{self.elf.name}: a {tag} name lies outside the file or is not terminated; the file is malformed")
+        return _text(found)
 
     def _string(self, index: int) -> str:
         """A version name: a bad offset gives an empty name, which matches no definition."""
-        end = self.strings.find(b"\0", index)
-        return _text(self.strings[index : end if end >= 0 else len(self.strings)])
+        return _text(self._at(index) or b"")
 
     def _record(self, offset: int, fmt: str) -> tuple[int, ...] | None:
         size = struct.calcsize(self.elf.order + fmt)
