@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import shutil
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +26,7 @@ from distill.oci.digest import sha256_of
 from distill.oci.image import Descriptor, Image
 from distill.plan import Plan
 from distill.profile import Profile
-from distill.tarstream import GZIP_KEY, gzip_copy, write_tar
+from distill.tarstream import GZIP_KEY, GzipWriter, write_tar
 from distill.view import View
 
 if TYPE_CHECKING:
@@ -120,18 +121,19 @@ def build_index(images: list[BuiltImage]) -> BuiltIndex:
 
 
 class _HashingWriter:
-    """A write-only file that hashes and counts what passes through it."""
+    """A write-only file that hashes and counts what passes through it (to `target`, or nowhere)."""
 
-    def __init__(self, target: Any) -> None:
+    def __init__(self, target: Any = None) -> None:
         self.target, self.hash, self.size = target, hashlib.sha256(), 0
 
     def write(self, data: bytes) -> int:
         self.hash.update(data)
         self.size += len(data)
-        return self.target.write(data)  # type: ignore[no-any-return]
+        return self.target.write(data) if self.target is not None else len(data)
 
     def flush(self) -> None:
-        self.target.flush()
+        if self.target is not None:
+            self.target.flush()
 
     def tell(self) -> int:
         return self.size
@@ -142,38 +144,47 @@ class _HashingWriter:
 
 
 def _write_layer(plan: Plan, source: View, path: Path, cache: Cache | None) -> tuple[Descriptor, str]:
-    """(descriptor of the gzipped layer, diff_id). The tar is written once and hashed; its gzip comes from
-    the cache when an earlier run compressed the same bytes with the same level and zlib (the cached blob's
-    digest is checked as it is copied), else it is compressed and kept there. Either way the same bytes."""
-    with open(path.with_suffix(""), "w+b") as tar:
-        uncompressed = _HashingWriter(tar)
-        write_tar(plan, source, uncompressed)  # type: ignore[arg-type]
-        diff_id = uncompressed.digest
-        reused = _cached_gzip(cache, diff_id, path) if cache is not None else None
+    """(descriptor of the gzipped layer, diff_id). The tar streams through its hash into the parallel gzip, so no
+    uncompressed copy lands on disk. With a cache (an image source), the tar is first only hashed: when an
+    earlier run compressed the same bytes with the same level and zlib, that gzip is copied (checked to be
+    those bytes) instead of compressing again. Either way the same bytes."""
+    if cache is not None:
+        counted = _HashingWriter()
+        write_tar(plan, source, counted)
+        reused = _cached_gzip(cache, counted.digest, path)
         if reused is not None:
-            return reused, diff_id
-        tar.seek(0)
-        with open(path, "wb") as out:
-            compressed = _HashingWriter(out)
-            gzip_copy(tar, compressed)  # type: ignore[arg-type]
-    path.with_suffix("").unlink()
+            return reused, counted.digest
+    with open(path, "wb") as out:
+        compressed = _HashingWriter(out)
+        gzipped = GzipWriter(compressed)
+        uncompressed = _HashingWriter(gzipped)
+        try:
+            write_tar(plan, source, uncompressed)
+        except BaseException:
+            gzipped.abandon()
+            raise
+        gzipped.close()
     layer = Descriptor(media.OCI_LAYER_GZIP, compressed.digest, compressed.size)
     if cache is not None:
-        _keep_gzip(cache, diff_id, layer, path)
-    return layer, diff_id
+        _keep_gzip(cache, uncompressed.digest, layer, path)
+    return layer, uncompressed.digest
 
 
 def _cached_gzip(cache: Cache, diff_id: str, path: Path) -> Descriptor | None:
-    """The layer's gzip from the cache, copied to `path` and its digest checked; None when absent or damaged."""
+    """The layer's gzip from the cache, copied to `path`, when it is intact (its digest as recorded) and is the
+    gzip of `diff_id` (decompressed and hashed on the way); None when absent, damaged or another layer's."""
     record = cache.gzip_record_path(diff_id, GZIP_KEY)
     try:
         digest = record.read_text().strip()
         with open(cache.blob_path(digest), "rb") as blob, open(path, "wb") as out:
-            copied = _HashingWriter(out)
-            shutil.copyfileobj(blob, copied, 1 << 20)
-    except (OSError, SourceError):  # never kept, evicted, or a malformed record: compress again
+            copied, inflated, inflate = _HashingWriter(out), _HashingWriter(), zlib.decompressobj(wbits=31)
+            while chunk := blob.read(1 << 20):
+                copied.write(chunk)
+                inflated.write(inflate.decompress(chunk))
+            inflated.write(inflate.flush())
+    except (OSError, SourceError, zlib.error):  # never kept, evicted, or a malformed record or blob: compress again
         return None
-    if copied.digest != digest:
+    if copied.digest != digest or inflated.digest != diff_id or not inflate.eof:
         return None
     cache.use(record)
     cache.use(cache.blob_path(digest))
@@ -181,12 +192,16 @@ def _cached_gzip(cache: Cache, diff_id: str, path: Path) -> Descriptor | None:
 
 
 def _keep_gzip(cache: Cache, diff_id: str, layer: Descriptor, path: Path) -> None:
-    """Keep the compressed layer in the blob store, and which diff_id it compresses, for the next run."""
-    with open(path, "rb") as blob, cache.writing(cache.blob_path(layer.digest)) as out:
-        shutil.copyfileobj(blob, out, 1 << 20)
-    with cache.writing(cache.gzip_record_path(diff_id, GZIP_KEY)) as record:
-        record.write(layer.digest.encode())
-    cache.trim()
+    """Keep the compressed layer in the blob store, and which diff_id it compresses, for the next run. Best
+    effort: the cache is an optimisation, so a read-only or full one costs the next run a compression, no more."""
+    try:
+        with open(path, "rb") as blob, cache.writing(cache.blob_path(layer.digest)) as out:
+            shutil.copyfileobj(blob, out, 1 << 20)
+        with cache.writing(cache.gzip_record_path(diff_id, GZIP_KEY)) as record:
+            record.write(layer.digest.encode())
+        cache.trim()
+    except OSError:
+        return
 
 
 def _runtime(profile: Profile, source: Image | None, base: Image | None, warnings: list[str]) -> dict[str, Any]:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from distill.plan import Plan
 from distill.refs import Ref
 from distill.staging import staged
-from distill.tarstream import gzip_copy, write_tar
+from distill.tarstream import GzipWriter, write_tar
 from distill.view import View
 
 __all__ = ["write_plan"]
@@ -19,11 +18,14 @@ def write_plan(plan: Plan, source: View, ref: Ref) -> str:
     dest = Path(ref.path).absolute()
     compress = dest.name.endswith((".gz", ".tgz"))
     with staged(dest, directory=False) as temp, open(temp, "wb") as raw:
-        if compress:  # the tar first, then its gzip as the image's layer is compressed: the same bytes
-            with tempfile.TemporaryFile() as tar:
-                write_tar(plan, source, tar)
-                tar.seek(0)
-                gzip_copy(tar, raw)
+        if compress:  # gzipped as the image's layer is: the same bytes
+            gzipped = GzipWriter(raw)
+            try:
+                write_tar(plan, source, gzipped)
+            except BaseException:
+                gzipped.abandon()
+                raise
+            gzipped.close()
         else:
             write_tar(plan, source, raw)
         raw.flush()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -203,3 +205,46 @@ def test_a_directory_source_leaves_nothing_in_the_cache(tmp_path: Path) -> None:
     result = run_distill("/usr/bin/app", "--from", f"rootfs:{tree.root}", "--out", f"oci:{tmp_path / 'out'}:app", "-q", env=env)
     assert result.code == 0, result.stderr
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+
+
+def test_a_cached_gzip_of_another_layer_is_not_used(source: Path, tmp_path: Path) -> None:
+    """A record that names an intact blob of a different layer (swapped, or written by a buggy run): the blob
+    is decompressed on the way and its diff_id checked, so the run compresses again and the image is right."""
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "SOURCE_DATE_EPOCH": "1700000000"}
+    records = tmp_path / "cache/distill/layers/gzip"
+    other = Tree(tmp_path / "other")
+    other.app().write("/etc/motd", "one more file, so another layer\n")
+    other_source = write_layout(tmp_path / "other-layout", [tree_members(other.root)], SOURCE_CONFIG)
+
+    def distill_once(name: str, layout: Path, *extra: str) -> str:
+        out = tmp_path / name
+        result = run_distill("/usr/bin/app", "--from", f"oci:{layout}:latest", *extra, "--out", f"oci:{out}:app", "-q", env=env)
+        assert result.code == 0, result.stderr
+        (entry,) = json.loads((out / "index.json").read_text())["manifests"]
+        return json.loads((out / "blobs/sha256" / entry["digest"].removeprefix("sha256:")).read_text())["layers"][-1]["digest"]
+
+    plain = distill_once("plain", source)
+    (plain_record,) = records.glob("*/*")
+    with_motd = distill_once("motd", other_source, "--path", "/etc/motd")
+    assert with_motd != plain
+    (motd_record,) = set(records.glob("*/*")) - {plain_record}
+    motd_record.write_text(plain)  # the motd layer's record now names the plain layer's (intact) gzip
+    assert distill_once("again", other_source, "--path", "/etc/motd") == with_motd
+
+
+def test_a_read_only_cache_costs_a_compression_not_the_run(source: Path, tmp_path: Path) -> None:
+    """The output gzip is kept in the cache best-effort: on a read-only cache (a real read-only bind mount
+    in a private mount namespace) the run succeeds and writes the same image."""
+    cache = tmp_path / "cache"
+    env = {"XDG_CACHE_HOME": str(cache), "SOURCE_DATE_EPOCH": "1700000000"}
+    first = run_distill("/usr/bin/app", "--from", f"oci:{source}:latest", "--out", f"oci:{tmp_path / 'first'}:app", "-q", env=env)
+    assert first.code == 0, first.stderr
+    for record in (cache / "distill/layers/gzip").glob("*/*"):
+        record.unlink()  # as after an upgrade that changes the gzip key: nothing to reuse, something to keep
+    script = (
+        f"mount --bind -o ro {cache} {cache} && exec {sys.executable} -m distill /usr/bin/app "
+        f"--from oci:{source}:latest --out oci:{tmp_path / 'second'}:app -q"
+    )
+    second = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env={**os.environ, **env})
+    assert second.returncode == 0, second.stderr
+    assert (tmp_path / "first/index.json").read_bytes() == (tmp_path / "second/index.json").read_bytes()
