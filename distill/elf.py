@@ -397,16 +397,22 @@ def sections(stream: BinaryIO, name: str) -> list[Section]:
         raise ElfError(f"{name}: malformed section headers ({exc})") from None
 
 
+_SHN_XINDEX = 0xFFFF
+
+
 def _sections(elf: _File) -> list[Section]:
-    if elf.elf_class == 64:
-        rows = elf.table(elf.shoff, elf.shnum, elf.shentsize, elf.order + "IIQQQQIIQQ", "section header table")
-        headers = [(name, kind, offset, size, link) for name, kind, _, _, offset, size, link, _, _, _ in rows]
-    else:
-        rows = elf.table(elf.shoff, elf.shnum, elf.shentsize, elf.order + "IIIIIIIIII", "section header table")
-        headers = [(name, kind, offset, size, link) for name, kind, _, _, offset, size, link, _, _, _ in rows]
+    layout = elf.order + ("IIQQQQIIQQ" if elf.elf_class == 64 else "IIIIIIIIII")
+    count, names_at = elf.shnum, elf.shstrndx
+    if elf.shoff and (count == 0 or names_at == _SHN_XINDEX):
+        # extended numbering (over 65,279 sections): section 0 holds the count (sh_size) and the name table's index (sh_link)
+        (first,) = elf.table(elf.shoff, 1, elf.shentsize, layout, "section header table")
+        count = count or first[5]
+        names_at = first[6] if names_at == _SHN_XINDEX else names_at
+    rows = elf.table(elf.shoff, count, elf.shentsize, layout, "section header table") if elf.shoff else []
+    headers = [(name, kind, offset, size, link) for name, kind, _, _, offset, size, link, _, _, _ in rows]
     names = b""
-    if 0 < elf.shstrndx < len(headers):
-        _, _, offset, size, _ = headers[elf.shstrndx]
+    if 0 < names_at < len(headers):
+        _, _, offset, size, _ = headers[names_at]
         names = elf.read(offset, size, "section name table")
     out = []
     for index, kind, offset, size, link in headers:

@@ -118,3 +118,12 @@ def test_any_corruption_is_an_answer_or_an_elf_error(library: bytes, data: st.Da
                 read(io.BytesIO(candidate), "x")
             except ElfError as error:
                 assert str(error).startswith("x: ")
+
+
+def test_extended_section_numbering_is_followed(library: bytes) -> None:
+    """Over 65,279 sections, e_shnum is 0 and e_shstrndx SHN_XINDEX; section 0 holds the real values (gABI)."""
+    shoff, shnum, shstrndx = struct.unpack_from("<Q", library, 40)[0], *struct.unpack_from("<HH", library, 60)
+    extended = patched(patched(library, 60, "<H", 0), 62, "<H", 0xFFFF)
+    extended = patched(patched(extended, shoff + 32, "<Q", shnum), shoff + 40, "<I", shstrndx)  # section 0: sh_size, sh_link
+    assert sections(io.BytesIO(extended), "x")[1:] == sections(io.BytesIO(library), "x")[1:]  # section 0 carries the counts
+    assert undefined_symbols(io.BytesIO(extended), "x", frozenset({"pthread_exit"})) == {"pthread_exit"}
