@@ -16,10 +16,12 @@ import fcntl
 import hashlib
 import io
 import os
+import posixpath
 import secrets
 import shutil
 import stat
 import tarfile
+import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,6 +78,7 @@ class TarStore:
     def __init__(self, source: str | BinaryIO, name: str) -> None:
         self.name = name
         self.file = source  # an open file stays referenced (and open) as long as the store
+        self.lock = threading.Lock()  # only for a file object without a descriptor (no positional reads)
         try:
             if isinstance(source, str):
                 self.tar = tarfile.open(source, mode="r:")
@@ -84,6 +87,9 @@ class TarStore:
         except (OSError, tarfile.TarError, ValueError, OverflowError) as exc:
             raise SourceError(f"{name}: cannot read the archive ({getattr(exc, 'strerror', None) or exc})") from None
         weakref.finalize(self, self.tar.close)  # the archive stays open while anything can still read a blob from it
+        self.fd: int | None = None
+        with contextlib.suppress(AttributeError, OSError, io.UnsupportedOperation):
+            self.fd = self.tar.fileobj.fileno()  # type: ignore[attr-defined]
         self.members: dict[str, tarfile.TarInfo] = {}
         try:
             for member in self.tar:
@@ -111,40 +117,59 @@ class TarStore:
             raise SourceError(f"{self.name}: {relpath} is missing from the archive or not the {size} bytes its descriptor declares")
 
     def open(self, relpath: str) -> BinaryIO:
+        """The member's bytes, read by position: several layers are read from one archive at once (threads),
+        so no stream may depend on the shared file's offset."""
         member = self.members.get(normalize_member_name(relpath, self.name))
-        try:
-            stream = self.tar.extractfile(member) if member is not None else None
-        except KeyError:  # a hard link or symlink member whose target the archive does not hold
-            assert member is not None
-            raise SourceError(f"{self.name}: {relpath} links to {member.linkname[:200]!r}, which the archive does not hold") from None
-        if stream is None:
+        for _hop in range(8):  # a link to a link to ... a file; a loop is not followed for ever
+            if member is None or not (member.islnk() or member.issym()):
+                break
+            target = posixpath.join(posixpath.dirname(member.name), member.linkname) if member.issym() else member.linkname
+            linked = self.members.get(normalize_member_name(target, self.name))
+            if linked is None:
+                raise SourceError(f"{self.name}: {relpath} links to {member.linkname[:200]!r}, which the archive does not hold")
+            member = linked
+        if member is None or not member.isfile():
             raise SourceError(f"{self.name}: {relpath} is missing from the archive")
-        return io.BufferedReader(_Checked(stream, f"{self.name}: {relpath}"))  # type: ignore[arg-type]
+        if member.sparse is not None:
+            raise SourceError(f"{self.name}: {relpath} is a sparse member, which an image archive never holds")
+        return io.BufferedReader(_Member(self, member.offset_data, member.size, f"{self.name}: {relpath}"))
+
+    def read_at(self, offset: int, count: int) -> bytes:
+        """`count` bytes (fewer at the archive's end) at `offset`, leaving the shared file offset alone."""
+        if self.fd is not None:
+            return os.pread(self.fd, count, offset)
+        fileobj = self.tar.fileobj
+        assert fileobj is not None
+        with self.lock:
+            fileobj.seek(offset)
+            return fileobj.read(count)
 
 
-class _Checked(io.RawIOBase):
-    """A member's bytes; an archive that ends inside them is a SourceError, not tarfile's ReadError."""
+class _Member(io.RawIOBase):
+    """One member's bytes, from its own position in the archive; an archive that ends inside them is a
+    SourceError, not a short stream."""
 
-    def __init__(self, stream: BinaryIO, where: str) -> None:
+    def __init__(self, store: TarStore, offset: int, size: int, where: str) -> None:
         super().__init__()
-        self.stream, self.where = stream, where
+        self.store, self.offset, self.left, self.where = store, offset, size, where
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        want = min(len(buffer), self.left)
+        if want == 0:
+            return 0
         try:
-            data = self.stream.read(len(buffer))
-        except (OSError, tarfile.TarError, EOFError, ValueError, OverflowError) as exc:
-            raise SourceError(f"{self.where}: the archive is truncated or corrupt here ({exc})") from None
+            data = self.store.read_at(self.offset, want)
+        except (OSError, ValueError, OverflowError) as exc:
+            raise SourceError(f"{self.where}: the archive is unreadable here ({exc})") from None
+        if not data:
+            raise SourceError(f"{self.where}: the archive is truncated or corrupt here (it ends inside the member)")
         memoryview(buffer)[: len(data)] = data
+        self.offset += len(data)
+        self.left -= len(data)
         return len(data)
-
-    def close(self) -> None:
-        try:
-            self.stream.close()
-        finally:
-            super().close()
 
 
 def _blob(store: DirStore | TarStore, descriptor: Descriptor) -> BinaryIO:
