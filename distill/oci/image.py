@@ -55,6 +55,7 @@ class Image:
     open_blob: Callable[[Descriptor], BinaryIO]
     offered: tuple[Platform, ...] = ()  # every platform of the index this image was picked from, in its order
     probe_blob: Callable[[Descriptor], None] | None = None  # proves a blob is there without reading it
+    warnings: list[str] = field(default_factory=list, compare=False)  # what reading it worked around (a cache it could not write)
 
     def __post_init__(self) -> None:
         """Check the config's shapes and its diff_ids against the manifest, before any layer is read."""

@@ -9,9 +9,10 @@ This module (and with it `requests`) is imported only when a reference names a r
 
 from __future__ import annotations
 
+import errno
 import functools
 import tempfile
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -40,13 +41,22 @@ __all__ = ["fetch_blob", "read_image", "registry_image", "write_image"]
 class _CachingReader(VerifiedReader):
     """A blob streamed from the registry, verified as it is read, and copied into the cache on the way: the
     copy appears there (atomically, under its digest) only once every byte was read and checked, so a
-    consumer can work on the bytes while they arrive (decompress a layer) instead of after the download."""
+    consumer can work on the bytes while they arrive (decompress a layer) instead of after the download.
 
-    def __init__(self, stream: BinaryIO, descriptor: Descriptor, cache: Cache, name: str) -> None:
+    The copy is an optimisation: when writing it fails (a full disk, a read-only cache), it is dropped and
+    the stream goes on, with one warning in `warnings` for the run."""
+
+    def __init__(self, stream: BinaryIO, descriptor: Descriptor, cache: Cache, name: str, warnings: list[str]) -> None:
         super().__init__(stream, descriptor.digest, descriptor.size, f"{name}: blob {descriptor.digest[:19]}")
-        self.steps = ExitStack()  # the cache's temporary file and the progress line, ended once
+        self.path, self.warnings = cache.blob_path(descriptor.digest), warnings
+        self.copy = ExitStack()  # the cache's temporary file, ended once
+        self.steps = ExitStack()  # the progress line, ended once
+        self.out: BinaryIO | None = None
         try:
-            self.out = self.steps.enter_context(cache.writing(cache.blob_path(descriptor.digest)))
+            try:
+                self.out = self.copy.enter_context(cache.writing(self.path))
+            except OSError as exc:
+                self._drop(exc)
             self.advance = self.steps.enter_context(
                 progress.task(f"Copying blob {descriptor.digest.removeprefix('sha256:')[:12]}", descriptor.size)
             )
@@ -57,15 +67,42 @@ class _CachingReader(VerifiedReader):
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         count = super().readinto(buffer)  # raises at the end when the size or digest differs
         if count:
-            self.out.write(memoryview(buffer)[:count])
+            if self.out is not None:
+                try:
+                    self.out.write(memoryview(buffer)[:count])
+                except OSError as exc:
+                    self._drop(exc)
             self.advance(count)
         else:
-            self.steps.close()  # verified to the last byte: into the cache (once: an ExitStack is empty after)
+            try:
+                self.copy.close()  # verified to the last byte: into the cache (once: an ExitStack is empty after)
+            except OSError as exc:  # the last bytes flushed, or the rename, failed
+                self._drop(exc)
+            self.steps.close()
         return count
+
+    @property
+    def cached(self) -> bool:
+        """Whether the copy is (or, once read to the end, will be) in the cache."""
+        return self.out is not None
+
+    def _drop(self, exc: OSError) -> None:
+        """Give up the cache copy (its temporary file removed) and say so once per run."""
+        self.out = None
+        with suppress(OSError):  # closing flushes what the disk already refused
+            self.copy.__exit__(type(exc), exc, None)
+        if not any(w.startswith("cache: ") for w in self.warnings):
+            reason = f"{errno.errorcode.get(exc.errno or 0, 'error')} ({exc.strerror or exc})"
+            self.warnings.append(
+                f"cache: cannot write {exc.filename or self.path}: {reason}; blobs that fail so are not cached, "
+                "and later runs download them again: free space in the cache or point XDG_CACHE_HOME elsewhere"
+            )
 
     def close(self) -> None:
         try:
             if not self.closed:  # not read to its verified end: nothing is kept
+                with suppress(OSError):
+                    self.copy.__exit__(SourceError, SourceError("incomplete"), None)
                 self.steps.__exit__(SourceError, SourceError("incomplete"), None)
         finally:
             super().close()
@@ -76,8 +113,11 @@ def fetch_blob(client: RegistryClient, repository: str, descriptor: Descriptor, 
     path = cache.blob_path(descriptor.digest)
     if _cached(path, descriptor):
         return cache.use(path)
-    with _CachingReader(client.open_blob(repository, descriptor.digest), descriptor, cache, name) as reader:
+    warnings: list[str] = []
+    with _CachingReader(client.open_blob(repository, descriptor.digest), descriptor, cache, name, warnings) as reader:
         reader.verify()
+        if not reader.cached:
+            raise SourceError(warnings[0] if warnings else f"{name}: cannot write {path} into the cache")
     return path
 
 
@@ -90,6 +130,7 @@ def registry_image(reference: ImageReference, platform: Platform, cache: Cache, 
     client = RegistryClient(reference, options)
     repository, name = reference.repository, f"docker://{reference}"
     top, media_type = client.get_manifest(repository, reference.reference)
+    warnings: list[str] = []  # the image's (the config blob, read while resolving, may add to it already)
 
     def read_manifest(descriptor: Descriptor) -> bytes:
         return client.get_manifest(repository, descriptor.digest)[0]
@@ -99,7 +140,7 @@ def registry_image(reference: ImageReference, platform: Platform, cache: Cache, 
         path = cache.blob_path(descriptor.digest)
         if _cached(path, descriptor):
             return open(cache.use(path), "rb")
-        return _CachingReader(client.open_blob(repository, descriptor.digest), descriptor, cache, name)  # type: ignore[return-value]
+        return _CachingReader(client.open_blob(repository, descriptor.digest), descriptor, cache, name, warnings)  # type: ignore[return-value]
 
     def read_blob(descriptor: Descriptor) -> bytes:
         with open_blob(descriptor) as stream:
@@ -111,7 +152,9 @@ def registry_image(reference: ImageReference, platform: Platform, cache: Cache, 
         if response.status_code != 200:
             raise SourceError(f"{name}: the registry does not hold blob {descriptor.digest[:19]} that the manifest names")
 
-    return resolve_image(name, top, media_type, read_manifest, read_blob, open_blob, platform, probe_blob)
+    image = resolve_image(name, top, media_type, read_manifest, read_blob, open_blob, platform, probe_blob)
+    image.warnings = warnings
+    return image
 
 
 def read_image(ref: Ref, options: SourceOptions) -> Image:
