@@ -262,6 +262,8 @@ def _spool(image: Image, number: int, cache: Cache, stop: threading.Event | None
     if recorded == diff_id and target.exists():
         image.check_blob(descriptor)
         return cache.use(target)
+    if stop is not None and stop.is_set():
+        raise SourceError(f"{where}: not fetched: another layer failed")
     feed, digest = _Feed(), hashlib.sha256()
     failed: list[BaseException] = []
     with image.open_blob(descriptor) as blob, cache.writing(target) as out:

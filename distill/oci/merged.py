@@ -15,7 +15,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -243,21 +243,60 @@ class ImageView(View):
 def open_image_view(image: Image, cache: Cache) -> ImageView:
     """Spool, index and merge every layer of `image`. Layers are fetched and spooled concurrently (at most
     `_FETCHES` at a time) and merged in order as they arrive; a failure is the first one in layer order,
-    as a serial pass would meet it, and stops the layers still in flight."""
+    as a serial pass would meet it: no layer after a failed one is started, and the layers still in
+    flight stop."""
     view = ImageView(image.name)
     count = len(image.layers)
     if count <= 1:
         _merge(view, image, cache, lambda number: layer_members(image, number, cache))
-        return view
-    stop = threading.Event()
-    with ThreadPoolExecutor(max_workers=min(_FETCHES, count), thread_name_prefix="distill-layer") as pool:
-        futures = [pool.submit(layer_members, image, number, cache, stop) for number in range(count)]
+    else:
+        stop = threading.Event()
+        futures = _fetch_all(image, cache, stop)
         try:
             _merge(view, image, cache, lambda number: futures[number].result())
-        except BaseException:
+        except BaseException:  # a failure, or SIGINT/SIGTERM: nothing more starts, and nobody waits for a stalled fetch
             stop.set()
+            for future in futures:
+                future.cancel()
             raise
+    for warning in image.warnings:
+        if warning not in view.warnings:
+            view.warnings.append(warning)
     return view
+
+
+def _fetch_all(image: Image, cache: Cache, stop: threading.Event) -> list[Future[tuple[Path, list[Member], list[str]]]]:
+    """Every layer's `layer_members`, as futures, computed in layer order on `_FETCHES` daemon threads.
+
+    Not a ThreadPoolExecutor: the interpreter joins its threads at exit, so a fetch stalled on a silent
+    registry would hold an interrupted run for as long as the registry stays silent. A thread takes the
+    next layer only while nothing stopped the run and no earlier layer failed: the layers after the
+    first failure are never fetched."""
+    count = len(image.layers)
+    futures: list[Future[tuple[Path, list[Member], list[str]]]] = [Future() for _ in range(count)]
+    lock = threading.Lock()
+    state = {"next": 0, "failed": count}  # the next layer to take; the first layer that failed
+
+    def work() -> None:
+        while not stop.is_set():
+            with lock:
+                number = state["next"]
+                if number >= state["failed"]:
+                    return
+                state["next"] += 1
+            future = futures[number]
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(layer_members(image, number, cache, stop))
+            except BaseException as exc:  # handed to the merging thread, which raises it in layer order
+                with lock:
+                    state["failed"] = min(state["failed"], number)
+                future.set_exception(exc)
+
+    for worker in range(min(_FETCHES, count)):
+        threading.Thread(target=work, name=f"distill-layer-{worker}", daemon=True).start()
+    return futures
 
 
 def _merge(view: ImageView, image: Image, cache: Cache, members_of: Callable[[int], tuple[Path, list[Member], list[str]]]) -> None:
