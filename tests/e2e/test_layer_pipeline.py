@@ -54,7 +54,7 @@ def test_members_of_one_archive_read_concurrently_keep_their_bytes(tmp_path: Pat
     contents = {f"blobs/sha256/{n}": os.urandom(8 << 20) for n in range(4)}
     path = tmp_path / "race.tar"
     path.write_bytes(tar_bytes([(member(name, data=data)[0], data) for name, data in contents.items()]))
-    opened = open(path, "rb")  # noqa: SIM115 - closed below, after every read
+    opened = open(path, "rb")  # closed below, after every read
     for source in (str(path), opened, io.BytesIO(path.read_bytes())):
         store = TarStore(source, "oci-archive:race.tar")  # type: ignore[arg-type]
         seen: dict[str, str] = {}
@@ -192,7 +192,16 @@ def test_an_interrupt_while_the_registry_stalls_ends_the_run_at_once(
     try:
         env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
         process = subprocess.Popen(
-            [sys.executable, "-m", "distill", "/usr/bin/app", "--from", f"127.0.0.1:{proxy.server_address[1]}/app:1", "--out", f"rootfs:{out}"],
+            [
+                sys.executable,
+                "-m",
+                "distill",
+                "/usr/bin/app",
+                "--from",
+                f"127.0.0.1:{proxy.server_address[1]}/app:1",
+                "--out",
+                f"rootfs:{out}",
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -202,7 +211,7 @@ def test_an_interrupt_while_the_registry_stalls_ends_the_run_at_once(
             assert proxy.stalled.wait(60), "distill never asked for a layer blob"
             time.sleep(0.3)  # let the other fetches reach the proxy too
             process.send_signal(signum)
-            stdout, stderr = process.communicate(timeout=20)  # before the fix: blocked until the proxy lets go
+            _stdout, stderr = process.communicate(timeout=20)  # before the fix: blocked until the proxy lets go
         finally:
             if process.poll() is None:
                 process.kill()
@@ -219,7 +228,9 @@ def test_an_interrupt_while_the_registry_stalls_ends_the_run_at_once(
         proxy.server_close()
 
 
-def test_a_full_cache_disk_is_not_a_corrupt_layer(crafted: Crafted, registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_cache_disk_is_not_a_corrupt_layer(
+    crafted: Crafted, registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The cache's blob store on a 256 KiB tmpfs (mounted here, real ENOSPC): the 2 MiB layer blobs do not
     fit, so they are not cached, one warning says so naming the path and errno, and the pull succeeds."""
     if os.geteuid() != 0:
