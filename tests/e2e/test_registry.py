@@ -6,6 +6,7 @@ to another host) use a small fake HTTP server on 127.0.0.1, and say so."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import json
 import os
@@ -216,7 +217,8 @@ class _Fake(http.server.BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):  # a client may hang up once it has seen enough
+            self.wfile.write(body)
 
     def log_message(self, *args: object) -> None:
         pass
