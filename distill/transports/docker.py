@@ -35,7 +35,7 @@ from distill.transports.oci import copy_blob
 if TYPE_CHECKING:
     from distill.transports import SourceOptions
 
-__all__ = ["fetch_blob", "read_image", "registry_image", "write_image"]
+__all__ = ["read_image", "registry_image", "write_image"]
 
 
 class _CachingReader(VerifiedReader):
@@ -106,19 +106,6 @@ class _CachingReader(VerifiedReader):
                 self.steps.__exit__(SourceError, SourceError("incomplete"), None)
         finally:
             super().close()
-
-
-def fetch_blob(client: RegistryClient, repository: str, descriptor: Descriptor, cache: Cache, name: str) -> Path:
-    """The verified blob in the cache, downloading it the first time."""
-    path = cache.blob_path(descriptor.digest)
-    if _cached(path, descriptor):
-        return cache.use(path)
-    warnings: list[str] = []
-    with _CachingReader(client.open_blob(repository, descriptor.digest), descriptor, cache, name, warnings) as reader:
-        reader.verify()
-        if not reader.cached:
-            raise SourceError(warnings[0] if warnings else f"{name}: cannot write {path} into the cache")
-    return path
 
 
 def _cached(path: Path, descriptor: Descriptor) -> bool:
