@@ -243,6 +243,20 @@ class _Feed:
             yield chunk
 
 
+@contextmanager
+def _in_cache(cache: Cache, final: Path, where: str) -> Iterator[BinaryIO]:
+    """`cache.writing`, with a full or read-only cache said as such: reading an image needs room there for
+    its layers, so that is a source error (exit 3) naming the path, not an internal one."""
+    try:
+        with cache.writing(final) as out:
+            yield out
+    except OSError as exc:
+        raise SourceError(
+            f"{where}: cannot write {exc.filename or final} in the cache: {exc.strerror or exc}; "
+            "free space there, or point XDG_CACHE_HOME at a disk with room for the image's layers"
+        ) from None
+
+
 def _spool(image: Image, number: int, cache: Cache, stop: threading.Event | None = None) -> Path:
     """The verified spool of layer `number`. The cache is keyed by the compressed blob's digest as well as
     the diff_id: a spool is reused only for a blob that was verified to decompress to it, and only while
@@ -266,7 +280,7 @@ def _spool(image: Image, number: int, cache: Cache, stop: threading.Event | None
         raise SourceError(f"{where}: not fetched: another layer failed")
     feed, digest = _Feed(), hashlib.sha256()
     failed: list[BaseException] = []
-    with image.open_blob(descriptor) as blob, cache.writing(target) as out:
+    with image.open_blob(descriptor) as blob, _in_cache(cache, target, where) as out:
 
         def spool() -> None:
             for chunk in feed.chunks():  # read to the end even after a failure, so the producer never waits
@@ -288,7 +302,7 @@ def _spool(image: Image, number: int, cache: Cache, stop: threading.Event | None
             raise failed[0]
         if "sha256:" + digest.hexdigest() != diff_id:
             raise SourceError(f"{where}: uncompressed content does not match diff_id {diff_id}")
-    with cache.writing(origin) as record:
+    with _in_cache(cache, origin, where) as record:
         record.write(diff_id.encode())
     cache.trim()
     return target
@@ -399,7 +413,7 @@ def layer_members(image: Image, number: int, cache: Cache, stop: threading.Event
         except (ValueError, KeyError, TypeError, RecursionError):
             pass  # a damaged index is rebuilt from the verified spool
     members, notes = _index(spool, where)
-    with cache.writing(index_file) as out:
+    with _in_cache(cache, index_file, where) as out:
         rows = [list(m) for m in members]
         out.write(json.dumps({"version": _INDEX_VERSION, "members": rows, "notes": notes}, separators=(",", ":")).encode())
     return spool, members, notes

@@ -252,3 +252,23 @@ def test_a_full_cache_disk_is_not_a_corrupt_layer(
     noise = {d.split(":")[1] for d in _layer_digests(crafted)[1:]}
     assert not any(name.startswith(".") for name in kept), kept  # no temporary copy left behind
     assert not set(kept) & noise
+
+
+def test_no_room_for_the_layers_is_a_one_line_source_error(registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache's spool directory on a 256 KiB tmpfs (mounted here, real ENOSPC): the layers cannot be read
+    without room for them, so the run stops with exit 3 and one line naming the path, not an internal error."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    layers = tmp_path / "cache/distill/layers"
+    layers.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(layers)], check=True)
+    try:
+        result = run("/usr/bin/app", "--from", registry.ref("app:1").removeprefix("docker://"), "--out", f"rootfs:{tmp_path / 'out'}", "-q")
+        left = [p.name for p in layers.rglob("*") if p.is_file()]
+    finally:
+        subprocess.run(["umount", "--lazy", str(layers)], check=True)
+    assert result.code == 3, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("distill: error: ") and str(layers) in line and "No space left on device" in line, line
+    assert not (tmp_path / "out").exists() and not [name for name in left if name.startswith(".")], left
