@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -29,6 +30,7 @@ from distill.view import Node, NodeType, View
 __all__ = ["ImageView", "open_image_view"]
 
 _FETCHES = 4  # layers fetched and spooled at once
+_CLEANUP_SECONDS = 2.0  # how long a failed or interrupted run lets fetches in flight clean up
 
 _NODE_TYPES = {
     "file": NodeType.FILE,
@@ -251,13 +253,14 @@ def open_image_view(image: Image, cache: Cache) -> ImageView:
         _merge(view, image, cache, lambda number: layer_members(image, number, cache))
     else:
         stop = threading.Event()
-        futures = _fetch_all(image, cache, stop)
+        futures, workers = _fetch_all(image, cache, stop)
         try:
             _merge(view, image, cache, lambda number: futures[number].result())
         except BaseException:  # a failure, or SIGINT/SIGTERM: nothing more starts, and nobody waits for a stalled fetch
             stop.set()
             for future in futures:
                 future.cancel()
+            _let_finish(workers, _CLEANUP_SECONDS)
             raise
     for warning in image.warnings:
         if warning not in view.warnings:
@@ -265,7 +268,17 @@ def open_image_view(image: Image, cache: Cache) -> ImageView:
     return view
 
 
-def _fetch_all(image: Image, cache: Cache, stop: threading.Event) -> list[Future[tuple[Path, list[Member], list[str]]]]:
+def _let_finish(workers: list[threading.Thread], seconds: float) -> None:
+    """Give fetches in flight a moment to see `stop` and remove their temporary files (they do at their next
+    chunk); one stalled on a silent registry is left behind, a daemon thread, so the run still ends."""
+    deadline = time.monotonic() + seconds
+    for worker in workers:
+        worker.join(max(0.0, deadline - time.monotonic()))
+
+
+def _fetch_all(
+    image: Image, cache: Cache, stop: threading.Event
+) -> tuple[list[Future[tuple[Path, list[Member], list[str]]]], list[threading.Thread]]:
     """Every layer's `layer_members`, as futures, computed in layer order on `_FETCHES` daemon threads.
 
     Not a ThreadPoolExecutor: the interpreter joins its threads at exit, so a fetch stalled on a silent
@@ -294,9 +307,10 @@ def _fetch_all(image: Image, cache: Cache, stop: threading.Event) -> list[Future
                     state["failed"] = min(state["failed"], number)
                 future.set_exception(exc)
 
-    for worker in range(min(_FETCHES, count)):
-        threading.Thread(target=work, name=f"distill-layer-{worker}", daemon=True).start()
-    return futures
+    workers = [threading.Thread(target=work, name=f"distill-layer-{n}", daemon=True) for n in range(min(_FETCHES, count))]
+    for worker in workers:
+        worker.start()
+    return futures, workers
 
 
 def _merge(view: ImageView, image: Image, cache: Cache, members_of: Callable[[int], tuple[Path, list[Member], list[str]]]) -> None:
