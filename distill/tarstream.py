@@ -87,7 +87,8 @@ class GzipWriter:
     deflate stream is made of 1 MiB blocks compressed on parallel threads, as pigz does (each block primed
     with the 32 KiB before it, ended by a sync flush, the last one by the final block), so a layer compresses
     on every core while the tar is still being written. The bytes depend only on the input, the level and
-    zlib, not on the number of threads or on how the input was cut into writes. `close` ends the member."""
+    zlib, not on the number of threads or on how the input was cut into writes. Leaving its `with` block
+    ends the member."""
 
     def __init__(self, out: Writable) -> None:
         self.out = out
@@ -123,17 +124,18 @@ class GzipWriter:
         """Bytes written in so far (tarfile asks where it starts)."""
         return self.accepted
 
-    def close(self) -> None:
-        """Compress what is left as the final block and write the gzip trailer."""
+    def __enter__(self) -> GzipWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        """On success, compress what is left as the final block and write the gzip trailer; on a failure,
+        only stop the threads (the caller is failing anyway)."""
         try:
-            self._submit(bytes(self.buffer), last=True)
-            self.out.write(struct.pack("<LL", self.crc & 0xFFFFFFFF, self.size & 0xFFFFFFFF))
+            if kind is None:
+                self._submit(bytes(self.buffer), last=True)
+                self.out.write(struct.pack("<LL", self.crc & 0xFFFFFFFF, self.size & 0xFFFFFFFF))
         finally:
             self.pool.shutdown(cancel_futures=True)
-
-    def abandon(self) -> None:
-        """Stop without ending the member (the caller is failing anyway)."""
-        self.pool.shutdown(cancel_futures=True)
 
 
 def _deflate(block: bytes, dictionary: bytes, last: bool) -> bytes:

@@ -156,14 +156,9 @@ def _write_layer(plan: Plan, source: View, path: Path, cache: Cache | None) -> t
             return reused, counted.digest
     with open(path, "wb") as out:
         compressed = _HashingWriter(out)
-        gzipped = GzipWriter(compressed)
-        uncompressed = _HashingWriter(gzipped)
-        try:
+        with GzipWriter(compressed) as gzipped:
+            uncompressed = _HashingWriter(gzipped)
             write_tar(plan, source, uncompressed)
-        except BaseException:
-            gzipped.abandon()
-            raise
-        gzipped.close()
     layer = Descriptor(media.OCI_LAYER_GZIP, compressed.digest, compressed.size)
     if cache is not None:
         _keep_gzip(cache, uncompressed.digest, layer, path)

@@ -19,13 +19,8 @@ def write_plan(plan: Plan, source: View, ref: Ref) -> str:
     compress = dest.name.endswith((".gz", ".tgz"))
     with staged(dest, directory=False) as temp, open(temp, "wb") as raw:
         if compress:  # gzipped as the image's layer is: the same bytes
-            gzipped = GzipWriter(raw)
-            try:
+            with GzipWriter(raw) as gzipped:
                 write_tar(plan, source, gzipped)
-            except BaseException:
-                gzipped.abandon()
-                raise
-            gzipped.close()
         else:
             write_tar(plan, source, raw)
         raw.flush()

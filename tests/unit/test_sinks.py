@@ -140,10 +140,9 @@ def test_parallel_gzip_is_one_valid_member_whatever_the_threads(size: int, monke
     for cores, piece in ((1, len(data) or 1), (4, 4096), (4, 777_777)):  # the threads, and how the input is cut into writes
         monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
         out = io.BytesIO()
-        writer = GzipWriter(out)  # type: ignore[arg-type]
-        for at in range(0, len(data), piece):
-            writer.write(data[at : at + piece])
-        writer.close()
+        with GzipWriter(out) as writer:  # type: ignore[arg-type]
+            for at in range(0, len(data), piece):
+                writer.write(data[at : at + piece])
         outputs.append(out.getvalue())
     assert outputs[0] == outputs[1] == outputs[2]
     assert gzip.decompress(outputs[0]) == data
