@@ -402,7 +402,10 @@ class RegistryClient:
             "PUT", _with_query(location, digest), repository, actions=("pull", "push"), ok=(201,), headers={"Content-Length": "0"}
         ).close()
 
-    def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> str:
+    def put_document(
+        self, repository: str, reference: str, data: bytes, media_type: str, *, also_ok: tuple[int, ...] = ()
+    ) -> requests.Response:
+        """PUT a manifest or an index under `reference`: the (closed) response, 201 or one of `also_ok`."""
         response = self.request(
             "PUT",
             f"/v2/{repository}/manifests/{reference}",
@@ -410,10 +413,13 @@ class RegistryClient:
             actions=("pull", "push"),
             headers={"Content-Type": media_type},
             body=lambda: data,
-            ok=(201,),
+            ok=(201, *also_ok),
         )
         response.close()
-        return self.stored_digest(response, repository, data)
+        return response
+
+    def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> str:
+        return self.stored_digest(self.put_document(repository, reference, data, media_type), repository, data)
 
     def stored_digest(self, response: requests.Response, repository: str, data: bytes, what: str = "manifest") -> str:
         """The digest of a document just PUT, refused when the registry announces it stored something else."""

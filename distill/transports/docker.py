@@ -10,7 +10,6 @@ This module (and with it `requests`) is imported only when a reference names a r
 from __future__ import annotations
 
 import errno
-import functools
 import tempfile
 from contextlib import ExitStack, suppress
 from dataclasses import replace
@@ -170,17 +169,8 @@ def _push(built: BuiltImage | BuiltIndex, ref: Ref, options: RegistryOptions) ->
 def _put_index(client: RegistryClient, built: BuiltIndex, repository: str, reference: str) -> str:
     """PUT the OCI index; a registry that refuses its media type (400/415) gets the Docker manifest list."""
     for data, kind in ((built.index_bytes, media.OCI_INDEX), (built.docker_list_bytes, media.DOCKER_LIST)):
-        response = client.request(
-            "PUT",
-            f"/v2/{repository}/manifests/{reference}",
-            repository,
-            actions=("pull", "push"),
-            headers={"Content-Type": kind},
-            body=functools.partial(bytes, data),
-            ok=(201, 400, 415),
-        )
+        response = client.put_document(repository, reference, data, kind, also_ok=(400, 415))
         status = response.status_code
-        response.close()
         if status == 201:
             digest = client.stored_digest(response, repository, data, "index")
             return digest if kind == media.OCI_INDEX else f"{digest} (as a Docker manifest list: the registry refused the OCI index)"
