@@ -439,11 +439,11 @@ def undefined_symbols(stream: BinaryIO, name: str, wanted: frozenset[str]) -> fr
         table = next((s for s in headers if s.type == _SHT_DYNSYM), None)
         if table is None or table.link >= len(headers):
             return frozenset()
-        strings = section_bytes(stream, name, headers[table.link])
+        strings = elf.read(headers[table.link].offset, headers[table.link].size, "dynamic symbols' string table")
         if not any(w.encode() + b"\0" in strings for w in wanted):
             return frozenset()
         layout, size = (elf.order + "IBBHQQ", 24) if elf.elf_class == 64 else (elf.order + "IIIBBH", 16)
-        symbols = section_bytes(stream, name, table)
+        symbols = elf.read(table.offset, table.size, "dynamic symbol table")
         found = set()
         for fields in struct.iter_unpack(layout, symbols[: len(symbols) // size * size]):
             offset, shndx = (fields[0], fields[3]) if elf.elf_class == 64 else (fields[0], fields[5])
