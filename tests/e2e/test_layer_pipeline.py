@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -228,22 +229,29 @@ def test_an_interrupt_while_the_registry_stalls_ends_the_run_at_once(
         proxy.server_close()
 
 
+@contextmanager
+def full_after_256k(directory: Path) -> Iterator[None]:
+    """`directory` (made here) on a 256 KiB tmpfs for the block: a real ENOSPC for what does not fit."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    directory.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(directory)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "--lazy", str(directory)], check=True)  # lazy: a file a failing run left open
+
+
 def test_a_full_cache_disk_is_not_a_corrupt_layer(
     crafted: Crafted, registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The cache's blob store on a 256 KiB tmpfs (mounted here, real ENOSPC): the 2 MiB layer blobs do not
     fit, so they are not cached, one warning says so naming the path and errno, and the pull succeeds."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     blobs = tmp_path / "cache/distill/blobs"
-    blobs.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(blobs)], check=True)
-    try:
+    with full_after_256k(blobs):
         result = run("/usr/bin/app", "--from", registry.ref("app:1").removeprefix("docker://"), "--out", f"rootfs:{tmp_path / 'out'}", "-q")
         kept = sorted(p.name for p in (blobs / "sha256").iterdir())
-    finally:
-        subprocess.run(["umount", "--lazy", str(blobs)], check=True)  # lazy: a copy the old code left open
     assert result.code == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if "cache: cannot write" in line]
     assert len(warnings) == 1, result.stderr
@@ -257,17 +265,11 @@ def test_a_full_cache_disk_is_not_a_corrupt_layer(
 def test_no_room_for_the_layers_is_a_one_line_source_error(registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The cache's spool directory on a 256 KiB tmpfs (mounted here, real ENOSPC): the layers cannot be read
     without room for them, so the run stops with exit 3 and one line naming the path, not an internal error."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     layers = tmp_path / "cache/distill/layers"
-    layers.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(layers)], check=True)
-    try:
+    with full_after_256k(layers):
         result = run("/usr/bin/app", "--from", registry.ref("app:1").removeprefix("docker://"), "--out", f"rootfs:{tmp_path / 'out'}", "-q")
         left = [p.name for p in layers.rglob("*") if p.is_file()]
-    finally:
-        subprocess.run(["umount", "--lazy", str(layers)], check=True)
     assert result.code == 3, result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("distill: error: ") and str(layers) in line and "No space left on device" in line, line
