@@ -9,7 +9,7 @@ DEB_PACKAGES := mmdebstrap pax-utils strace gcc libc6-dev gcc-aarch64-linux-gnu 
 	musl-tools iproute2 util-linux curl ca-certificates openssl zstd python3-venv \
 	skopeo umoci runc podman buildah docker-registry docker.io postgresql-client qemu-user-static openssh-client time
 
-.PHONY: demo test lint coverage bench fuzz image deb-deps venv clean-cache
+.PHONY: demo test lint coverage bench fuzz image profiles deb-deps venv clean-cache
 
 deb-deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do \
@@ -46,6 +46,10 @@ coverage: deb-deps venv
 	COVERAGE_FILE=$(CURDIR)/.coverage DISTILL_TEST_STRICT=1 $(BIN)/python -m coverage run -m pytest --shuffle=random -p no:cacheprovider
 	$(BIN)/python -m coverage combine -q
 	$(BIN)/python -m coverage report
+
+# profiles/parsed.json, the pre-parsed built-in profiles (after editing one; tests/unit/test_profile.py checks it is fresh)
+profiles: venv
+	$(BIN)/python -m distill.builtin_index profiles
 
 # distill's own image, distilled by distill: build/image/oci (tag latest) and build/image/distill.tar
 image: deb-deps venv

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from distill.builtin_index import indexed_document
 from distill.errors import ProfileError
 from distill.schema import CLEAR, EMPTY, MAX_PROFILE_BYTES, SCHEMA, TOKEN, Settings, validate_document
 from distill.specs import (
@@ -32,7 +33,6 @@ from distill.specs import (
     Switch,
     UserSpec,
 )
-from distill.yamlsafe import parse_yaml
 
 __all__ = [
     "Profile",
@@ -167,10 +167,19 @@ def builtin_profiles() -> list[tuple[str, str]]:
     """(name, description) of every built-in profile and fragment."""
     out = []
     for path in sorted(builtin_dir().glob("*.yaml"), key=lambda p: p.stem):
-        document, _ = parse_yaml(path.read_text(), str(path), builtin=True)
+        document, _ = _parse(path, path.read_text(encoding="utf-8"), str(path), builtin=True)
         description = document.get("description", "") if isinstance(document, dict) else ""
         out.append((path.stem, str(description)))
     return out
+
+
+def _parse(path: Path, text: str, display: str, *, builtin: bool) -> tuple[Any, str | None]:
+    """(document, error) of a profile file; a built-in comes from the pre-parsed index while it matches its text."""
+    if builtin and (indexed := indexed_document(path, text)) is not None:
+        return indexed[0], None
+    from distill.yamlsafe import parse_yaml  # PyYAML only for what the index does not hold
+
+    return parse_yaml(text, display)
 
 
 @functools.cache
@@ -207,7 +216,7 @@ class _Resolver:
         text = self._read(path, where, display)
         if text is None:
             return {}
-        document, error = parse_yaml(text, display, builtin=path.parent == _builtin_root())
+        document, error = _parse(path, text, display, builtin=path.parent == _builtin_root())
         if error:
             self.issues.append(error)
             return {}

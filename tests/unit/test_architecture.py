@@ -146,6 +146,7 @@ def test_a_rootfs_run_loads_no_image_or_registry_code(tree: Tree, tmp_path: Path
     assert "distill.planner" in modules and "distill.transports.rootfs" in modules  # the run did run
     assert _loaded(modules, *IMAGE_AND_REGISTRY) == []
     assert sorted(m for m in modules if m.startswith("distill.transports.")) == ["distill.transports.rootfs", "distill.transports.table"]
+    assert "distill.builtin_index" in modules and _loaded(modules, "yaml") == []  # built-in fragments come pre-parsed
 
 
 def test_help_loads_click_and_the_cli_only(tmp_path: Path) -> None:

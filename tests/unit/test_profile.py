@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distill import yamlsafe
+from distill import builtin_index, yamlsafe
 from distill.errors import ProfileError
 from distill.profile import builtin_profiles, load_profile
 from distill.schema import parse_mode
@@ -55,14 +55,26 @@ def _spelled(value: object) -> object:
 
 
 @pytest.mark.parametrize("name", BUILTINS)
-def test_libyaml_reads_every_builtin_as_the_checked_parser_does(name: str) -> None:
-    """Built-ins are read by libyaml's parser (yamlsafe._fast); it must give the pure-Python parser's document."""
-    assert yamlsafe._FastLoader is not None, "PyYAML without libyaml: the fast path is untested here"
-    text = (REPO / "profiles" / f"{name}.yaml").read_text()
-    fast = yamlsafe._fast(text)
+def test_the_pre_parsed_index_holds_every_builtin_as_the_checked_parser_reads_it(name: str) -> None:
+    """Built-ins are read from profiles/parsed.json while their text matches; it must be fresh and exact."""
+    path = REPO / "profiles" / f"{name}.yaml"
+    text = path.read_text()
+    indexed = builtin_index.indexed_document(path, text)
+    assert indexed is not None, f"profiles/parsed.json is stale for {path.name}: run `make profiles`"
     checked, error = yamlsafe.parse_yaml(text, name)
-    assert fast is not None and error is None
-    assert _spelled(fast[0]) == _spelled(checked)
+    assert error is None and _spelled(indexed[0]) == _spelled(checked)
+    assert list(indexed[0]) == list(checked)  # key order too: the schema reads it
+
+
+def test_an_edited_builtin_is_parsed_from_its_yaml_and_integers_stay_out_of_the_index(tmp_path: Path) -> None:
+    write(tmp_path, "plain.yaml", "schema: distill/v1\ndescription: first\npaths:\n  /etc/x: {optional: true}\n")
+    write(tmp_path, "modes.yaml", "schema: distill/v1\npaths:\n  /run/x: {dir: true, mode: 755}\n")
+    builtin_index.write_index(tmp_path)
+    plain = tmp_path / "plain.yaml"
+    assert builtin_index.indexed_document(plain, plain.read_text()) == (yaml.safe_load(plain.read_text()),)
+    assert builtin_index.indexed_document(plain, plain.read_text().replace("first", "second")) is None
+    modes = tmp_path / "modes.yaml"  # JSON would lose that 755 was written without a leading 0
+    assert builtin_index.indexed_document(modes, modes.read_text()) is None
 
 
 def test_builtin_list_is_the_profiles_directory() -> None:
@@ -206,21 +218,6 @@ def test_bad_profile_is_refused_with_file_key_and_fix(tmp_path: Path, text: str,
     issues = refused(tmp_path, text)
     assert any(issue.endswith(message) for issue in issues), issues
     assert all("\n" not in issue for issue in issues)
-
-
-def test_libyaml_keeps_how_integers_were_written() -> None:
-    """No built-in writes an integer today; a built-in that does must keep `mode: 755` refusable."""
-    text = "paths:\n  /run/app: {dir: true, mode: 0o755, uid: 101}\n  /x: {mode: 755}\nlist: [0x1f, 1_000, -3]\n"
-    fast = yamlsafe._fast(text)
-    assert fast is not None and _spelled(fast[0]) == _spelled(yamlsafe.parse_yaml(text, "app.yaml")[0])
-    assert fast[0]["paths"]["/x"]["mode"].text == "755"
-
-
-@pytest.mark.parametrize(("text", "message"), [(t, m) for name, t, m in CASES if name in ("alias", "not-yaml")])
-def test_a_builtin_that_libyaml_objects_to_gets_the_checked_parsers_message(text: str, message: str) -> None:
-    assert yamlsafe._fast(text) is None
-    assert yamlsafe.parse_yaml(text, "app.yaml", builtin=True) == (None, message)
-    assert yamlsafe._fast("a: &x [1]\nb: *x\n") is None and yamlsafe._fast("a: &x [*x]\n") is None  # shared, and a cycle
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
