@@ -86,6 +86,24 @@ def test_rootfs_keeps_owners_modes_links_and_times(planned: tuple[Plan, DirView]
     assert not (out / "etc/shadow").exists()
 
 
+def test_a_rootfs_output_on_another_filesystem_holds_the_same_tree(planned: tuple[Plan, DirView], tmp_path: Path) -> None:
+    """Files are copied in the kernel (copy_file_range); from a tmpfs to this disk the kernel refuses (EXDEV)
+    and the copy goes through a buffer instead: the same bytes, owners, modes and times either way."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    plan, view = planned
+    write(plan, view, f"rootfs:{tmp_path / 'same-fs'}")
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], check=True)
+    try:
+        out = mount / "out"
+        write(plan, view, f"rootfs:{out}")  # the source on this disk, the output on the tmpfs
+        assert dump(out) == dump(tmp_path / "same-fs")
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
 def test_layer_and_rootfs_outputs_hold_the_same_tree(planned: tuple[Plan, DirView], tmp_path: Path) -> None:
     plan, view = planned
     write(plan, view, f"rootfs:{tmp_path / 'tree'}")
