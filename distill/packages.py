@@ -131,14 +131,14 @@ class PackageDb:
         for name in sorted(self.packages):
             listed_files = self.files(name)
             candidates = [listed for listed in listed_files if listed.rsplit("/", 1)[-1] in names]
-            if not candidates:
-                continue  # most packages: nothing shipped has one of their names
-            directories = {paths.parent(p) for p in listed_files}  # a directory in the package (even if a link here)
-            for listed in candidates:
-                if listed in directories:
-                    continue
+            directories: set[str] | None = None  # made only for a package that owns something asked about
+            for listed in candidates:  # most packages have none, or only a name such as `copyright` elsewhere
                 path = self.canonical(listed, parents)
-                if path in paths_wanted:
+                if path not in paths_wanted:
+                    continue
+                if directories is None:
+                    directories = {paths.parent(p) for p in listed_files}  # a directory in the package (even if a link here)
+                if listed not in directories:
                     owners.setdefault(path, name)
         return owners
 
