@@ -306,6 +306,10 @@ def _write(prepared: Prepared) -> None:
             from distill.layering import flattened
 
             prepared.written.append(write_plan(flattened(prepared.plan, prepared.output), prepared.output, ref))
+        elif ref.transport == "layer" and prepared.built is not None and ref.path.endswith((".gz", ".tgz")):
+            from distill.transports.layer import write_blob  # the image's layer blob: compressed once per run
+
+            prepared.written.append(write_blob(prepared.built.layers[-1].open, ref))
         else:
             prepared.written.append(write_plan(prepared.plan, prepared.source.view, ref))
 

@@ -182,6 +182,36 @@ def test_a_gzip_layer_file_is_the_images_layer_blob(tmp_path: Path) -> None:
     assert (blobs / layer.removeprefix("sha256:")).read_bytes() == (tmp_path / "layer.tar.gz").read_bytes()
 
 
+def test_a_run_with_an_image_and_a_gzip_layer_file_compresses_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The layer file is the image's layer blob, copied: the plan is compressed once per run, not once per sink."""
+    from distill import cli, tarstream
+
+    tree = Tree(tmp_path / "src")
+    tree.app()
+    compressions = []
+    original = tarstream.GzipWriter.__init__
+
+    def counted(self: tarstream.GzipWriter, *args: object, **kwargs: object) -> None:
+        compressions.append(1)
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tarstream.GzipWriter, "__init__", counted)
+    outputs = [
+        "--out",
+        f"layer:{tmp_path / 'layer.tar.gz'}",
+        "--out",
+        f"oci:{tmp_path / 'oci'}:app",
+        "--out",
+        f"layer:{tmp_path / 'b.tgz'}",
+    ]
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["/usr/bin/app", "--from", f"rootfs:{tree.root}", "-q", *outputs])
+    assert exited.value.code == 0
+    assert len(compressions) == 1
+    assert (tmp_path / "layer.tar.gz").read_bytes() == (tmp_path / "b.tgz").read_bytes()
+    assert gzip.decompress((tmp_path / "layer.tar.gz").read_bytes())[:512].rstrip(b"\0")  # a tar, not an empty file
+
+
 def test_a_non_empty_destination_is_refused_without_force(tmp_path: Path) -> None:
     dest = tmp_path / "out"
     dest.mkdir()
