@@ -16,6 +16,7 @@ __all__ = ["DbKind", "Package", "PackageDb", "open_package_db"]
 _LIMIT = 64 << 20
 _DPKG = "/var/lib/dpkg"
 _APK = "/lib/apk/db/installed"
+_MD5 = re.compile(r"[0-9a-f]{32}")
 
 
 class DbKind(enum.StrEnum):
@@ -118,7 +119,7 @@ class PackageDb:
         out = []
         for line in _read(self.view, f"{_DPKG}/info/{package.info_name}.md5sums").splitlines():
             digest, _, relpath = line.partition("  ")
-            if re.fullmatch(r"[0-9a-f]{32}", digest) and relpath:
+            if _MD5.fullmatch(digest) and relpath:
                 out.append((digest, "/" + relpath.lstrip("/")))
         return out
 
