@@ -201,6 +201,8 @@ def _apply(header: _Header, records: dict[str, str]) -> None:
                 header.mtime = 0
         elif key.startswith("GNU.sparse."):
             header.sparse = True
+            if key == "GNU.sparse.name":  # the name the sparse file had (named in the error)
+                header.name = value
 
 
 class _Reader:
