@@ -1,5 +1,5 @@
-"""Fuzz the layer indexer and the merged view: any bytes as an uncompressed layer give a view or a
-SourceError, nothing else."""
+"""Fuzz the layer index (distill's tar header reader, distill/oci/tarindex.py) and the merged view: any
+bytes as an uncompressed layer give a view or a SourceError, nothing else."""
 
 import os
 import tempfile
@@ -10,8 +10,8 @@ from harness import run
 
 with atheris.instrument_imports(include=["distill"]):
     from distill.errors import SourceError
-    from distill.oci.layers import _index
     from distill.oci.merged import ImageView
+    from distill.oci.tarindex import members as layer_index
 
 SPOOL = os.path.join(tempfile.mkdtemp(prefix="fuzz-layer-"), "layer.tar")
 
@@ -20,7 +20,7 @@ def test_one_input(data: bytes) -> None:
     with open(SPOOL, "wb") as out:
         out.write(data)
     try:
-        members, _ = _index(Path(SPOOL), "fuzz")
+        members, _ = layer_index(Path(SPOOL), "fuzz")
         view = ImageView("fuzz")
         view.apply(Path(SPOOL), members, "fuzz")
         for node in view.walk("/"):

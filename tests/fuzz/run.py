@@ -27,9 +27,9 @@ REPO = HERE.parent.parent
 HARNESSES = ("elf", "layer", "reference", "profile", "auth")
 
 
-def _tar(members: list[tuple[str, bytes, str, str]]) -> bytes:
+def _tar(members: list[tuple[str, bytes, str, str]], form: int = tarfile.PAX_FORMAT) -> bytes:
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with tarfile.open(fileobj=buffer, mode="w", format=form) as tar:
         for name, kind, link, data in members:
             info = tarfile.TarInfo(name)
             info.type, info.linkname, info.size = kind, link, len(data)
@@ -50,18 +50,22 @@ def seeds(kind: str, corpus: Path) -> None:
             )
         source.unlink()
     elif kind == "layer":
-        (corpus / "a.tar").write_bytes(
-            _tar(
-                [
-                    ("etc/", tarfile.DIRTYPE, "", ""),
-                    ("etc/passwd", tarfile.REGTYPE, "", "root:x:0:0\n"),
-                    ("etc/.wh.motd", tarfile.REGTYPE, "", ""),
-                    ("lib", tarfile.SYMTYPE, "usr/lib", ""),
-                    ("usr/lib/x", tarfile.REGTYPE, "", "x"),
-                    ("usr/lib/y", tarfile.LNKTYPE, "usr/lib/x", ""),
-                    ("var/.wh..wh..opq", tarfile.REGTYPE, "", ""),
-                ]
-            )
+        members = [
+            ("etc/", tarfile.DIRTYPE, "", ""),
+            ("etc/passwd", tarfile.REGTYPE, "", "root:x:0:0\n"),
+            ("etc/.wh.motd", tarfile.REGTYPE, "", ""),
+            ("lib", tarfile.SYMTYPE, "usr/lib", ""),
+            ("usr/lib/x", tarfile.REGTYPE, "", "x"),
+            ("usr/lib/y", tarfile.LNKTYPE, "usr/lib/x", ""),
+            ("var/.wh..wh..opq", tarfile.REGTYPE, "", ""),
+        ]
+        (corpus / "a.tar").write_bytes(_tar(members))
+        # long names: pax records (path, linkpath), GNU long-name headers, a ustar prefix
+        long = [("usr/share/" + "n" * 120, tarfile.REGTYPE, "", "long"), ("l", tarfile.SYMTYPE, "t" * 150, "")]
+        (corpus / "pax.tar").write_bytes(_tar(members + long))
+        (corpus / "gnu.tar").write_bytes(_tar(members + long, tarfile.GNU_FORMAT))
+        (corpus / "ustar.tar").write_bytes(
+            _tar([*members, ("usr/" + "p/" * 60 + "f", tarfile.REGTYPE, "", "prefix")], tarfile.USTAR_FORMAT)
         )
     elif kind == "profile":
         for path in (REPO / "profiles").glob("*.yaml"):
