@@ -129,13 +129,13 @@ def _number(field: bytes) -> int:
         raise _Invalid("has an invalid number field") from None
 
 
-def _unsigned_sum(block: bytes) -> int:
-    """The header checksum: the sum of its bytes with the checksum field counted as spaces. Adler-32's
-    first half is 1 + the byte sum modulo 65521, exact for 256 bytes (at most 65,280): three C calls
-    instead of a Python sum over 512 bytes."""
-    first = zlib.adler32(block[:256]) & 0xFFFF
-    second = zlib.adler32(block[256:]) & 0xFFFF
-    field = zlib.adler32(block[148:156]) & 0xFFFF
+def _unsigned_sum(buffer: bytes, at: int = 0) -> int:
+    """The checksum of the header at `at`: the sum of its bytes, its checksum field counted as spaces.
+    Adler-32's low half is 1 + the byte sum modulo 65521, exact for 256 bytes (at most 65,280): three
+    C calls instead of a Python sum over 512 bytes."""
+    first = zlib.adler32(buffer[at : at + 256]) & 0xFFFF
+    second = zlib.adler32(buffer[at + 256 : at + BLOCK]) & 0xFFFF
+    field = zlib.adler32(buffer[at + 148 : at + 156]) & 0xFFFF
     return first + second - field + 255  # (first - 1) + (second - 1) - (field - 1) + 8 spaces
 
 
@@ -269,15 +269,15 @@ class _Reader:
                         and owners
                         and mtime >= 0
                         and (device in devices or _device(device, devices))
-                        and stored == _unsigned_sum(window[offset : offset + BLOCK])
+                        and stored == _unsigned_sum(window, offset)
                     ):
                         mode, uid, gid = owners
-                        text = _text(name.partition(b"\0")[0])
+                        text = name.partition(b"\0")[0].decode("utf-8", "surrogateescape")
                         if prefix[0]:
-                            text = _text(prefix.partition(b"\0")[0]) + "/" + text
+                            text = prefix.partition(b"\0")[0].decode("utf-8", "surrogateescape") + "/" + text
                         if kind_byte == b"5":
                             text = text.rstrip("/")
-                        target = _text(link.partition(b"\0")[0]) if link[0] else ""
+                        target = link.partition(b"\0")[0].decode("utf-8", "surrogateescape") if link[0] else ""
                         data = pos + BLOCK
                         after, pos = data, data + (0 if kind_byte in _NO_DATA else _blocks(length))
                         kind = _KINDS[kind_byte]
