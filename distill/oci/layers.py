@@ -50,7 +50,7 @@ _OPEN_GZIP, _GZIP_ERRORS = _gzip_reader()
 
 __all__ = ["Cache", "Member", "layer_members", "normalize_member_name", "parse_size", "MAX_ID"]
 
-_INDEX_VERSION = 2
+_INDEX_VERSION = 3  # 3: the struct reader refuses pax sparse files, which a version 2 index holds misread
 _CHUNK = 1 << 20
 _DEPTH = 8  # chunks (of _CHUNK bytes) the spool writer may lag behind the decompressor
 DEFAULT_CACHE_MAX = 5 << 30

@@ -52,6 +52,7 @@ _KINDS = {
 _NO_DATA = frozenset((b"1", b"2", b"3", b"4", b"5", b"6", b"L", b"K"))  # types whose size field skips no data
 _FAST = frozenset((b"0", b"7", b"5", b"2", b"1", b"3", b"4", b"6"))  # read by the loop itself; the rest by _Reader.chain
 _ODD = ("", ".", "..")
+_FIELDS = frozenset(("path", "linkpath", "size", "uid", "gid", "mtime"))  # the pax records read (`_apply`)
 
 
 class Member(NamedTuple):
@@ -212,6 +213,7 @@ class _Reader:
         self.fd, self.size, self.where = fd, size, where
         self.window, self.base = b"", 0
         self.globals: dict[str, str] = {}  # records of pax global headers, for every later member
+        self.global_fields = False  # whether they set a field of the members (not only a comment)
 
     def bytes_at(self, at: int, count: int) -> bytes:
         """`count` bytes at `at` (fewer at the end of the spool)."""
@@ -249,7 +251,7 @@ class _Reader:
             if offset < 0 or offset + BLOCK > len(self.window):
                 self.window, self.base, offset = os.pread(self.fd, _WINDOW, pos), pos, 0
             window = self.window
-            if len(window) - offset >= BLOCK and not self.globals:
+            if len(window) - offset >= BLOCK and not self.global_fields:
                 name, id_field, size_field, mtime_field, sum_field, kind_byte, link, device, prefix = _HEADER.unpack_from(window, offset)
                 if kind_byte in _FAST:
                     try:
@@ -331,6 +333,7 @@ class _Reader:
                     wrappers.append((header.type, _text(payload.partition(b"\0")[0])))
                 elif header.type == b"g":
                     self.globals = {**self.globals, **self.records(payload, at)}
+                    self.global_fields = any(key in _FIELDS or key.startswith("GNU.sparse.") for key in self.globals)
                 else:
                     wrappers.append((b"x", {**self.globals, **self.records(payload, at)}))
                 at = end
