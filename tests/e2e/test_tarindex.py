@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
-import json
 import os
 import subprocess
 import tarfile
@@ -28,6 +27,7 @@ from distill.oci import tarindex
 
 from helpers import fat_rootfs
 from helpers.images import DEBIAN11_BASE, DEBIAN12_BASE, dev_layout, distroless_layout, fat_layout
+from helpers.platforms import index_layout
 from helpers.tarfile_index import tarfile_index
 
 WHERE = "layer 1 (test)"
@@ -76,10 +76,9 @@ def both_paths(spool: Path, monkeypatch: pytest.MonkeyPatch) -> Outcome:
 
 
 def layout_layers(layout: Path) -> list[bytes]:
-    index = json.loads((layout / "index.json").read_text())
-    blobs = layout / "blobs/sha256"
-    manifest = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_bytes())
-    return [gzip.decompress((blobs / layer["digest"][7:]).read_bytes()) for layer in manifest["layers"]]
+    """Every gzip layer blob of an OCI layout (of each platform in an index), uncompressed."""
+    blobs = sorted((layout / "blobs/sha256").iterdir())
+    return [gzip.decompress(blob.read_bytes()) for blob in blobs if blob.read_bytes()[:2] == b"\x1f\x8b"]
 
 
 LAYOUTS = {
@@ -87,6 +86,7 @@ LAYOUTS = {
     "dev-umoci": dev_layout,
     "distroless12-umoci": lambda: distroless_layout("bookworm", DEBIAN12_BASE),
     "distroless11-umoci": lambda: distroless_layout("bullseye", DEBIAN11_BASE),
+    "amd64-arm64-ppc64el-umoci": lambda: index_layout(("amd64", "arm64", "ppc64el")),
 }
 
 
