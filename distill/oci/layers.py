@@ -27,7 +27,7 @@ from distill.errors import SourceError, UsageError
 from distill.oci import media, tarindex
 from distill.oci.digest import VerifiedReader, hex_of, valid_digest
 from distill.oci.image import Descriptor, Image
-from distill.oci.tarindex import MAX_ID, Member, normalize_member_name
+from distill.oci.tarindex import Member, normalize_member_name
 
 try:  # Python 3.14
     from compression import zstd  # type: ignore[import-not-found]
@@ -48,7 +48,7 @@ def _gzip_reader() -> tuple[Callable[[BinaryIO], BinaryIO], tuple[type[BaseExcep
 
 _OPEN_GZIP, _GZIP_ERRORS = _gzip_reader()
 
-__all__ = ["Cache", "Member", "layer_members", "normalize_member_name", "parse_size", "MAX_ID"]
+__all__ = ["Cache", "Member", "layer_members", "normalize_member_name", "parse_size"]
 
 _INDEX_VERSION = 3  # 3: the struct reader refuses pax sparse files, which a version 2 index holds misread
 _CHUNK = 1 << 20
