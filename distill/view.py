@@ -151,6 +151,11 @@ class View(ABC):
         with self.open(found.path) as stream:
             return stream.read() if limit is None else stream.read(limit)
 
+    def content_key(self, path: str) -> str | None:
+        """A name of the bytes of the regular file at canonical `path` that stays valid across runs (a cache key
+        for what is made of them), or None when the backend cannot vouch for one (by default)."""
+        return None
+
     def file_totals(self) -> tuple[int, int]:
         """(regular files, their bytes) in the whole view; backends that know them without a walk say so."""
         files = size = 0

@@ -17,7 +17,6 @@ import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -40,13 +39,6 @@ _NODE_TYPES = {
     "block": NodeType.BLOCK,
     "fifo": NodeType.FIFO,
 }
-
-
-@dataclass(frozen=True)
-class _Data:
-    spool: int  # index into ImageView.spools
-    offset: int
-    size: int
 
 
 class _Slice(io.RawIOBase):
@@ -86,15 +78,24 @@ def _close_all(fds: list[int]) -> None:
         os.close(fd)
 
 
+# One object of the merged tree, at its canonical path: a tuple, made 10,000 times per warm run; its Node
+# is made when a reader asks for it (`lstat`), so the merge costs a tuple per member, not a dataclass.
+# (path, type, mode, uid, gid, mtime, size, symlink target or "", layer (index into the spools, -1 for
+# none), data offset in that layer's spool)
+_Row = tuple[str, str, int, int, int, int, int, str, int, int]
+_ROOT: _Row = ("/", "dir", 0o755, 0, 0, 0, 0, "", -1, 0)
+
+
 class ImageView(View):
     """The merged view of an image's layers."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.spools: list[Path] = []
-        self.nodes: dict[str, Node] = {"/": Node("/", NodeType.DIR, 0o755)}
-        self.data: dict[str, _Data] = {}
-        self.children: dict[str, set[str]] = {"/": set()}
+        self.diff_ids: list[str | None] = []  # each spool's verified diff_id (None: not known to be verified)
+        self.rows: dict[str, _Row] = {"/": _ROOT}
+        self._nodes: dict[str, Node] = {}  # the Nodes made so far
+        self._children: dict[str, set[str]] | None = None  # made when first needed (see `_kids`)
         self.warnings: list[str] = []  # what was repaired while reading the layers (clamped times)
         self._fds: list[int] = []
         weakref.finalize(self, _close_all, self._fds)
@@ -102,36 +103,68 @@ class ImageView(View):
     # -- View primitives ---------------------------------------------------------------------
 
     def lstat(self, path: str) -> Node | None:
-        return self.nodes.get(path)
+        node = self._nodes.get(path)
+        if node is None:
+            row = self.rows.get(path)
+            if row is None:
+                return None
+            _, kind, mode, uid, gid, mtime, size, target, layer, offset = row
+            node = self._nodes[path] = Node(
+                path,
+                _NODE_TYPES[kind],
+                mode,
+                uid,
+                gid,
+                mtime,
+                size,
+                target if kind == "symlink" else None,
+                file_id=(layer, offset) if kind == "file" else None,
+            )
+        return node
 
     def listdir(self, path: str) -> list[str]:
-        return sorted(self.children.get(path, ()))
+        return sorted(self._kids().get(path, ()))
 
     def file_totals(self) -> tuple[int, int]:
         """From the merged index: every regular file has its data slice (hard links included, as a walk counts them)."""
-        return sum(1 for n in self.nodes.values() if n.is_file), sum(n.size for n in self.nodes.values() if n.is_file)
+        files = size = 0
+        for row in self.rows.values():
+            if row[1] == "file":
+                files += 1
+                size += row[6]
+        return files, size
 
     def open(self, path: str) -> BinaryIO:
-        data = self.data.get(path)
-        if data is None:
+        row = self.rows.get(path)
+        if row is None or row[1] != "file":
             raise SourceError(f"{self.name}: {path} is not a regular file")
-        return io.BufferedReader(_Slice(self._fds[data.spool], data.offset, data.size))
+        return io.BufferedReader(_Slice(self._fds[row[8]], row[9], row[6]))
+
+    def content_key(self, path: str) -> str | None:
+        """What names the bytes of the regular file `path` whatever the run: its layer's verified diff_id, offset
+        and size (None when the layer was not read from a verified spool). A cache key for what is made of them."""
+        row = self.rows.get(path)
+        if row is None or row[1] != "file":
+            return None
+        diff_id = self.diff_ids[row[8]]
+        return None if diff_id is None else f"{diff_id}:{row[9]}:{row[6]}"
 
     # -- applying layers ---------------------------------------------------------------------
 
-    def apply(self, spool: Path, members: list[Member], where: str) -> None:
-        """Apply one layer on top of what is there."""
+    def apply(self, spool: Path, members: list[Member], where: str, diff_id: str | None = None) -> None:
+        """Apply one layer on top of what is there (`diff_id`: what the spool was verified to hash to)."""
         self._fds.append(os.open(spool, os.O_RDONLY | os.O_CLOEXEC))
         self.spools.append(spool)
+        self.diff_ids.append(diff_id)
         layer = len(self.spools) - 1
         # whiteouts first: at this point everything in the tree comes from lower layers
         for member in members:
             if member.type == "opaque":
                 directory = self._place(member.name, where)
-                below = self.nodes.get(directory)
-                if below is not None and not below.is_dir:
+                below = self.rows.get(directory)
+                if below is not None and below[1] != "dir":
                     raise SourceError(f"{where}: opaque whiteout in {member.name}, which is not a directory")
-                for name in sorted(self.children.get(directory, ())):
+                for name in sorted(self._kids().get(directory, ())):
                     self._remove(paths.join(directory, name))
             elif member.type == "whiteout":
                 target = self._place(member.name, where)
@@ -141,13 +174,25 @@ class ImageView(View):
             if member.type not in ("opaque", "whiteout"):
                 self._add(member, layer, where)
 
+    def _kids(self) -> dict[str, set[str]]:
+        """Each directory's names, made in one pass when first asked for (a first layer without whiteouts or
+        replaced directories never needs them while it is merged), then kept up to date."""
+        if self._children is None:
+            children: dict[str, set[str]] = {path: set() for path, row in self.rows.items() if row[1] == "dir"}
+            for path in self.rows:
+                if path != "/":
+                    directory, _, base = path.rpartition("/")
+                    children[directory or "/"].add(base)
+            self._children = children
+        return self._children
+
     def _place(self, name: str, where: str) -> str:
         """Where `name` lands: its parent resolved inside the image (through symlinks), then its base."""
         if name == "/":
             return "/"
         directory = paths.parent(name)
-        known = self.nodes.get(directory)
-        if known is not None and known.is_dir:  # keys are canonical: a directory key has no symlink above it
+        known = self.rows.get(directory)
+        if known is not None and known[1] == "dir":  # keys are canonical: a directory key has no symlink above it
             return paths.join(directory, name.rsplit("/", 1)[1])
         parent = self.resolve(directory)
         if parent.error:
@@ -156,90 +201,78 @@ class ImageView(View):
 
     def _mkdirs(self, path: str) -> None:
         missing = []
-        while path not in self.nodes:
+        while path not in self.rows:
             missing.append(path)
             path = paths.parent(path)
         for directory in reversed(missing):
-            self._insert(Node(directory, NodeType.DIR, 0o755))
+            self._insert((directory, "dir", 0o755, 0, 0, 0, 0, "", -1, 0))
 
-    def _insert(self, node: Node) -> None:
-        self.nodes[node.path] = node
-        if node.path != "/":
-            self.children.setdefault(paths.parent(node.path), set()).add(node.path.rsplit("/", 1)[1])
-        if node.is_dir:
-            self.children.setdefault(node.path, set())
+    def _insert(self, row: _Row) -> None:
+        path = row[0]
+        self.rows[path] = row
+        self._nodes.pop(path, None)
+        children = self._children
+        if children is not None:
+            if path != "/":
+                directory, _, base = path.rpartition("/")
+                children[directory or "/"].add(base)
+            if row[1] == "dir":
+                children.setdefault(path, set())
 
     def _remove(self, path: str) -> None:
         """Remove `path` and everything below it, with an explicit stack (a layer sets the depth)."""
-        if path not in self.nodes:
+        row = self.rows.get(path)
+        if row is None:
             return
-        self.children.get(paths.parent(path), set()).discard(path.rsplit("/", 1)[1])
+        children = self._kids() if row[1] == "dir" else self._children
+        if children is not None:
+            directory, _, base = path.rpartition("/")
+            children.get(directory or "/", set()).discard(base)
         stack = [path]
         while stack:
             current = stack.pop()
-            self.nodes.pop(current, None)
-            self.data.pop(current, None)
-            stack.extend(paths.join(current, name) for name in self.children.pop(current, ()))
+            self.rows.pop(current, None)
+            self._nodes.pop(current, None)
+            if children is not None:
+                stack.extend(paths.join(current, name) for name in children.pop(current, ()))
 
     def _add(self, member: Member, layer: int, where: str) -> None:
         name = member.name
         directory = name.rpartition("/")[0] or "/"
-        known = self.nodes.get(directory) if name != "/" else None
-        if known is not None and known.type is NodeType.DIR:  # the common case: the parent is already there
+        known = self.rows.get(directory) if name != "/" else None
+        if known is not None and known[1] == "dir":  # the common case: the parent is already there
             target = name
         else:
             target = self._place(name, where)
             if target != "/":
                 self._mkdirs(paths.parent(target))
-                if not self.nodes[paths.parent(target)].is_dir:
+                if self.rows[paths.parent(target)][1] != "dir":
                     raise SourceError(f"{where}: {name}: its parent is not a directory")
-        existing = self.nodes.get(target)
-        if member.type == "hardlink":
+        kind = member.type
+        if kind == "hardlink":
             self._hardlink(member, target, where)
             return
-        mode = 0o777 if member.type == "symlink" else member.mode  # as on any Linux filesystem
-        node = Node(
-            target,
-            _NODE_TYPES[member.type],
-            mode,
-            member.uid,
-            member.gid,
-            member.mtime,
-            member.size,
-            member.linkname if member.type == "symlink" else None,
-            file_id=(layer, member.offset) if member.type == "file" else None,
-        )
-        if existing is not None and not (existing.is_dir and node.is_dir):
+        existing = self.rows.get(target)
+        if existing is not None and not (existing[1] == "dir" and kind == "dir"):
             self._remove(target)
-        self._insert(node)
-        if member.type == "file":
-            self.data[target] = _Data(layer, member.offset, member.size)
+        if kind == "symlink":  # mode 0777, as on any Linux filesystem
+            row = (target, kind, 0o777, member.uid, member.gid, member.mtime, member.size, member.linkname, layer, 0)
+        elif kind == "file":
+            row = (target, kind, member.mode, member.uid, member.gid, member.mtime, member.size, "", layer, member.offset)
+        else:
+            row = (target, kind, member.mode, member.uid, member.gid, member.mtime, member.size, "", -1, 0)
+        self._insert(row)
 
     def _hardlink(self, member: Member, target: str, where: str) -> None:
+        """A hard link is another name of a file: its own metadata, the original's data (and so its file_id)."""
         source = self.resolve(member.linkname, follow=False)
-        node = source.node
-        if node is None or not node.is_file:
+        original = self.rows.get(source.path) if source.node is not None else None
+        if original is None or original[1] != "file":
             raise SourceError(f"{where}: hard link {member.name} -> {member.linkname}: no such regular file in the image")
-        data = self.data[source.path]
-        if target in self.nodes:
+        if target in self.rows:
             self._remove(target)
-        self._insert(
-            Node(
-                target,
-                NodeType.FILE,
-                member.mode,
-                member.uid,
-                member.gid,
-                member.mtime,
-                node.size,
-                file_id=node.file_id or (data.spool, data.offset),
-            )
-        )
-        self.data[target] = data
-        if node.file_id is None:  # the first link makes the original part of a hard-linked set too
-            self.nodes[source.path] = Node(
-                node.path, node.type, node.mode, node.uid, node.gid, node.mtime, node.size, file_id=(data.spool, data.offset)
-            )
+        _, _, _, _, _, _, size, _, layer, offset = original
+        self._insert((target, "file", member.mode, member.uid, member.gid, member.mtime, size, "", layer, offset))
 
 
 def open_image_view(image: Image, cache: Cache) -> ImageView:
@@ -319,10 +352,10 @@ def _merge(view: ImageView, image: Image, cache: Cache, members_of: Callable[[in
         where = f"{image.name}: layer {number + 1}"
         try:
             spool, members, notes = members_of(number)
-            view.apply(spool, members, where)
+            view.apply(spool, members, where, image.diff_ids[number])
         except FileNotFoundError:  # another run evicted the spool between our lookup and our open: once more
             spool, members, notes = layer_members(image, number, cache)
-            view.apply(spool, members, where)
+            view.apply(spool, members, where, image.diff_ids[number])
         if notes:
             shown = ", ".join(notes[:3]) + (f" and {len(notes) - 3} more" if len(notes) > 3 else "")
             view.warnings.append(

@@ -11,16 +11,17 @@ import subprocess
 import tarfile
 import threading
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pytest
 
 from distill.errors import SourceError
+from distill.oci import merged as merged_module
 from distill.oci.image import Descriptor, Platform
 from distill.oci.layers import Cache
 from distill.oci.merged import open_image_view
 from distill.transports.oci import DirStore, layout_image
-from distill.view import View
+from distill.view import Node, View
 
 from helpers.layouts import member, write_layout
 from helpers.registry import build_image_layout
@@ -171,3 +172,28 @@ def test_a_bad_layer_fails_as_in_a_serial_pull_and_keeps_nothing(tmp_path: Path)
     assert f"sha256:{bad[:12]}" in caught.value.message  # the blob of layer 2
     cache = tmp_path / "cache"
     assert not [p for p in cache.rglob("*") if bad in p.name or bad_diff_id in p.name or p.name.startswith(".")]
+
+
+def test_the_merge_makes_nodes_only_for_what_is_looked_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A layer of 2,000 members merges into rows; a Node is made when a reader asks for a path (here: the hard
+    link's target and the parents on the way), so a warm run pays for what the planner touches. Listing,
+    totals and reads come from the rows, and a hard link still shares its original's file_id."""
+    made: list[str] = []
+
+    class CountedNode(Node):
+        def __init__(self, path: str, *args: Any, **kwargs: Any) -> None:
+            made.append(path)
+            super().__init__(path, *args, **kwargs)
+
+    monkeypatch.setattr(merged_module, "Node", CountedNode)
+    members = [member(f"usr/share/doc/pkg{n}/copyright", data=f"{n}\n".encode()) for n in range(2000)]
+    members.append(member("usr/share/doc/pkg1999/again", tarfile.LNKTYPE, link="usr/share/doc/pkg1999/copyright"))
+    view = merged(write_layout(tmp_path / "layout", [members]), tmp_path)
+    looked_up = ["/usr", "/usr/share", "/usr/share/doc", "/usr/share/doc/pkg1999", "/usr/share/doc/pkg1999/copyright"]
+    assert made == looked_up  # by the hard link, resolved while it was merged
+    assert view.file_totals() == (2001, sum(len(f"{n}\n") for n in range(2000)) + len("1999\n"))
+    assert len(view.listdir("/usr/share/doc")) == 2000 and made == looked_up
+    node, link = view.stat("/usr/share/doc/pkg1999/copyright"), view.lstat("/usr/share/doc/pkg1999/again")
+    assert node is not None and link is not None and node.file_id == link.file_id is not None
+    assert view.read_bytes("/usr/share/doc/pkg1999/again") == b"1999\n"
+    assert len(made) < 10, made
