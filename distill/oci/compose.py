@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from distill import __version__
 from distill.errors import SourceError
@@ -26,7 +26,7 @@ from distill.oci.digest import sha256_of
 from distill.oci.image import Descriptor, Image
 from distill.plan import Plan
 from distill.profile import Profile
-from distill.tarstream import GZIP_KEY, GzipWriter, write_tar
+from distill.tarstream import GZIP_KEY, GzipWriter, tar_key, write_tar
 from distill.view import View
 
 if TYPE_CHECKING:
@@ -145,15 +145,21 @@ class _HashingWriter:
 
 def _write_layer(plan: Plan, source: View, path: Path, cache: Cache | None) -> tuple[Descriptor, str]:
     """(descriptor of the gzipped layer, diff_id). The tar streams through its hash into the parallel gzip, so no
-    uncompressed copy lands on disk. With a cache (an image source), the tar is first only hashed: when an
-    earlier run compressed the same bytes with the same level and zlib, that gzip is copied (checked to be
-    those bytes) instead of compressing again. Either way the same bytes."""
+    uncompressed copy lands on disk. With a cache (an image source), an earlier run's gzip of the same tar is
+    copied instead (checked on the way to be the recorded blob and to decompress to the recorded diff_id): found
+    by the tar's key (`tar_key`: every entry's metadata and the identity of its bytes), so the tar is not written
+    at all; where no key can be made, by the diff_id of the tar, written once only to hash it. Either way the
+    same bytes."""
+    key = tar_key(plan, source) if cache is not None else None
     if cache is not None:
-        counted = _HashingWriter()
-        write_tar(plan, source, counted)
-        reused = _cached_gzip(cache, counted.digest, path)
+        if key is not None:
+            reused = _cached_gzip(cache, cache.tar_gzip_record_path(key, GZIP_KEY), path, key=key)
+        else:
+            counted = _HashingWriter()
+            write_tar(plan, source, counted)
+            reused = _cached_gzip(cache, cache.gzip_record_path(counted.digest, GZIP_KEY), path, diff_id=counted.digest)
         if reused is not None:
-            return reused, counted.digest
+            return reused
     with open(path, "wb") as out:
         compressed = _HashingWriter(out)
         with GzipWriter(compressed) as gzipped:
@@ -161,39 +167,60 @@ def _write_layer(plan: Plan, source: View, path: Path, cache: Cache | None) -> t
             write_tar(plan, source, uncompressed)
     layer = Descriptor(media.OCI_LAYER_GZIP, compressed.digest, compressed.size)
     if cache is not None:
-        _keep_gzip(cache, uncompressed.digest, layer, path)
+        _keep_gzip(cache, uncompressed.digest, layer, path, key)
     return layer, uncompressed.digest
 
 
-def _cached_gzip(cache: Cache, diff_id: str, path: Path) -> Descriptor | None:
-    """The layer's gzip from the cache, copied to `path`, when it is intact (its digest as recorded) and is the
-    gzip of `diff_id` (decompressed and hashed on the way); None when absent, damaged or another layer's."""
-    record = cache.gzip_record_path(diff_id, GZIP_KEY)
+def _inflater() -> tuple[Any, tuple[type[BaseException], ...]]:
+    """A gzip decompressor (ISA-L's where installed: twice as fast as zlib on a layer; reading is not what
+    decides the bytes distill writes) and the errors it raises."""
     try:
-        digest = record.read_text().strip()
+        from isal import isal_zlib
+    except ImportError:  # pragma: no cover - where no isal wheel exists
+        return zlib.decompressobj(wbits=31), (zlib.error,)
+    return isal_zlib.decompressobj(wbits=31), (zlib.error, cast(type[BaseException], isal_zlib.error))
+
+
+def _cached_gzip(cache: Cache, record: Path, path: Path, *, diff_id: str = "", key: str = "") -> tuple[Descriptor, str] | None:
+    """The gzip `record` names, copied to `path` when it is intact (its digest as recorded) and decompresses to
+    the layer's diff_id (hashed on the way); None when absent, damaged or another layer's. A record by diff_id
+    holds the blob's digest; a record by tar key (`key`) holds the blob's digest, the diff_id and the key
+    itself (so a record copied to another key's name is not believed)."""
+    inflate, errors = _inflater()
+    failures: tuple[type[BaseException], ...] = (OSError, ValueError, SourceError, *errors)
+    try:
+        if key:
+            digest, expected, named = record.read_text().split()
+            if named != key:
+                return None
+        else:
+            digest, expected = record.read_text().strip(), diff_id
         with open(cache.blob_path(digest), "rb") as blob, open(path, "wb") as out:
-            copied, inflated, inflate = _HashingWriter(out), _HashingWriter(), zlib.decompressobj(wbits=31)
+            copied, inflated = _HashingWriter(out), _HashingWriter()
             while chunk := blob.read(1 << 20):
                 copied.write(chunk)
                 inflated.write(inflate.decompress(chunk))
             inflated.write(inflate.flush())
-    except (OSError, SourceError, zlib.error):  # never kept, evicted, or a malformed record or blob: compress again
+    except failures:  # never kept, evicted, a malformed record or blob: compress again
         return None
-    if copied.digest != digest or inflated.digest != diff_id or not inflate.eof:
+    if copied.digest != digest or inflated.digest != expected or not inflate.eof:
         return None
     cache.use(record)
     cache.use(cache.blob_path(digest))
-    return Descriptor(media.OCI_LAYER_GZIP, digest, copied.size)
+    return Descriptor(media.OCI_LAYER_GZIP, digest, copied.size), expected
 
 
-def _keep_gzip(cache: Cache, diff_id: str, layer: Descriptor, path: Path) -> None:
-    """Keep the compressed layer in the blob store, and which diff_id it compresses, for the next run. Best
-    effort: the cache is an optimisation, so a read-only or full one costs the next run a compression, no more."""
+def _keep_gzip(cache: Cache, diff_id: str, layer: Descriptor, path: Path, key: str | None) -> None:
+    """Keep the compressed layer in the blob store, and which diff_id (and tar key) it compresses, for the next run.
+    Best effort: the cache is an optimisation, so a read-only or full one costs the next run a compression, no more."""
     try:
         with open(path, "rb") as blob, cache.writing(cache.blob_path(layer.digest)) as out:
             shutil.copyfileobj(blob, out, 1 << 20)
         with cache.writing(cache.gzip_record_path(diff_id, GZIP_KEY)) as record:
             record.write(layer.digest.encode())
+        if key is not None:
+            with cache.writing(cache.tar_gzip_record_path(key, GZIP_KEY)) as record:
+                record.write(f"{layer.digest} {diff_id} {key}".encode())
         cache.trim()
     except OSError:
         return

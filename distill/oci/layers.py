@@ -96,6 +96,11 @@ class Cache:
         (the file's content: that blob's digest, the blob itself in the blob store)."""
         return self.root / "layers" / "gzip" / key / hex_of(diff_id)
 
+    def tar_gzip_record_path(self, tar_key: str, key: str) -> Path:
+        """Records which blob distill's own gzip (`key`) made of the tar `tar_key` names (see tarstream.tar_key),
+        so a warm run need not write the tar to find it (the file's content: that blob's digest and the tar's diff_id)."""
+        return self.root / "layers" / "gzip-of-tar" / key / tar_key
+
     def origin_path(self, blob_digest: str) -> Path:
         """Records that the blob `blob_digest` was verified and decompressed to a diff_id (the file's content)."""
         return self.root / "layers" / "from-blob" / hex_of(blob_digest)
@@ -163,15 +168,16 @@ class Cache:
                 if diff_id is None or not self.layer_path(diff_id).exists():
                     record.unlink(missing_ok=True)
         if removed:  # records of compressed layers whose blob is gone
-            for record in (self.root / "layers" / "gzip").glob("*/*"):
-                digest = _recorded(record)
-                if digest is None or not self.blob_path(digest).exists():
-                    record.unlink(missing_ok=True)
+            for kind in ("gzip", "gzip-of-tar"):
+                for record in (self.root / "layers" / kind).glob("*/[!.]*"):
+                    digest = _recorded(record, first=True)
+                    if digest is None or not self.blob_path(digest).exists():
+                        record.unlink(missing_ok=True)
         return removed, freed
 
     def _remove_stale(self, age: float = 3600.0) -> None:
         now = time.time()
-        records = [self.root / "layers" / "from-blob", *(self.root / "layers" / "gzip").glob("*")]
+        records = [self.root / "layers" / "from-blob", *(self.root / "layers").glob("gzip*/*")]
         for directory in (self.root / "blobs" / "sha256", self.root / "layers" / "sha256", *records):
             if directory.is_dir():
                 for path in directory.glob(".*"):
@@ -295,11 +301,14 @@ def _decompress(blob: BinaryIO, descriptor: Descriptor, limit: int, where: str, 
         blob.verify()
 
 
-def _recorded(origin: Path) -> str | None:
+def _recorded(origin: Path, *, first: bool = False) -> str | None:
+    """The digest a record holds (`first`: the first of the digests it holds); None when it is unreadable or malformed."""
     try:
         text = origin.read_text(errors="replace").strip()
     except OSError:
         return None
+    if first:
+        text = text.split(" ", 1)[0]
     return text if valid_digest(text) else None
 
 

@@ -209,9 +209,10 @@ def test_a_directory_source_leaves_nothing_in_the_cache(tmp_path: Path) -> None:
 
 def test_a_cached_gzip_of_another_layer_is_not_used(source: Path, tmp_path: Path) -> None:
     """A record that names an intact blob of a different layer (swapped, or written by a buggy run): the blob
-    is decompressed on the way and its diff_id checked, so the run compresses again and the image is right."""
+    is decompressed on the way and its diff_id checked (a record by tar key names its key), so the run
+    compresses again and the image is right."""
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "SOURCE_DATE_EPOCH": "1700000000"}
-    records = tmp_path / "cache/distill/layers/gzip"
+    records = tmp_path / "cache/distill/layers"
     other = Tree(tmp_path / "other")
     other.app().write("/etc/motd", "one more file, so another layer\n")
     other_source = write_layout(tmp_path / "other-layout", [tree_members(other.root)], SOURCE_CONFIG)
@@ -224,12 +225,15 @@ def test_a_cached_gzip_of_another_layer_is_not_used(source: Path, tmp_path: Path
         return json.loads((out / "blobs/sha256" / entry["digest"].removeprefix("sha256:")).read_text())["layers"][-1]["digest"]
 
     plain = distill_once("plain", source)
-    (plain_record,) = records.glob("*/*")
+    plain_records = {record.parent.parent.name: record for record in records.glob("gzip*/*/*")}
     with_motd = distill_once("motd", other_source, "--path", "/etc/motd")
     assert with_motd != plain
-    (motd_record,) = set(records.glob("*/*")) - {plain_record}
-    motd_record.write_text(plain)  # the motd layer's record now names the plain layer's (intact) gzip
+    motd_records = {record.parent.parent.name: record for record in set(records.glob("gzip*/*/*")) - set(plain_records.values())}
+    assert sorted(motd_records) == sorted(plain_records) == ["gzip", "gzip-of-tar"]
+    for kind, record in motd_records.items():  # the motd layer's records now name the plain layer's (intact) gzip
+        record.write_text(plain_records[kind].read_text())
     assert distill_once("again", other_source, "--path", "/etc/motd") == with_motd
+    assert motd_records["gzip-of-tar"].read_text().split()[0] == with_motd  # written again
 
 
 def test_a_read_only_cache_costs_a_compression_not_the_run(source: Path, tmp_path: Path) -> None:
@@ -239,7 +243,7 @@ def test_a_read_only_cache_costs_a_compression_not_the_run(source: Path, tmp_pat
     env = {"XDG_CACHE_HOME": str(cache), "SOURCE_DATE_EPOCH": "1700000000"}
     first = run_distill("/usr/bin/app", "--from", f"oci:{source}:latest", "--out", f"oci:{tmp_path / 'first'}:app", "-q", env=env)
     assert first.code == 0, first.stderr
-    for record in (cache / "distill/layers/gzip").glob("*/*"):
+    for record in (cache / "distill/layers").glob("gzip*/*/*"):
         record.unlink()  # as after an upgrade that changes the gzip key: nothing to reuse, something to keep
     script = (
         f"mount --bind -o ro {cache} {cache} && exec {sys.executable} -m distill /usr/bin/app "
