@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlencode, urljoin
 
 import requests
@@ -27,15 +27,10 @@ from distill.oci import documents, media
 from distill.oci.digest import sha256_of
 from distill.oci.image import MAX_MANIFEST_BYTES
 from distill.reference import ImageReference
-from distill.registry.auth import (
-    IDENTITY_TOKEN_USER,
-    Challenge,
-    Credentials,
-    CredentialsError,
-    find_credentials,
-    parse_www_authenticate,
-)
 from distill.registry.options import RegistryOptions
+
+if TYPE_CHECKING:  # the credentials and challenge parser load at the first 401: an anonymous pull needs neither
+    from distill.registry.auth import Challenge, Credentials
 
 __all__ = ["RegistryClient"]
 
@@ -96,6 +91,8 @@ class RegistryClient:
 
     def _credentials(self, repository: str) -> Credentials | None:
         if not self._basic_known:
+            from distill.registry.auth import CredentialsError, find_credentials
+
             self._basic_known = True
             try:
                 self._basic = self.options.creds or find_credentials(self.registry, repository, authfile=self.options.authfile)
@@ -122,6 +119,8 @@ class RegistryClient:
         return {"Authorization": f"Bearer {cached.value}"}
 
     def _fetch_token(self, challenge: Challenge, scopes: frozenset[str], creds: Credentials | None) -> _Token:
+        from distill.registry.auth import IDENTITY_TOKEN_USER
+
         realm = challenge.params["realm"]
         service = challenge.params.get("service")
         try:
@@ -251,6 +250,8 @@ class RegistryClient:
         return "http://" + url.removeprefix("https://")
 
     def _challenges(self, response: requests.Response) -> list[Challenge]:
+        from distill.registry.auth import parse_www_authenticate
+
         header = response.headers.get("WWW-Authenticate", "")
         try:
             challenges = parse_www_authenticate(header)

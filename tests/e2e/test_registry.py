@@ -82,6 +82,23 @@ def test_unknown_repository_and_tag(anonymous: Registry, tmp_path: Path) -> None
         assert not (tmp_path / "out").exists()
 
 
+def test_an_anonymous_pull_loads_no_credentials_code(anonymous: Registry, tmp_path: Path) -> None:
+    """The credential lookup and challenge parser (`registry.auth`) load at the first 401: a registry that
+    asks for none costs no import of them (run through the entry point in a fresh interpreter)."""
+    args = ["/usr/bin/app", "--from", f"{anonymous.host}/library/app:1", "--out", f"oci:{tmp_path / 'out'}:x", "-q"]
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: sys.__stderr__.write('AUTH LOADED ' + repr('distill.registry.auth' in sys.modules) + '\\n'))\n"
+        f"sys.argv = ['distill', *{args!r}]\n"
+        "from distill.__main__ import main\n"
+        "main()\n"
+    )
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "AUTH LOADED False" in result.stderr.splitlines()
+
+
 def test_a_registry_that_is_down(tmp_path: Path) -> None:
     result = distill_app("--from", f"127.0.0.1:{free_port()}/library/app:1", "--out", f"oci:{tmp_path / 'out'}:x")
     assert result.code == 3
