@@ -48,7 +48,7 @@ def _gzip_reader() -> tuple[Callable[[BinaryIO], BinaryIO], tuple[type[BaseExcep
 
 _OPEN_GZIP, _GZIP_ERRORS = _gzip_reader()
 
-__all__ = ["Cache", "Member", "layer_members", "normalize_member_name", "parse_size"]
+__all__ = ["Cache", "Member", "layer_members", "layer_spool", "normalize_member_name", "parse_size"]
 
 _INDEX_VERSION = 3  # 3: the struct reader refuses pax sparse files, which a version 2 index holds misread
 _CHUNK = 1 << 20
@@ -90,6 +90,11 @@ class Cache:
 
     def index_path(self, diff_id: str) -> Path:
         return self.root / "layers" / "sha256" / f"{hex_of(diff_id)}.index.json"
+
+    def merged_path(self, diff_ids: list[str]) -> Path:
+        """The merged view of the layers `diff_ids` (distill.oci.packed), beside the top layer's spool: evicted with it."""
+        chain = hashlib.sha256("\n".join(diff_ids).encode()).hexdigest()
+        return self.root / "layers" / "sha256" / f"{hex_of(diff_ids[-1])}.merged-{chain[:32]}"
 
     def gzip_record_path(self, diff_id: str, key: str) -> Path:
         """Records which blob distill's own gzip (`key`: level and zlib version) made of the layer `diff_id`
@@ -310,6 +315,12 @@ def _recorded(origin: Path, *, first: bool = False) -> str | None:
     if first:
         text = text.split(" ", 1)[0]
     return text if valid_digest(text) else None
+
+
+def layer_spool(image: Image, number: int, cache: Cache) -> Path:
+    """The verified spool of layer `number`, checked as `layer_members` checks it, without its index (for a
+    merged view kept in the cache)."""
+    return _spool(image, number, cache)
 
 
 def layer_members(image: Image, number: int, cache: Cache, stop: threading.Event | None = None) -> tuple[Path, list[Member], list[str]]:

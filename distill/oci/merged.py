@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import threading
 import time
 import weakref
@@ -23,7 +24,8 @@ from typing import BinaryIO
 from distill import paths
 from distill.errors import SourceError
 from distill.oci.image import Image
-from distill.oci.layers import Cache, Member, layer_members
+from distill.oci.layers import Cache, Member, layer_members, layer_spool
+from distill.oci.packed import PackedRows, Row, pack, unpack
 from distill.view import Node, NodeType, View
 
 __all__ = ["ImageView", "open_image_view"]
@@ -78,12 +80,9 @@ def _close_all(fds: list[int]) -> None:
         os.close(fd)
 
 
-# One object of the merged tree, at its canonical path: a tuple, made 10,000 times per warm run; its Node
-# is made when a reader asks for it (`lstat`), so the merge costs a tuple per member, not a dataclass.
-# (path, type, mode, uid, gid, mtime, size, symlink target or "", layer (index into the spools, -1 for
-# none), data offset in that layer's spool)
-_Row = tuple[str, str, int, int, int, int, int, str, int, int]
-_ROOT: _Row = ("/", "dir", 0o755, 0, 0, 0, 0, "", -1, 0)
+# The merged tree is one `Row` (a tuple) per object; its Node is made when a reader asks for it (`lstat`),
+# so the merge costs a tuple per member, not a dataclass.
+_ROOT: Row = ("/", "dir", 0o755, 0, 0, 0, 0, "", -1, 0)
 
 
 class ImageView(View):
@@ -93,7 +92,8 @@ class ImageView(View):
         self.name = name
         self.spools: list[Path] = []
         self.diff_ids: list[str | None] = []  # each spool's verified diff_id (None: not known to be verified)
-        self.rows: dict[str, _Row] = {"/": _ROOT}
+        self.rows: dict[str, Row] = {"/": _ROOT}
+        self._packed: PackedRows | None = None  # the rows of a view kept by an earlier run (`open_image_view`)
         self._nodes: dict[str, Node] = {}  # the Nodes made so far
         self._children: dict[str, set[str]] | None = None  # made when first needed (see `_kids`)
         self.warnings: list[str] = []  # what was repaired while reading the layers (clamped times)
@@ -102,10 +102,18 @@ class ImageView(View):
 
     # -- View primitives ---------------------------------------------------------------------
 
+    def _row(self, path: str) -> Row | None:
+        row = self.rows.get(path)
+        if row is None and self._packed is not None:
+            row = self._packed.get(path)
+            if row is not None:
+                self.rows[path] = row
+        return row
+
     def lstat(self, path: str) -> Node | None:
         node = self._nodes.get(path)
         if node is None:
-            row = self.rows.get(path)
+            row = self._row(path)
             if row is None:
                 return None
             _, kind, mode, uid, gid, mtime, size, target, layer, offset = row
@@ -127,6 +135,8 @@ class ImageView(View):
 
     def file_totals(self) -> tuple[int, int]:
         """From the merged index: every regular file has its data slice (hard links included, as a walk counts them)."""
+        if self._packed is not None:
+            return self._packed.totals
         files = size = 0
         for row in self.rows.values():
             if row[1] == "file":
@@ -135,7 +145,7 @@ class ImageView(View):
         return files, size
 
     def open(self, path: str) -> BinaryIO:
-        row = self.rows.get(path)
+        row = self._row(path)
         if row is None or row[1] != "file":
             raise SourceError(f"{self.name}: {path} is not a regular file")
         return io.BufferedReader(_Slice(self._fds[row[8]], row[9], row[6]))
@@ -143,7 +153,7 @@ class ImageView(View):
     def content_key(self, path: str) -> str | None:
         """What names the bytes of the regular file `path` whatever the run: its layer's verified diff_id, offset
         and size (None when the layer was not read from a verified spool). A cache key for what is made of them."""
-        row = self.rows.get(path)
+        row = self._row(path)
         if row is None or row[1] != "file":
             return None
         diff_id = self.diff_ids[row[8]]
@@ -151,12 +161,22 @@ class ImageView(View):
 
     # -- applying layers ---------------------------------------------------------------------
 
-    def apply(self, spool: Path, members: list[Member], where: str, diff_id: str | None = None) -> None:
-        """Apply one layer on top of what is there (`diff_id`: what the spool was verified to hash to)."""
+    def add_spool(self, spool: Path, diff_id: str | None) -> int:
+        """Open the spool of the next layer (`diff_id`: what it was verified to hash to); its number."""
         self._fds.append(os.open(spool, os.O_RDONLY | os.O_CLOEXEC))
         self.spools.append(spool)
         self.diff_ids.append(diff_id)
-        layer = len(self.spools) - 1
+        return len(self.spools) - 1
+
+    def use_packed(self, packed: PackedRows) -> None:
+        """Take the rows (and the notes) of a view kept by an earlier run over the same spools."""
+        assert self.rows == {"/": _ROOT} and self._packed is None, "a kept view replaces a merge, it does not join one"
+        self.rows, self._packed, self.warnings = {}, packed, list(packed.warnings)  # the root too comes from the kept rows
+
+    def apply(self, spool: Path, members: list[Member], where: str, diff_id: str | None = None) -> None:
+        """Apply one layer on top of what is there (`diff_id`: what the spool was verified to hash to)."""
+        assert self._packed is None, "a kept view is not merged further"
+        layer = self.add_spool(spool, diff_id)
         # whiteouts first: at this point everything in the tree comes from lower layers
         for member in members:
             if member.type == "opaque":
@@ -178,11 +198,11 @@ class ImageView(View):
         """Each directory's names, made in one pass when first asked for (a first layer without whiteouts or
         replaced directories never needs them while it is merged), then kept up to date."""
         if self._children is None:
-            children: dict[str, set[str]] = {path: set() for path, row in self.rows.items() if row[1] == "dir"}
-            for path in self.rows:
+            children: dict[str, set[str]] = {}
+            for path in self._packed if self._packed is not None else self.rows:
                 if path != "/":
                     directory, _, base = path.rpartition("/")
-                    children[directory or "/"].add(base)
+                    children.setdefault(directory or "/", set()).add(base)
             self._children = children
         return self._children
 
@@ -207,17 +227,14 @@ class ImageView(View):
         for directory in reversed(missing):
             self._insert((directory, "dir", 0o755, 0, 0, 0, 0, "", -1, 0))
 
-    def _insert(self, row: _Row) -> None:
+    def _insert(self, row: Row) -> None:
         path = row[0]
         self.rows[path] = row
         self._nodes.pop(path, None)
         children = self._children
-        if children is not None:
-            if path != "/":
-                directory, _, base = path.rpartition("/")
-                children[directory or "/"].add(base)
-            if row[1] == "dir":
-                children.setdefault(path, set())
+        if children is not None and path != "/":
+            directory, _, base = path.rpartition("/")
+            children.setdefault(directory or "/", set()).add(base)
 
     def _remove(self, path: str) -> None:
         """Remove `path` and everything below it, with an explicit stack (a layer sets the depth)."""
@@ -280,6 +297,54 @@ def open_image_view(image: Image, cache: Cache) -> ImageView:
     `_FETCHES` at a time) and merged in order as they arrive; a failure is the first one in layer order,
     as a serial pass would meet it: no layer after a failed one is started, and the layers still in
     flight stop."""
+    view = _kept_view(image, cache)
+    if view is None:
+        view = _merged_view(image, cache)
+        _keep_view(view, image, cache)
+    for warning in image.warnings:
+        if warning not in view.warnings:
+            view.warnings.append(warning)
+    return view
+
+
+def _kept_view(image: Image, cache: Cache) -> ImageView | None:
+    """The view an earlier run merged from the same verified layers, over their spools (each checked as a
+    merge would check it: its origin record, the image still holding its blob); None when it is not kept,
+    is damaged, or a spool must be fetched again (then the layers are fetched concurrently and merged)."""
+    diff_ids = image.diff_ids
+    if not diff_ids or not all(cache.layer_path(diff_id).exists() for diff_id in diff_ids):
+        return None
+    path = cache.merged_path(diff_ids)
+    try:
+        packed = unpack(path.read_bytes(), diff_ids)
+    except OSError:
+        return None
+    if packed is None:
+        return None
+    view = ImageView(image.name)
+    try:
+        for number, diff_id in enumerate(diff_ids):
+            view.add_spool(layer_spool(image, number, cache), diff_id)
+    except FileNotFoundError:  # evicted by another run just now: merged again, from fetched layers
+        return None
+    view.use_packed(packed)
+    cache.use(path)
+    return view
+
+
+def _keep_view(view: ImageView, image: Image, cache: Cache) -> None:
+    """Keep the merged view for the next run over the same layers. Best effort, like the output gzip: a full
+    or read-only cache, or a row that does not fit the format, costs the next run a merge, no more."""
+    try:
+        data = pack(view.rows.values(), image.diff_ids, view.file_totals(), view.warnings)
+        with cache.writing(cache.merged_path(image.diff_ids)) as out:
+            out.write(data)
+    except (OSError, ValueError, struct.error):
+        return
+
+
+def _merged_view(image: Image, cache: Cache) -> ImageView:
+    """Every layer spooled, indexed and merged (see `open_image_view`)."""
     view = ImageView(image.name)
     count = len(image.layers)
     if count <= 1:
@@ -295,9 +360,6 @@ def open_image_view(image: Image, cache: Cache) -> ImageView:
                 future.cancel()
             _let_finish(workers, _CLEANUP_SECONDS)
             raise
-    for warning in image.warnings:
-        if warning not in view.warnings:
-            view.warnings.append(warning)
     return view
 
 

@@ -197,3 +197,88 @@ def test_the_merge_makes_nodes_only_for_what_is_looked_up(tmp_path: Path, monkey
     assert node is not None and link is not None and node.file_id == link.file_id is not None
     assert view.read_bytes("/usr/share/doc/pkg1999/again") == b"1999\n"
     assert len(made) < 10, made
+
+
+def kept_dump(view: View) -> dict[str, object]:
+    """Everything a reader of the view can see: every node (the root included), listings, data, totals, notes."""
+    root = view.lstat("/")
+    dump: dict[str, object] = {"/": root, "totals": view.file_totals(), "warnings": list(getattr(view, "warnings", []))}
+    for node in view.walk("/"):
+        dump[node.path] = (node, view.content_key(node.path), view.read_bytes(node.path) if node.is_file else None)
+        if node.is_dir:
+            dump[node.path + " listing"] = view.listdir(node.path)
+    return dump
+
+
+HANDCRAFTED = [
+    [
+        member("etc", tarfile.DIRTYPE, mode=0o755),
+        member("etc/a", data=b"a"),
+        member("etc/sub/x", data=b"x"),
+        member("data/real", tarfile.DIRTYPE, mode=0o750),
+        member("data/link", tarfile.SYMTYPE, link="real"),
+        member("usr/lib/deep/file", data=b"implicit parents"),
+        member("empty", tarfile.DIRTYPE, mode=0o700),
+    ],
+    [
+        member("etc/.wh..wh..opq", data=b""),
+        member("etc/b", data=b"b"),
+        member("data/link/through", data=b"via link"),
+        member("usr/lib/.wh.deep", data=b""),
+        member("hard", tarfile.LNKTYPE, link="etc/b"),
+    ],
+]
+
+
+def open_kept(layout: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> View:
+    """The view of `layout` again, with every layer index and merge refused: only a kept view can answer."""
+    with monkeypatch.context() as patched:
+        patched.setattr(merged_module, "layer_members", lambda *_: pytest.fail("a layer was indexed and merged again"))
+        return merged(layout, tmp_path)
+
+
+def test_a_kept_view_is_the_merged_view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first run merges and keeps the view; the next reads it (no index, no merge) and sees the same tree,
+    the root's own metadata, data, content keys, totals and the notes on clamped times included."""
+    layers = [[member("./", tarfile.DIRTYPE, mode=0o711), *HANDCRAFTED[0], member("etc/old", data=b"old")], HANDCRAFTED[1]]
+    layers[0][0][0].mtime = 1234567890  # the root's own metadata
+    layers[0][-1][0].mtime = -5  # clamped to 0, and noted
+    layout = write_layout(tmp_path / "layout", layers)
+    first = kept_dump(merged(layout, tmp_path))
+    assert any("clamped" in warning for warning in first["warnings"])  # type: ignore[attr-defined]
+    assert len(list((tmp_path / "cache/layers/sha256").glob("*.merged-*"))) == 1
+    assert kept_dump(open_kept(layout, tmp_path, monkeypatch)) == first
+
+
+def test_a_damaged_kept_view_is_merged_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One flipped bit in the body (its digest), a truncated file, a header of another chain: each is merged
+    again from the verified layers, and the file is written again."""
+    layout = write_layout(tmp_path / "layout", HANDCRAFTED)
+    expected = kept_dump(merged(layout, tmp_path))
+    (kept,) = (tmp_path / "cache/layers/sha256").glob("*.merged-*")
+    intact = kept.read_bytes()
+    other_chain = intact.replace(b'"diff_ids":["sha256:', b'"diff_ids":["sha256:0', 1)  # the body still intact
+    assert other_chain != intact
+    for damaged in (intact[:-60] + bytes([intact[-60] ^ 1]) + intact[-59:], intact[: len(intact) // 2], other_chain):
+        kept.write_bytes(damaged)
+        assert kept_dump(merged(layout, tmp_path)) == expected
+        assert kept.read_bytes() == intact
+    assert kept_dump(open_kept(layout, tmp_path, monkeypatch)) == expected
+
+
+def test_a_kept_view_belongs_to_its_chain_of_layers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same top layer over another lower layer is another chain: its own kept view, never the other's."""
+    top = [member("etc/b", data=b"b")]
+    two = write_layout(tmp_path / "two", [[member("etc/a", data=b"a")], top])
+    one = write_layout(tmp_path / "one", [top])
+    merged(two, tmp_path)
+    (kept_two,) = (tmp_path / "cache/layers/sha256").glob("*.merged-*")
+    view = merged(one, tmp_path)
+    assert view.lstat("/etc/a") is None
+    kept = set((tmp_path / "cache/layers/sha256").glob("*.merged-*"))
+    assert len(kept) == 2
+    (kept_one,) = kept - {kept_two}
+    kept_one.write_bytes(kept_two.read_bytes())  # the two-layer view under the one-layer chain's name
+    view = merged(one, tmp_path)
+    assert view.lstat("/etc/a") is None and view.read_bytes("/etc/b") == b"b"
+    assert open_kept(one, tmp_path, monkeypatch).lstat("/etc/a") is None
