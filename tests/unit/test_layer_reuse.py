@@ -138,3 +138,16 @@ def test_a_tar_key_record_is_believed_only_under_its_own_key(layouts: tuple[Path
     blob.write_bytes(blob.read_bytes()[:-1] + b"\0")  # damaged in place
     assert compose._write_layer(other, view, tmp_path / "d.tar.gz", cache) == (other_layer, other_diff_id)
     assert hashlib.sha256(blob.read_bytes()).hexdigest() == other_layer.digest.removeprefix("sha256:")  # kept again
+
+
+def test_evicting_a_gzip_removes_its_records(layouts: tuple[Path, Path], tmp_path: Path) -> None:
+    """Trimming the cache to nothing takes the compressed layer, and the records that named it go with it."""
+    cache = Cache(tmp_path / "cache")
+    view = image_view(layouts[0], cache)
+    compose._write_layer(plan_of(view), view, tmp_path / "layer.tar.gz", cache)
+    records = tmp_path / "cache/layers"
+    assert len(list(records.glob("gzip-of-tar/*/*"))) == len(list(records.glob("gzip/*/*"))) == 1
+    del view  # its spools are no longer read
+    cache.in_use.clear()  # as in a later run
+    removed, _ = cache.trim(0)
+    assert removed and not list(records.glob("gzip*/*/*"))
