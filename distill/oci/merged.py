@@ -16,10 +16,10 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from distill import paths
 from distill.errors import SourceError
@@ -30,6 +30,7 @@ from distill.view import Node, NodeType, View
 
 __all__ = ["ImageView", "open_image_view"]
 
+_T = TypeVar("_T")
 _FETCHES = 4  # layers fetched and spooled at once
 _CLEANUP_SECONDS = 2.0  # how long a failed or interrupted run lets fetches in flight clean up
 
@@ -323,8 +324,8 @@ def _kept_view(image: Image, cache: Cache) -> ImageView | None:
         return None
     view = ImageView(image.name)
     try:
-        for number, diff_id in enumerate(diff_ids):
-            view.add_spool(layer_spool(image, number, cache), diff_id)
+        for number, spool in enumerate(_in_order(image, lambda number, stop: layer_spool(image, number, cache))):
+            view.add_spool(spool, diff_ids[number])
     except FileNotFoundError:  # evicted by another run just now: merged again, from fetched layers
         return None
     view.use_packed(packed)
@@ -332,9 +333,25 @@ def _kept_view(image: Image, cache: Cache) -> ImageView | None:
     return view
 
 
+def _in_order(image: Image, fetch: Callable[[int, threading.Event], _T]) -> list[_T]:
+    """`fetch(number, stop)` of every layer, concurrently as in a merge (a registry answers each layer's
+    `HEAD` on its own), the first failure in layer order raised."""
+    if len(image.layers) <= 1:
+        return [fetch(number, threading.Event()) for number in range(len(image.layers))]
+    stop = threading.Event()
+    futures, workers = _fetch_all(image, stop, fetch)
+    try:
+        return [future.result() for future in futures]
+    except BaseException:
+        _abandon(stop, futures, workers)
+        raise
+
+
 def _keep_view(view: ImageView, image: Image, cache: Cache) -> None:
     """Keep the merged view for the next run over the same layers. Best effort, like the output gzip: a full
     or read-only cache, or a row that does not fit the format, costs the next run a merge, no more."""
+    if not image.layers:
+        return
     try:
         data = pack(view.rows.values(), image.diff_ids, view.file_totals(), view.warnings)
         with cache.writing(cache.merged_path(image.diff_ids)) as out:
@@ -351,16 +368,21 @@ def _merged_view(image: Image, cache: Cache) -> ImageView:
         _merge(view, image, cache, lambda number: layer_members(image, number, cache))
     else:
         stop = threading.Event()
-        futures, workers = _fetch_all(image, cache, stop)
+        futures, workers = _fetch_all(image, stop, lambda number, stop: layer_members(image, number, cache, stop))
         try:
             _merge(view, image, cache, lambda number: futures[number].result())
-        except BaseException:  # a failure, or SIGINT/SIGTERM: nothing more starts, and nobody waits for a stalled fetch
-            stop.set()
-            for future in futures:
-                future.cancel()
-            _let_finish(workers, _CLEANUP_SECONDS)
+        except BaseException:
+            _abandon(stop, futures, workers)
             raise
     return view
+
+
+def _abandon(stop: threading.Event, futures: Sequence[Future[Any]], workers: list[threading.Thread]) -> None:
+    """After a failure, or SIGINT/SIGTERM: nothing more starts, and nobody waits for a stalled fetch."""
+    stop.set()
+    for future in futures:
+        future.cancel()
+    _let_finish(workers, _CLEANUP_SECONDS)
 
 
 def _let_finish(workers: list[threading.Thread], seconds: float) -> None:
@@ -372,16 +394,17 @@ def _let_finish(workers: list[threading.Thread], seconds: float) -> None:
 
 
 def _fetch_all(
-    image: Image, cache: Cache, stop: threading.Event
-) -> tuple[list[Future[tuple[Path, list[Member], list[str]]]], list[threading.Thread]]:
-    """Every layer's `layer_members`, as futures, computed in layer order on `_FETCHES` daemon threads.
+    image: Image, stop: threading.Event, fetch: Callable[[int, threading.Event], _T]
+) -> tuple[list[Future[_T]], list[threading.Thread]]:
+    """Every layer's `fetch(number, stop)` (its `layer_members`, or its checked spool), as futures, computed in
+    layer order on `_FETCHES` daemon threads.
 
     Not a ThreadPoolExecutor: the interpreter joins its threads at exit, so a fetch stalled on a silent
     registry would hold an interrupted run for as long as the registry stays silent. A thread takes the
     next layer only while nothing stopped the run and no earlier layer failed: the layers after the
     first failure are never fetched."""
     count = len(image.layers)
-    futures: list[Future[tuple[Path, list[Member], list[str]]]] = [Future() for _ in range(count)]
+    futures: list[Future[_T]] = [Future() for _ in range(count)]
     lock = threading.Lock()
     state = {"next": 0, "failed": count}  # the next layer to take; the first layer that failed
 
@@ -396,7 +419,7 @@ def _fetch_all(
             if not future.set_running_or_notify_cancel():
                 return
             try:
-                future.set_result(layer_members(image, number, cache, stop))
+                future.set_result(fetch(number, stop))
             except BaseException as exc:  # handed to the merging thread, which raises it in layer order
                 with lock:
                     state["failed"] = min(state["failed"], number)

@@ -282,3 +282,21 @@ def test_a_kept_view_belongs_to_its_chain_of_layers(tmp_path: Path, monkeypatch:
     view = merged(one, tmp_path)
     assert view.lstat("/etc/a") is None and view.read_bytes("/etc/b") == b"b"
     assert open_kept(one, tmp_path, monkeypatch).lstat("/etc/a") is None
+
+
+def test_a_kept_view_checks_its_layers_concurrently(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warm run still checks that the image holds each layer's blob (a registry's HEAD): for three layers
+    whose checks each wait at a barrier for the other two, as a merge's fetches do. The kept view answers."""
+    layout = write_layout(tmp_path / "layout", [[member("etc/a", data=f"layer {n}".encode())] for n in range(3)])
+    merged(layout, tmp_path)
+    image = layout_image(DirStore(str(layout), f"oci:{layout}"), "latest", Platform.host())
+    barrier, check = threading.Barrier(3, timeout=30), image.check_blob
+
+    def check_blob(descriptor: Descriptor) -> None:
+        barrier.wait()
+        check(descriptor)
+
+    monkeypatch.setattr(image, "check_blob", check_blob)
+    monkeypatch.setattr(merged_module, "layer_members", lambda *_: pytest.fail("a layer was indexed and merged again"))
+    view = open_image_view(image, Cache(tmp_path / "cache"))
+    assert view.read_bytes("/etc/a") == b"layer 2"
