@@ -312,8 +312,10 @@ def _kept_view(image: Image, cache: Cache) -> ImageView | None:
     """The view an earlier run merged from the same verified layers, over their spools (each checked as a
     merge would check it: its origin record, the image still holding its blob); None when it is not kept,
     is damaged, or a spool must be fetched again (then the layers are fetched concurrently and merged)."""
+    if not image.layers:  # nothing to merge (nor `diff_ids` to read: a merge reads them per layer)
+        return None
     diff_ids = image.diff_ids
-    if not diff_ids or not all(cache.layer_path(diff_id).exists() for diff_id in diff_ids):
+    if not all(cache.layer_path(diff_id).exists() for diff_id in diff_ids):
         return None
     path = cache.merged_path(diff_ids)
     try:
