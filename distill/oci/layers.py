@@ -92,8 +92,9 @@ class Cache:
         return self.root / "layers" / "sha256" / f"{hex_of(diff_id)}.index.json"
 
     def merged_path(self, diff_ids: list[str]) -> Path:
-        """The merged view of the layers `diff_ids` (distill.oci.packed), beside the top layer's spool: evicted with it."""
-        chain = hashlib.sha256("\n".join(diff_ids).encode()).hexdigest()
+        """The merged view of the layers `diff_ids` (distill.oci.packed), beside the top layer's spool: evicted with it.
+        Named by the chain and the index version too: what a new indexer reads is merged again."""
+        chain = hashlib.sha256("\n".join([f"index {_INDEX_VERSION}", *diff_ids]).encode()).hexdigest()
         return self.root / "layers" / "sha256" / f"{hex_of(diff_ids[-1])}.merged-{chain[:32]}"
 
     def gzip_record_path(self, diff_id: str, key: str) -> Path:

@@ -10,6 +10,8 @@ directories. File contents are read from the layer spools.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 import os
 import struct
@@ -317,9 +319,9 @@ def _kept_view(image: Image, cache: Cache) -> ImageView | None:
     diff_ids = image.diff_ids
     if not all(cache.layer_path(diff_id).exists() for diff_id in diff_ids):
         return None
-    path = cache.merged_path(diff_ids)
+    path, merger = cache.merged_path(diff_ids), _merger()
     try:
-        packed = unpack(path.read_bytes(), diff_ids)
+        packed = unpack(path.read_bytes(), diff_ids, merger) if merger else None
     except OSError:
         return None
     if packed is None:
@@ -333,6 +335,17 @@ def _kept_view(image: Image, cache: Cache) -> ImageView | None:
     view.use_packed(packed)
     cache.use(path)
     return view
+
+
+@functools.cache
+def _merger() -> str:
+    """What names the merge's code: this module's source (a kept view is the result of this code; "" when the
+    source cannot be read, and then no view is kept)."""
+    try:
+        with open(__file__, "rb") as source:
+            return hashlib.sha256(source.read()).hexdigest()
+    except OSError:
+        return ""
 
 
 def _in_order(image: Image, fetch: Callable[[int, threading.Event], _T]) -> list[_T]:
@@ -352,10 +365,11 @@ def _in_order(image: Image, fetch: Callable[[int, threading.Event], _T]) -> list
 def _keep_view(view: ImageView, image: Image, cache: Cache) -> None:
     """Keep the merged view for the next run over the same layers. Best effort, like the output gzip: a full
     or read-only cache, or a row that does not fit the format, costs the next run a merge, no more."""
-    if not image.layers:
+    merger = _merger()
+    if not image.layers or not merger:
         return
     try:
-        data = pack(view.rows.values(), image.diff_ids, view.file_totals(), view.warnings)
+        data = pack(view.rows.values(), image.diff_ids, merger, view.file_totals(), view.warnings)
         with cache.writing(cache.merged_path(image.diff_ids)) as out:
             out.write(data)
     except (OSError, ValueError, struct.error):

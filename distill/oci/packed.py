@@ -6,7 +6,7 @@ what the planner touches, not the image's member count. The file is derived data
 index: its body's sha256 is in its header, and a file that is damaged, of another chain or of another
 format is not used (the view is merged again and the file rewritten).
 
-Layout: a magic line; a JSON line (the chain's diff_ids, the body's digest, the row count, the byte
+Layout: a magic line; a JSON line (the chain's diff_ids, what names the merge's code, the body's digest, the row count, the byte
 lengths of the names and targets, the view's file totals and warnings); the body: every path joined by
 NUL (no member name holds one), every symlink target concatenated, then one `_ROW` per path.
 """
@@ -49,8 +49,9 @@ class PackedRows:
         return iter(self.index)
 
 
-def pack(rows: Iterable[Row], diff_ids: list[str], totals: tuple[int, int], warnings: list[str]) -> bytes:
-    """The file for a view merged from the layers `diff_ids` (ValueError or struct.error when a row does not fit)."""
+def pack(rows: Iterable[Row], diff_ids: list[str], merger: str, totals: tuple[int, int], warnings: list[str]) -> bytes:
+    """The file for a view merged from the layers `diff_ids` by `merger` (what names the merge's code), ValueError
+    or struct.error when a row does not fit."""
     names, targets, table = [], [], bytearray()
     position = 0
     for path, kind, mode, uid, gid, mtime, size, target, layer, offset in rows:
@@ -65,6 +66,7 @@ def pack(rows: Iterable[Row], diff_ids: list[str], totals: tuple[int, int], warn
     body = name_bytes + target_bytes + table
     header = {
         "diff_ids": diff_ids,
+        "merger": merger,
         "digest": hashlib.sha256(body).hexdigest(),
         "count": len(names),
         "names": len(name_bytes),
@@ -75,15 +77,18 @@ def pack(rows: Iterable[Row], diff_ids: list[str], totals: tuple[int, int], warn
     return _MAGIC + json.dumps(header, separators=(",", ":")).encode() + b"\n" + body
 
 
-def unpack(data: bytes, diff_ids: list[str]) -> PackedRows | None:
-    """The rows `data` holds when it is an intact file of this format for the layers `diff_ids`, else None."""
+def unpack(data: bytes, diff_ids: list[str], merger: str) -> PackedRows | None:
+    """The rows `data` holds when it is an intact file of this format for the layers `diff_ids` merged by `merger`,
+    else None."""
     if not data.startswith(_MAGIC):
         return None
     end = data.find(b"\n", len(_MAGIC))
     try:
         header = json.loads(data[len(_MAGIC) : end])
         body = memoryview(data)[end + 1 :]
-        if end < 0 or header["diff_ids"] != diff_ids or hashlib.sha256(body).hexdigest() != header["digest"]:
+        if end < 0 or (header["diff_ids"], header["merger"]) != (diff_ids, merger):
+            return None
+        if hashlib.sha256(body).hexdigest() != header["digest"]:
             return None
         count, name_length, target_length = int(header["count"]), int(header["names"]), int(header["targets"])
         if name_length + target_length + count * _ROW.size != len(body):

@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 import pytest
 
 from distill.errors import SourceError
+from distill.oci import layers as layers_module
 from distill.oci import merged as merged_module
 from distill.oci.image import Descriptor, Platform
 from distill.oci.layers import Cache
@@ -251,15 +252,17 @@ def test_a_kept_view_is_the_merged_view(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_a_damaged_kept_view_is_merged_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """One flipped bit in the body (its digest), a truncated file, a header of another chain: each is merged
-    again from the verified layers, and the file is written again."""
+    """One flipped bit in the body (its digest), a truncated file, a header of another chain or of another
+    merge code: each is merged again from the verified layers, and the file is written again."""
     layout = write_layout(tmp_path / "layout", HANDCRAFTED)
     expected = kept_dump(merged(layout, tmp_path))
     (kept,) = (tmp_path / "cache/layers/sha256").glob("*.merged-*")
     intact = kept.read_bytes()
     other_chain = intact.replace(b'"diff_ids":["sha256:', b'"diff_ids":["sha256:0', 1)  # the body still intact
-    assert other_chain != intact
-    for damaged in (intact[:-60] + bytes([intact[-60] ^ 1]) + intact[-59:], intact[: len(intact) // 2], other_chain):
+    other_merger = intact.replace(b'"merger":"', b'"merger":"0', 1)  # as after a change to the merge's code
+    assert intact not in (other_chain, other_merger)
+    flipped = intact[:-60] + bytes([intact[-60] ^ 1]) + intact[-59:]
+    for damaged in (flipped, intact[: len(intact) // 2], other_chain, other_merger):
         kept.write_bytes(damaged)
         assert kept_dump(merged(layout, tmp_path)) == expected
         assert kept.read_bytes() == intact
@@ -282,6 +285,10 @@ def test_a_kept_view_belongs_to_its_chain_of_layers(tmp_path: Path, monkeypatch:
     view = merged(one, tmp_path)
     assert view.lstat("/etc/a") is None and view.read_bytes("/etc/b") == b"b"
     assert open_kept(one, tmp_path, monkeypatch).lstat("/etc/a") is None
+    cache, diff_ids = Cache(tmp_path / "cache"), [f"sha256:{'1' * 64}"]
+    name = cache.merged_path(diff_ids)
+    monkeypatch.setattr(layers_module, "_INDEX_VERSION", layers_module._INDEX_VERSION + 1)
+    assert cache.merged_path(diff_ids) != name  # what another indexer reads is merged again
 
 
 def test_a_kept_view_checks_its_layers_concurrently(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
