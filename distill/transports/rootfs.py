@@ -8,7 +8,6 @@ read-only directory does not block writing into it.
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import shutil
@@ -161,15 +160,18 @@ class DirView(View):
 def _copy(source: BinaryIO, fd: int) -> None:
     """Copy a source file's bytes to `fd`: in the kernel when the source is a host file (no pass through
     Python's buffers; a shared extent where the filesystem has them), else through a buffer (an image's
-    spool slice)."""
+    spool slice). Whatever stops the kernel copy before its first byte (another filesystem, a seccomp
+    filter that answers EPERM, an old kernel, a file that reports no size) leaves the buffer to do it."""
     if isinstance(getattr(source, "raw", None), io.FileIO):
+        copied = 0
         try:
-            while os.copy_file_range(source.fileno(), fd, 1 << 30):
-                pass
-            return
-        except OSError as exc:  # another filesystem or an old kernel: both offsets stand where the copy stopped
-            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            while count := os.copy_file_range(source.fileno(), fd, 1 << 30):
+                copied += count
+        except OSError:
+            if copied:  # part of the file is written: a real error, not a refusal
                 raise
+        if copied:
+            return
     with open(fd, "wb", buffering=1 << 16, closefd=False) as out:
         shutil.copyfileobj(source, out, 1 << 20)
 
@@ -232,19 +234,16 @@ class _Writer:
                 assert entry.source is not None
                 with source.open(entry.source) as src:
                     _copy(src, fd)
-            if self.can_chown:
-                os.fchown(fd, entry.uid, entry.gid)
-            os.fchmod(fd, entry.mode)  # after chown, which clears setuid bits
-            mtime_ns = int(entry.mtime or 0) * 1_000_000_000
-            os.utime(fd, ns=(mtime_ns, mtime_ns))
+            self._attributes(fd, entry)
         finally:
             os.close(fd)
 
-    def _attributes(self, target: Path, entry: Entry) -> None:
-        symlink = entry.kind is EntryKind.SYMLINK
+    def _attributes(self, target: Path | int, entry: Entry) -> None:
+        """Owner, mode, times of a path or a descriptor; a symlink's own (never what it points to)."""
+        follow = entry.kind is not EntryKind.SYMLINK  # a descriptor takes no follow_symlinks=False
         if self.can_chown:
-            os.chown(target, entry.uid, entry.gid, follow_symlinks=False)
-        if not symlink:
+            os.chown(target, entry.uid, entry.gid, follow_symlinks=follow)
+        if follow:
             os.chmod(target, entry.mode)  # after chown, which clears setuid bits
         mtime_ns = int(entry.mtime or 0) * 1_000_000_000
-        os.utime(target, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+        os.utime(target, ns=(mtime_ns, mtime_ns), follow_symlinks=follow)

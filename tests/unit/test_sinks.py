@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
@@ -102,6 +103,49 @@ def test_a_rootfs_output_on_another_filesystem_holds_the_same_tree(planned: tupl
         assert dump(out) == dump(tmp_path / "same-fs")
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+def _refusing(error: int | None) -> object:
+    """copy_file_range as a kernel that will not copy: an errno, or 0 bytes (None)."""
+
+    def copy_file_range(*args: object) -> int:
+        if error is None:
+            return 0
+        raise OSError(error, os.strerror(error))
+
+    return copy_file_range
+
+
+@pytest.mark.parametrize("error", [errno.EPERM, errno.ENOSYS, None], ids=["EPERM", "ENOSYS", "zero-bytes"])
+def test_a_kernel_that_will_not_copy_leaves_the_copy_to_a_buffer(
+    planned: tuple[Plan, DirView], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: int | None
+) -> None:
+    """A fake kernel, because no real part here refuses this way: container seccomp profiles answer
+    copy_file_range with EPERM, old kernels with ENOSYS, some filesystems copy 0 bytes. (EXDEV is real:
+    the tmpfs test above.)"""
+    plan, view = planned
+    write(plan, view, f"rootfs:{tmp_path / 'kernel'}")
+    monkeypatch.setattr(os, "copy_file_range", _refusing(error))
+    write(plan, view, f"rootfs:{tmp_path / 'buffer'}")
+    assert dump(tmp_path / "buffer") == dump(tmp_path / "kernel")
+
+
+def test_a_copy_that_fails_part_way_is_an_error(planned: tuple[Plan, DirView], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the kernel has written part of a file, an error is real (here a faked EIO): exit 5, nothing left."""
+    plan, view = planned
+    copied: list[int] = []
+    real = os.copy_file_range
+
+    def failing(source: int, target: int, count: int) -> int:
+        if copied:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        copied.append(real(source, target, 1))
+        return copied[0]
+
+    monkeypatch.setattr(os, "copy_file_range", failing)
+    with pytest.raises(DestinationError, match=r"cannot write /\S+: Input/output error"):
+        write(plan, view, f"rootfs:{tmp_path / 'out'}")
+    assert not (tmp_path / "out").exists()
 
 
 def test_layer_and_rootfs_outputs_hold_the_same_tree(planned: tuple[Plan, DirView], tmp_path: Path) -> None:
