@@ -166,7 +166,7 @@ def builtin_dir() -> Path:
 def builtin_profiles() -> list[tuple[str, str]]:
     """(name, description) of every built-in profile and fragment."""
     out = []
-    for path in sorted(builtin_dir().glob("*.yaml"), key=lambda p: p.stem):
+    for path in sorted(_builtin_root().glob("*.yaml"), key=lambda p: p.stem):
         document, _ = _parse(path, path.read_text(encoding="utf-8"), str(path), builtin=True)
         description = document.get("description", "") if isinstance(document, dict) else ""
         out.append((path.stem, str(description)))

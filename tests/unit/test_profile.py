@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import textwrap
 from pathlib import Path
 
@@ -59,22 +61,40 @@ def test_the_pre_parsed_index_holds_every_builtin_as_the_checked_parser_reads_it
     """Built-ins are read from profiles/parsed.json while their text matches; it must be fresh and exact."""
     path = REPO / "profiles" / f"{name}.yaml"
     text = path.read_text()
+    checked, error = yamlsafe.parse_yaml(text, name)
+    assert error is None
+    assert builtin_index.carried_by_json(checked), f"{path.name}: write numbers as strings (mode: '0755'), so the index can hold it"
     indexed = builtin_index.indexed_document(path, text)
     assert indexed is not None, f"profiles/parsed.json is stale for {path.name}: run `make profiles`"
-    checked, error = yamlsafe.parse_yaml(text, name)
-    assert error is None and _spelled(indexed[0]) == _spelled(checked)
+    assert _spelled(indexed[0]) == _spelled(checked)
     assert list(indexed[0]) == list(checked)  # key order too: the schema reads it
 
 
 def test_an_edited_builtin_is_parsed_from_its_yaml_and_integers_stay_out_of_the_index(tmp_path: Path) -> None:
     write(tmp_path, "plain.yaml", "schema: distill/v1\ndescription: first\npaths:\n  /etc/x: {optional: true}\n")
     write(tmp_path, "modes.yaml", "schema: distill/v1\npaths:\n  /run/x: {dir: true, mode: 755}\n")
-    builtin_index.write_index(tmp_path)
+    _, left_out = builtin_index.write_index(tmp_path)
+    assert left_out == ["modes.yaml: holds a number or a date; write it as a string (mode: '0755')"]
     plain = tmp_path / "plain.yaml"
     assert builtin_index.indexed_document(plain, plain.read_text()) == (yaml.safe_load(plain.read_text()),)
     assert builtin_index.indexed_document(plain, plain.read_text().replace("first", "second")) is None
     modes = tmp_path / "modes.yaml"  # JSON would lose that 755 was written without a leading 0
     assert builtin_index.indexed_document(modes, modes.read_text()) is None
+
+
+def test_a_damaged_index_entry_is_not_used(tmp_path: Path) -> None:
+    """An entry of the wrong shape is ignored (the file is parsed from its YAML), not a crash."""
+    write(tmp_path, "app.yaml", "schema: distill/v1\ndescription: x\n")
+    text = (tmp_path / "app.yaml").read_text()
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    for entry in ([1, 2], {"sha256": digest}, {"sha256": 7, "document": {}}, "x"):
+        index = tmp_path / builtin_index.INDEX_NAME
+        index.write_text(json.dumps({"format": 1, "documents": {"app.yaml": entry}}))
+        builtin_index._index.cache_clear()
+        assert builtin_index.indexed_document(tmp_path / "app.yaml", text) is None
+    index.write_text("{not json")
+    builtin_index._index.cache_clear()
+    assert builtin_index.indexed_document(tmp_path / "app.yaml", text) is None
 
 
 def test_builtin_list_is_the_profiles_directory() -> None:
