@@ -306,10 +306,10 @@ def _write(prepared: Prepared) -> None:
             from distill.layering import flattened
 
             prepared.written.append(write_plan(flattened(prepared.plan, prepared.output), prepared.output, ref))
-        elif ref.transport == "layer" and prepared.built is not None and ref.path.endswith((".gz", ".tgz")):
-            from distill.transports.layer import write_blob  # the image's layer blob: compressed once per run
+        elif ref.transport == "layer" and prepared.built is not None:  # compressed once per run: the image's layer
+            from distill.transports.layer import write_built_layer
 
-            prepared.written.append(write_blob(prepared.built.layers[-1].open, ref))
+            prepared.written.append(write_built_layer(prepared.built.layers[-1].open, prepared.plan, prepared.source.view, ref))
         else:
             prepared.written.append(write_plan(prepared.plan, prepared.source.view, ref))
 

@@ -14,12 +14,12 @@ from distill.staging import staged
 from distill.tarstream import GzipWriter, write_tar
 from distill.view import View
 
-__all__ = ["write_blob", "write_plan"]
+__all__ = ["write_built_layer", "write_plan"]
 
 
 def write_plan(plan: Plan, source: View, ref: Ref) -> str:
     dest = Path(ref.path).absolute()
-    compress = dest.name.endswith((".gz", ".tgz"))
+    compress = _gzipped(dest)
     with staged(dest, directory=False) as temp, open(temp, "wb") as raw:
         if compress:  # gzipped as the image's layer is: the same bytes
             with GzipWriter(raw) as gzipped:
@@ -31,12 +31,18 @@ def write_plan(plan: Plan, source: View, ref: Ref) -> str:
     return f"{ref}: {dest.stat().st_size} bytes"
 
 
-def write_blob(open_blob: Callable[[], BinaryIO], ref: Ref) -> str:
-    """A gzipped layer file from the layer blob of the image the same run built from the same plan: those
-    are the bytes `write_plan` would compress again."""
+def write_built_layer(open_blob: Callable[[], BinaryIO], plan: Plan, source: View, ref: Ref) -> str:
+    """The layer file of a run that also built an image from `plan`: gzipped, it is that image's layer blob
+    (`open_blob`), copied rather than compressed a second time; a plain tar is written from the plan."""
     dest = Path(ref.path).absolute()
+    if not _gzipped(dest):
+        return write_plan(plan, source, ref)
     with staged(dest, directory=False) as temp, open(temp, "wb") as raw, open_blob() as blob:
         shutil.copyfileobj(blob, raw, 1 << 20)
         raw.flush()
         os.fsync(raw.fileno())
     return f"{ref}: {dest.stat().st_size} bytes"
+
+
+def _gzipped(dest: Path) -> bool:
+    return dest.name.endswith((".gz", ".tgz"))
