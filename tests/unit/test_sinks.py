@@ -247,13 +247,16 @@ def test_a_run_with_an_image_and_a_gzip_layer_file_compresses_once(tmp_path: Pat
         f"oci:{tmp_path / 'oci'}:app",
         "--out",
         f"layer:{tmp_path / 'b.tgz'}",
+        "--out",
+        f"layer:{tmp_path / 'c.tar'}",  # a plain tar: written from the plan, the same tar
     ]
     with pytest.raises(SystemExit) as exited:
         cli.main(["/usr/bin/app", "--from", f"rootfs:{tree.root}", "-q", *outputs])
     assert exited.value.code == 0
     assert len(compressions) == 1
     assert (tmp_path / "layer.tar.gz").read_bytes() == (tmp_path / "b.tgz").read_bytes()
-    assert gzip.decompress((tmp_path / "layer.tar.gz").read_bytes())[:512].rstrip(b"\0")  # a tar, not an empty file
+    assert gzip.decompress((tmp_path / "layer.tar.gz").read_bytes()) == (tmp_path / "c.tar").read_bytes()
+    assert tarfile.open(tmp_path / "c.tar").getnames()  # a tar with members, not an empty file
 
 
 def test_a_non_empty_destination_is_refused_without_force(tmp_path: Path) -> None:
