@@ -256,7 +256,8 @@ def test_a_run_with_an_image_and_a_gzip_layer_file_compresses_once(tmp_path: Pat
     assert len(compressions) == 1
     assert (tmp_path / "layer.tar.gz").read_bytes() == (tmp_path / "b.tgz").read_bytes()
     assert gzip.decompress((tmp_path / "layer.tar.gz").read_bytes()) == (tmp_path / "c.tar").read_bytes()
-    assert tarfile.open(tmp_path / "c.tar").getnames()  # a tar with members, not an empty file
+    with tarfile.open(tmp_path / "c.tar") as tar:
+        assert tar.getnames()  # a tar with members, not an empty file
 
 
 def test_a_non_empty_destination_is_refused_without_force(tmp_path: Path) -> None:
