@@ -24,7 +24,7 @@ from distill.errors import SourceError
 from distill.plan import Entry, EntryKind, Plan
 from distill.view import View
 
-__all__ = ["write_tar", "tar_key", "GzipWriter", "GZIP_LEVEL", "GZIP_KEY"]
+__all__ = ["write_tar", "tar_key", "gzip_key", "GzipWriter", "GZIP_LEVEL"]
 
 # Fixed, so the compressed bytes do not depend on a default. Chosen by measurement (docs/performance.md):
 # level 4 compresses the nginx layer 2.2x faster than level 6 for 2.4% more bytes; levels above 6 gain
@@ -32,7 +32,6 @@ __all__ = ["write_tar", "tar_key", "GzipWriter", "GZIP_LEVEL", "GZIP_KEY"]
 GZIP_LEVEL = 4
 _BLOCK = 1 << 20  # the unit of parallel compression (see GzipWriter)
 _WINDOW = 1 << 15  # deflate's window: what a block may refer back to
-GZIP_KEY = f"{GZIP_LEVEL}-zlib{zlib.ZLIB_RUNTIME_VERSION}-blocks{_BLOCK >> 10}k"  # what decides the compressed bytes: a cache key
 
 _TYPES = {
     EntryKind.FILE: tarfile.REGTYPE,
@@ -95,6 +94,14 @@ def _writer_identity() -> str | None:
             return f"{hashlib.sha256(source.read()).hexdigest()} {sys.version}"
     except OSError:
         return None
+
+
+@functools.cache
+def gzip_key() -> str | None:
+    """What decides the compressed bytes besides the tar, as a cache key: the level, zlib, the block size and
+    this module's source, which frames the blocks (None where the source cannot be read: nothing is reused)."""
+    identity = _writer_identity()
+    return None if identity is None else f"{GZIP_LEVEL}-zlib{zlib.ZLIB_RUNTIME_VERSION}-blocks{_BLOCK >> 10}k-{identity[:16]}"
 
 
 def tar_key(plan: Plan, source: View) -> str | None:

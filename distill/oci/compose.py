@@ -26,7 +26,7 @@ from distill.oci.digest import sha256_of
 from distill.oci.image import Descriptor, Image
 from distill.plan import Plan
 from distill.profile import Profile
-from distill.tarstream import GZIP_KEY, GzipWriter, tar_key, write_tar
+from distill.tarstream import GzipWriter, gzip_key, tar_key, write_tar
 from distill.view import View
 
 if TYPE_CHECKING:
@@ -150,14 +150,15 @@ def _write_layer(plan: Plan, source: View, path: Path, cache: Cache | None) -> t
     by the tar's key (`tar_key`: every entry's metadata and the identity of its bytes), so the tar is not written
     at all; where no key can be made, by the diff_id of the tar, written once only to hash it. Either way the
     same bytes."""
-    key = tar_key(plan, source) if cache is not None else None
-    if cache is not None:
+    compression = gzip_key() if cache is not None else None  # None: no gzip is looked up or kept
+    key = tar_key(plan, source) if compression is not None else None
+    if cache is not None and compression is not None:
         if key is not None:
-            reused = _cached_gzip(cache, cache.tar_gzip_record_path(key, GZIP_KEY), path, key=key)
+            reused = _cached_gzip(cache, cache.tar_gzip_record_path(key, compression), path, key=key)
         else:
             counted = _HashingWriter()
             write_tar(plan, source, counted)
-            reused = _cached_gzip(cache, cache.gzip_record_path(counted.digest, GZIP_KEY), path, diff_id=counted.digest)
+            reused = _cached_gzip(cache, cache.gzip_record_path(counted.digest, compression), path, diff_id=counted.digest)
         if reused is not None:
             return reused
     with open(path, "wb") as out:
@@ -166,8 +167,8 @@ def _write_layer(plan: Plan, source: View, path: Path, cache: Cache | None) -> t
             uncompressed = _HashingWriter(gzipped)
             write_tar(plan, source, uncompressed)
     layer = Descriptor(media.OCI_LAYER_GZIP, compressed.digest, compressed.size)
-    if cache is not None:
-        _keep_gzip(cache, uncompressed.digest, layer, path, key)
+    if cache is not None and compression is not None:
+        _keep_gzip(cache, compression, uncompressed.digest, layer, path, key)
     return layer, uncompressed.digest
 
 
@@ -210,16 +211,16 @@ def _cached_gzip(cache: Cache, record: Path, path: Path, *, diff_id: str = "", k
     return Descriptor(media.OCI_LAYER_GZIP, digest, copied.size), expected
 
 
-def _keep_gzip(cache: Cache, diff_id: str, layer: Descriptor, path: Path, key: str | None) -> None:
+def _keep_gzip(cache: Cache, compression: str, diff_id: str, layer: Descriptor, path: Path, key: str | None) -> None:
     """Keep the compressed layer in the blob store, and which diff_id (and tar key) it compresses, for the next run.
     Best effort: the cache is an optimisation, so a read-only or full one costs the next run a compression, no more."""
     try:
         with open(path, "rb") as blob, cache.writing(cache.blob_path(layer.digest)) as out:
             shutil.copyfileobj(blob, out, 1 << 20)
-        with cache.writing(cache.gzip_record_path(diff_id, GZIP_KEY)) as record:
+        with cache.writing(cache.gzip_record_path(diff_id, compression)) as record:
             record.write(layer.digest.encode())
         if key is not None:
-            with cache.writing(cache.tar_gzip_record_path(key, GZIP_KEY)) as record:
+            with cache.writing(cache.tar_gzip_record_path(key, compression)) as record:
                 record.write(f"{layer.digest} {diff_id} {key}".encode())
         cache.trim()
     except OSError:

@@ -98,7 +98,7 @@ class Cache:
         return self.root / "layers" / "sha256" / f"{hex_of(diff_ids[-1])}.merged-{chain[:32]}"
 
     def gzip_record_path(self, diff_id: str, key: str) -> Path:
-        """Records which blob distill's own gzip (`key`: level and zlib version) made of the layer `diff_id`
+        """Records which blob distill's own gzip (`key`: tarstream.gzip_key) made of the layer `diff_id`
         (the file's content: that blob's digest, the blob itself in the blob store)."""
         return self.root / "layers" / "gzip" / key / hex_of(diff_id)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from distill import tarstream
 from distill.oci import compose
 from distill.oci.image import Platform
 from distill.oci.layers import Cache
@@ -151,3 +152,23 @@ def test_evicting_a_gzip_removes_its_records(layouts: tuple[Path, Path], tmp_pat
     cache.in_use.clear()  # as in a later run
     removed, _ = cache.trim(0)
     assert removed and not list(records.glob("gzip*/*/*"))
+
+
+@pytest.mark.parametrize("by", ["tar key", "diff_id"])
+def test_another_gzip_writer_compresses_again(layouts: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, by: str) -> None:
+    """The gzip's key names the writer's own source (how it frames the blocks), so a distill whose writer
+    changed (here: another key) compresses again rather than reuse a gzip it would not have written."""
+    source_digest = hashlib.sha256(Path(tarstream.__file__).read_bytes()).hexdigest()
+    assert (tarstream.gzip_key() or "").endswith(f"-{source_digest[:16]}")
+    cache = Cache(tmp_path / "cache")
+    view = image_view(layouts[0], cache)
+    if by == "diff_id":  # the path of a plan whose files have no content key: the tar is hashed to find the gzip
+        monkeypatch.setattr(compose, "tar_key", lambda *_: None)
+    compose._write_layer(plan_of(view), view, tmp_path / "first.tar.gz", cache)
+    compressions: list[int] = []
+    monkeypatch.setattr(compose, "GzipWriter", lambda out: compressions.append(1) or tarstream.GzipWriter(out))
+    compose._write_layer(plan_of(view), view, tmp_path / "same.tar.gz", cache)
+    assert compressions == []  # the same writer: reused
+    monkeypatch.setattr(compose, "gzip_key", lambda: "4-zlib-another-writer")
+    compose._write_layer(plan_of(view), view, tmp_path / "other.tar.gz", cache)
+    assert compressions == [1]
