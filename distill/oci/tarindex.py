@@ -31,7 +31,7 @@ from distill import paths
 from distill.errors import SourceError
 from distill.oci.documents import MAX_TIME
 
-__all__ = ["MAX_ID", "Member", "members", "normalize_member_name"]
+__all__ = ["MAX_ID", "Member", "members", "normalize_member_name", "shown"]
 
 MAX_ID = (1 << 32) - 2  # uid and gid: (uid_t)-1 means "unchanged" to chown(2)
 BLOCK = 512
@@ -40,8 +40,7 @@ _PAYLOAD_MAX = 16 << 20  # a pax or long-name header bigger than this is refused
 _ZEROS = bytes(BLOCK)
 # name, mode+uid+gid, size, mtime, chksum, type, linkname, (magic, version, uname, gname), devmajor+devminor, prefix
 _HEADER = struct.Struct("100s24s12s12s8sc100s72x16s155s12x")
-_RECORD = re.compile(rb"([0-9]+) ([^=]+)=")  # a pax record: "LENGTH KEYWORD=VALUE\n"
-_CHARSET = re.compile(rb"[0-9]+ hdrcharset=([^\n]+)\n")
+_LENGTH = re.compile(rb"([0-9]{1,20}) ")  # a pax record's length prefix: "LENGTH KEYWORD=VALUE\n"
 _KINDS = {
     b"0": "file",
     b"\0": "file",
@@ -56,7 +55,8 @@ _KINDS = {
 _NO_DATA = frozenset((b"1", b"2", b"3", b"4", b"5", b"6", b"L", b"K"))  # types whose size field skips no data
 _FAST = frozenset((b"0", b"7", b"5", b"2", b"1", b"3", b"4", b"6"))  # read by the loop itself; the rest by _Reader.chain
 _ODD = ("", ".", "..")
-_FIELDS = frozenset(("path", "linkpath", "size", "uid", "gid", "mtime"))  # the pax records read (`_apply`)
+_FIELDS = frozenset((b"path", b"linkpath", b"size", b"uid", b"gid", b"mtime"))  # the pax records read (`_apply`)
+_SPARSE = b"GNU.sparse."  # any record so named makes a sparse file; only GNU.sparse.name is kept as itself
 
 
 class Member(NamedTuple):
@@ -85,7 +85,7 @@ def normalize_member_name(name: str, where: str) -> str:
 
 def members(spool: Path, where: str) -> tuple[list[Member], list[str]]:
     """Members of a spool, each checked once, and notes on what was clamped."""
-    fd = os.open(spool, os.O_RDONLY)
+    fd = os.open(spool, os.O_RDONLY | os.O_CLOEXEC)
     try:
         return _Reader(fd, os.fstat(fd).st_size, where).read()
     finally:
@@ -115,6 +115,13 @@ class _Header:
     mtime: float
     size: int
     data: int
+
+
+def shown(number: int) -> str:
+    """A number for a message: whole up to 2^64, else only its order (a pax record may hold thousands of digits)."""
+    if number.bit_length() <= 64:
+        return str(number)
+    return f"-2^{number.bit_length() - 1} or less" if number < 0 else f"2^{number.bit_length() - 1} or more"
 
 
 def _blocks(size: int) -> int:
@@ -216,8 +223,7 @@ class _Reader:
     def __init__(self, fd: int, size: int, where: str) -> None:
         self.fd, self.size, self.where = fd, size, where
         self.window, self.base = b"", 0
-        self.globals: dict[str, str] = {}  # records of pax global headers, for every later member
-        self.global_fields = False  # whether they set a field of the members (not only a comment)
+        self.globals: dict[str, str] = {}  # the records of pax global headers that set a field, for every later member
 
     def bytes_at(self, at: int, count: int) -> bytes:
         """`count` bytes at `at` (fewer at the end of the spool)."""
@@ -250,12 +256,12 @@ class _Reader:
                 if pos < after:
                     raise SourceError(f"{last} has a negative size, which would move the next header back")
                 if pos > size:
-                    raise SourceError(f"{last} has data up to byte {pos:,}, past the end of the layer ({size:,} bytes)")
+                    raise SourceError(f"{last} has data up to byte {shown(pos)}, past the end of the layer ({size:,} bytes)")
             offset = pos - self.base
             if offset < 0 or offset + BLOCK > len(self.window):
                 self.window, self.base, offset = os.pread(self.fd, _WINDOW, pos), pos, 0
             window = self.window
-            if len(window) - offset >= BLOCK and not self.global_fields:
+            if len(window) - offset >= BLOCK and not self.globals:
                 name, id_field, size_field, mtime_field, sum_field, kind_byte, link, device, prefix = _HEADER.unpack_from(window, offset)
                 if kind_byte in _FAST:
                     try:
@@ -336,10 +342,9 @@ class _Reader:
                 if header.type in (b"L", b"K"):
                     wrappers.append((header.type, _text(payload.partition(b"\0")[0])))
                 elif header.type == b"g":
-                    self.globals = {**self.globals, **self.records(payload, at)}
-                    self.global_fields = any(key in _FIELDS or key.startswith("GNU.sparse.") for key in self.globals)
+                    self.globals = {**self.globals, **_records(payload)}
                 else:
-                    wrappers.append((b"x", {**self.globals, **self.records(payload, at)}))
+                    wrappers.append((b"x", {**self.globals, **_records(payload)}))
                 at = end
             except _Invalid as exc:
                 if at != start:
@@ -393,32 +398,46 @@ class _Reader:
         """The data of the extended header at `at` (whole blocks), and where it ends."""
         length = _blocks(size)
         if length < 0:
-            raise self.fail(f"has a negative size ({size})", at)
+            raise self.fail(f"has a negative size ({shown(size)})", at)
         if length >= 1 << 63:
-            raise self.fail(f"has a size of {size} bytes", at)
+            raise self.fail(f"has a size of {shown(size)} bytes", at)
         start = at + BLOCK
         end = min(start + length, self.size)
         if end - start > _PAYLOAD_MAX:
             raise self.fail(f"is an extended header of {end - start:,} bytes, more than {_PAYLOAD_MAX:,}", at)
         return self.bytes_at(start, end - start), end
 
-    def records(self, payload: bytes, at: int) -> dict[str, str]:
-        """pax records: `LENGTH KEYWORD=VALUE\\n`, keyword and value UTF-8 (other bytes kept as surrogates)."""
-        charset = _CHARSET.search(payload)
-        try:
-            if charset is not None:
-                charset.group(1).decode("utf-8")  # a declared charset must be text, whatever it says
-            records = {}
-            pos = 0
-            while (match := _RECORD.match(payload, pos)) is not None:
-                length = int(match.group(1))
-                if length == 0:
-                    raise _Invalid("has a pax record of length 0")
-                records[_text(match.group(2))] = _text(payload[match.end(2) + 1 : pos + length - 1])
-                pos += length
-        except ValueError as exc:  # a charset that is not UTF-8, a length of more than 4,300 digits
-            raise self.fail(f"has a malformed pax record ({type(exc).__name__}: {str(exc)[:80]})", at) from None
-        return records
+
+def _records(payload: bytes) -> dict[str, str]:
+    """The pax records (`LENGTH KEYWORD=VALUE\\n`) that `_apply` reads, keyword and value UTF-8 (other bytes kept
+    as surrogates); any other GNU.sparse.* record as the key "GNU.sparse." (it only marks a sparse file).
+
+    Framed as the patched `tarfile` frames them (CVE-2024-6232): each record is read within its declared
+    length, one pass, and the rest of the payload is never searched, so time and memory are linear in
+    its size. The length has 1 to 20 digits and a space, is at least 5 ("5 x=\\n") and stays inside the
+    payload; the record ends in a newline and holds a non-empty keyword and "=". A NUL where a record
+    would start ends the records (the padding). Anything else raises _Invalid. `hdrcharset` changes
+    nothing here: tarfile decodes path and linkpath as UTF-8 whether it says BINARY or not (distill's
+    encoding is UTF-8, its fallback surrogateescape), so it is not looked at."""
+    records: dict[str, str] = {}
+    pos, end = 0, len(payload)
+    while pos < end and payload[pos]:
+        match = _LENGTH.match(payload, pos)
+        if match is None:
+            raise _Invalid(f"has a pax record without a length at byte {pos:,} of its data")
+        length = int(match[1])
+        last = pos + length - 1  # the record's newline
+        if length < 5 or last >= end or payload[last] != 0x0A:
+            raise _Invalid(f"has a pax record of a bad length at byte {pos:,} of its data")
+        keyword, equals, value = payload[match.end() : last].partition(b"=")
+        if not keyword or not equals:
+            raise _Invalid(f"has a pax record without a keyword and '=' at byte {pos:,} of its data")
+        if keyword in _FIELDS or keyword == b"GNU.sparse.name":
+            records[keyword.decode()] = _text(value)
+        elif keyword.startswith(_SPARSE):
+            records["GNU.sparse."] = ""
+        pos += length
+    return records
 
 
 def _owners(field: bytes) -> tuple[int, ...]:
@@ -484,9 +503,9 @@ def _checked(
         raise SourceError(f"{where}: member {name[:200]!r} names the root but is a {kind}, not a directory")
     for field, owner in (("uid", uid), ("gid", gid)):
         if not 0 <= owner <= MAX_ID:
-            raise SourceError(f"{where}: member {name[:200]!r} has {field} {owner!r}, outside 0..{MAX_ID}")
+            raise SourceError(f"{where}: member {name[:200]!r} has {field} {shown(owner)}, outside 0..{MAX_ID}")
     if kind == "file" and (size < 0 or data + size > spool_size):
-        raise SourceError(f"{where}: member {name[:200]!r} claims {size} bytes past the end of the layer")
+        raise SourceError(f"{where}: member {name[:200]!r} claims {shown(size)} bytes past the end of the layer")
     if not math.isfinite(mtime) or not 0 <= mtime <= MAX_TIME:
         clamped = 0 if not math.isfinite(mtime) or mtime < 0 else MAX_TIME
         notes.append(f"{path} (mtime {mtime!r} -> {clamped})")
