@@ -4,7 +4,9 @@ It replaced the standard library's `tarfile` here (0.18 s of Python for the 10,0
 nginx image, now 0.03-0.04 s; docs/performance.md). It accepts the archives `tarfile` accepts and
 reads the same fields from them: ustar, old GNU and v7 headers (checksum as an unsigned or a signed
 byte sum), octal and base-256 numbers, pax extended (`x`, Solaris `X`) and global (`g`) headers,
-GNU long names and links (`L`, `K`). Like `tarfile`, it stops at the first all-zero block or, past
+GNU long names and links (`L`, `K`); pax records framed by their length as the patched `tarfile` frames
+them (CVE-2024-6232: linear time and memory), keeping only the records it reads, so a global header's
+comments are not copied into each extended header. Like `tarfile`, it stops at the first all-zero block or, past
 the first member, at the first block that is not a header (so trailing garbage is ignored), and
 refuses a member whose data runs past the end of the layer. Where `tarfile` would misread, hang or
 crash, it refuses with a SourceError naming the member or the header's offset: a sparse file (GNU

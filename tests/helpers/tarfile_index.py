@@ -131,7 +131,7 @@ def _unpatched_records(payload: bytes) -> dict[str, str] | None:
             elif keyword.startswith(b"GNU.sparse."):
                 records["GNU.sparse."] = ""
             pos += length
-    except ValueError:
+    except (ValueError, OverflowError):  # as tarfile raises them: the oracle refuses the layer
         return None
     return records
 
