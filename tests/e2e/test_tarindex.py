@@ -354,6 +354,8 @@ CASES = {
     "pax-charset-binary-then-other": pax(b"x", {b"hdrcharset": b"BINARY"}, b"17 hdrcharset=\xff\xfe\n13 path=caf\xe9\n") + FILE + END,
     "pax-huge-uid": pax(b"x", {b"uid": b"9" * 4000}) + FILE + END,
     "pax-huge-size-record": FILE + pax(b"x", {b"size": b"9" * 4000}) + FILE + END,
+    "pax-underscored-size-past-the-layer": FILE + header(b"p", b"x", sizefield=b"1_000000202\0") + data(b"2 " * 200 + b"=\n") + FILE + END,
+    "pax-length-past-ssize-t": FILE + pax(b"x", {}, b"30 path=x\n" + b"9" * 1000 + b"0 path=x\n") + FILE + END,
     "pax-nul-in-path": pax(b"x", {b"path": b"a\0b"}) + FILE + END,
     "pax-then-end": FILE + pax(b"x", {b"path": b"y"}) + END,
     "pax-then-eof": FILE + pax(b"x", {b"path": b"y"}),

@@ -110,8 +110,9 @@ _UNPATCHED_RECORD = re.compile(rb"([0-9]+) ([^=]+)=")  # what unpatched tarfile 
 _UNPATCHED_CHARSET = re.compile(rb"[0-9]+ hdrcharset=([^\n]+)\n")  # and searched the whole payload for
 
 
-def _unpatched_records(payload: bytes) -> dict[str, str] | None:
-    """The records of a pax payload as unpatched tarfile (CPython 3.11.7) reads them, or None where it fails:
+def _unpatched_records(payload: bytes) -> dict[str, str] | str:
+    """The records of a pax payload as unpatched tarfile (CPython 3.11.7) reads them, or how it fails ("invalid
+    header", which ends the archive past offset 0, or another error, which refuses the layer):
     a record's keyword runs to the next "=" wherever it is, the reading stops silently at the first
     record that does not match, a hdrcharset anywhere must be UTF-8, a length may be short. Only the
     records distill reads are kept (as `tarindex._records` keeps them). Quadratic: for small tests only."""
@@ -124,15 +125,15 @@ def _unpatched_records(payload: bytes) -> dict[str, str] | None:
         while (match := _UNPATCHED_RECORD.match(payload, pos)) is not None:
             length = int(match[1])
             if length == 0:
-                return None
+                return "invalid header"
             keyword, value = match[2], payload[match.end(2) + 1 : pos + length - 1]
             if keyword in (b"path", b"linkpath", b"size", b"uid", b"gid", b"mtime", b"GNU.sparse.name"):
                 records[keyword.decode()] = value.decode("utf-8", "surrogateescape")
             elif keyword.startswith(b"GNU.sparse."):
                 records["GNU.sparse."] = ""
             pos += length
-    except (ValueError, OverflowError):  # as tarfile raises them: the oracle refuses the layer
-        return None
+    except (ValueError, OverflowError) as exc:  # raised through tarfile: the oracle refuses the layer
+        return type(exc).__name__
     return records
 
 
@@ -144,13 +145,13 @@ def unpatched_misreads(layer: bytes) -> bool:
             info = tarfile.TarInfo.frombuf(layer[at : at + 512], "utf-8", "surrogateescape")
         except tarfile.HeaderError:
             continue
-        if info.type not in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE) or not 0 <= info.size <= 1 << 20:
+        if info.type not in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE) or info.size < 0:
             continue
         payload = layer[at + 512 : at + 512 + -(-info.size // 512) * 512]
         try:
-            patched: dict[str, str] | None = _records(payload)
+            patched: dict[str, str] | str = _records(payload)
         except _Invalid:
-            patched = None
+            patched = "invalid header"
         if patched != _unpatched_records(payload):
             return True
     return False
