@@ -1,21 +1,23 @@
 """The member index of an uncompressed layer: its tar headers read with `struct`, one pass, no data read.
 
 It replaced the standard library's `tarfile` here (0.18 s of Python for the 10,000 members of the
-nginx image, now 0.03-0.04 s; docs/performance.md). It accepts the archives `tarfile` accepts and
-reads the same fields from them: ustar, old GNU and v7 headers (checksum as an unsigned or a signed
-byte sum), octal and base-256 numbers, pax extended (`x`, Solaris `X`) and global (`g`) headers,
-GNU long names and links (`L`, `K`); pax records framed by their length as the patched `tarfile` frames
-them (CVE-2024-6232: linear time and memory), keeping only the records it reads, so a global header's
-comments are not copied into each extended header. Like `tarfile`, it stops at the first all-zero block or, past
-the first member, at the first block that is not a header (so trailing garbage is ignored), and
-refuses a member whose data runs past the end of the layer. Where `tarfile` would misread, hang or
-crash, it refuses with a SourceError naming the member or the header's offset: a sparse file (GNU
-`S` header or pax `GNU.sparse.*` records; distill stores no holes) and any type distill cannot
-represent are unsupported types, as before; a negative size that would move the next header back
-(`tarfile` reads the earlier headers again, forever), an extended header over 16 MiB, a cut sparse
-map (an IndexError in `tarfile`), a negative offset (an OSError) are refused. A chain of extended
-headers is read in a loop, not by recursion (`tarfile` hits the recursion limit at about 330).
-tests/e2e/test_tarindex.py compares the two on real layers, on tars written by GNU tar and by
+nginx image, now 0.03-0.04 s; docs/performance.md) and reads the same fields: ustar, old GNU and v7
+headers (checksum as an unsigned or a signed byte sum), octal and base-256 numbers, pax extended (`x`,
+Solaris `X`) and global (`g`) headers, GNU long names and links (`L`, `K`). Pax records are framed by
+their length as the patched `tarfile` frames them (CVE-2024-6232), in linear time and memory, and only
+the records read are kept (a global header's comments are not copied into each extended header).
+
+It stops at the end-of-archive marker (two all-zero blocks; whatever follows is ignored) or at the end
+of the layer. Before that, a block that is not a header is refused, as Go's archive/tar (so containerd,
+Docker, Podman) refuses it: `tarfile` ended the archive there, silently dropping the layer's later
+members and whiteouts. Where `tarfile` would misread, hang or crash, it refuses with a SourceError
+naming the member or the header's offset: a sparse file (GNU `S` header or pax `GNU.sparse.*` records;
+distill stores no holes) and any type distill cannot represent are unsupported types, as before; a
+member whose data runs past the end of the layer, a negative size that would move the next header
+back (`tarfile` reads the earlier headers again, forever), an extended header over 16 MiB, a cut
+sparse map (an IndexError in `tarfile`), a negative offset (an OSError) are refused. A chain of
+extended headers is read in a loop, not by recursion (`tarfile` hits the recursion limit at about
+330). tests/e2e/test_tarindex.py compares the two on real layers, on tars written by GNU tar and by
 `tarfile`, on edge cases and on mutated layers.
 """
 
@@ -331,8 +333,10 @@ class _Reader:
         """The member whose first header is at `start`, through any pax and long-name headers before it:
         (its fields, the next header's offset, where its last header ended); None at the end of the archive.
 
-        A block at `start` that is not a header ends the archive, as tarfile reads it (an error at offset 0);
-        after an extended header, it is an error."""
+        The archive ends at the end of the layer (at a block boundary) or at an all-zero block followed by
+        another or by that end. Any other block that is not a header is an error, as Go's archive/tar (so
+        containerd, Docker, Podman) reads a layer: `tarfile` ended the archive there, silently dropping the
+        layer's later members and whiteouts."""
         wrappers: list[tuple[bytes, str | dict[str, str]]] = []  # long names and links, pax records: outermost first
         at = start
         while True:
@@ -351,12 +355,15 @@ class _Reader:
             except _Invalid as exc:
                 if at != start:
                     raise self.fail(f"{exc}, after the extended header at byte {start:,}", at) from None
-                if start == 0:
+                if start == 0 or at < self.size:
                     raise self.fail(str(exc), at) from None
-                return None
+                return None  # the layer ends where a header would start: no end-of-archive marker, as Go accepts
         if header is None:
             if at != start:
                 raise self.fail(f"is all zeros, after the extended header at byte {start:,}", at)
+            following = self.bytes_at(at + BLOCK, BLOCK)
+            if following and following != _ZEROS:
+                raise self.fail("is all zeros but the next block is not: not the end-of-archive marker", at)
             return None
         header.data = at + BLOCK
         if header.type == b"S":  # old GNU sparse: more (offset, length) pairs in continuation blocks
@@ -369,9 +376,7 @@ class _Reader:
                     for offset in range(0, 504, 12):
                         _number(block[offset : offset + 12])
                 except _Invalid as exc:
-                    if at != start or start == 0:
-                        raise self.fail(f"{exc} in its sparse map", at) from None
-                    return None
+                    raise self.fail(f"{exc} in its sparse map", at) from None
                 extended = block[504]
                 header.data += BLOCK
             next_header, header.size = header.data + _blocks(header.size), header.original

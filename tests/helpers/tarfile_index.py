@@ -155,3 +155,13 @@ def unpatched_misreads(layer: bytes) -> bool:
         if patched != _unpatched_records(payload):
             return True
     return False
+
+
+def tarfile_stop(spool: Path) -> int:
+    """Where tarfile stops reading a layer it accepts: the offset of the end-of-archive marker, of the end of
+    the layer, or of the first block past the first member that is not a header (it ends the archive there,
+    silently, where distill refuses the layer)."""
+    with tarfile.open(spool, mode="r:", encoding="utf-8", errors="surrogateescape") as tar:
+        for _info in tar:
+            pass
+        return tar.offset
