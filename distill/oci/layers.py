@@ -50,7 +50,8 @@ _OPEN_GZIP, _GZIP_ERRORS = _gzip_reader()
 
 __all__ = ["Cache", "Member", "layer_members", "layer_spool", "normalize_member_name", "parse_size"]
 
-_INDEX_VERSION = 4  # 4: pax records framed by their length (CVE-2024-6232); a version 3 index may hold a misread one
+_INDEX_VERSION = 4  # 4: pax records framed by their length (CVE-2024-6232), a non-header before the end refused:
+# a version 3 index may hold the rows of a layer misread or cut short there
 # 3: the struct reader refuses pax sparse files, which a version 2 index holds misread
 _CHUNK = 1 << 20
 _DEPTH = 8  # chunks (of _CHUNK bytes) the spool writer may lag behind the decompressor
