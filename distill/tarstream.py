@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 from distill.errors import SourceError
+from distill.oci.digest import source_digest
 from distill.plan import Entry, EntryKind, Plan
 from distill.view import View
 
@@ -89,11 +90,8 @@ def write_tar(plan: Plan, source: View, out: Writable) -> None:
 def _writer_identity() -> str | None:
     """What decides how entries become bytes besides the entries: this module's source and the Python whose
     `tarfile` it drives (None where the source cannot be read: then no key is made)."""
-    try:
-        with open(__file__, "rb") as source:
-            return f"{hashlib.sha256(source.read()).hexdigest()} {sys.version}"
-    except OSError:
-        return None
+    digest = source_digest(__file__)
+    return None if digest is None else f"{digest} {sys.version}"
 
 
 @functools.cache

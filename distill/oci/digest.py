@@ -9,13 +9,23 @@ from typing import BinaryIO, TypeGuard
 
 from distill.errors import SourceError
 
-__all__ = ["sha256_of", "valid_digest", "hex_of", "VerifiedReader"]
+__all__ = ["sha256_of", "source_digest", "valid_digest", "hex_of", "VerifiedReader"]
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}\Z")
 
 
 def sha256_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def source_digest(module_file: str) -> str | None:
+    """The sha256 of a module's own source: names the code that made what a cache keeps, so a change to it
+    is never served an old result (None where the source cannot be read: then nothing is kept)."""
+    try:
+        with open(module_file, "rb") as source:
+            return hashlib.sha256(source.read()).hexdigest()
+    except OSError:
+        return None
 
 
 def valid_digest(digest: object) -> TypeGuard[str]:

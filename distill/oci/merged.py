@@ -11,7 +11,6 @@ directories. File contents are read from the layer spools.
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import os
 import struct
@@ -25,6 +24,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from distill import paths
 from distill.errors import SourceError
+from distill.oci.digest import source_digest
 from distill.oci.image import Image
 from distill.oci.layers import Cache, Member, layer_members, layer_spool
 from distill.oci.packed import PackedRows, Row, pack, unpack
@@ -321,7 +321,7 @@ def _kept_view(image: Image, cache: Cache) -> ImageView | None:
         return None
     path, merger = cache.merged_path(diff_ids), _merger()
     try:
-        packed = unpack(path.read_bytes(), diff_ids, merger) if merger else None
+        packed = unpack(path.read_bytes(), diff_ids, merger) if merger is not None else None
     except OSError:
         return None
     if packed is None:
@@ -338,14 +338,9 @@ def _kept_view(image: Image, cache: Cache) -> ImageView | None:
 
 
 @functools.cache
-def _merger() -> str:
-    """What names the merge's code: this module's source (a kept view is the result of this code; "" when the
-    source cannot be read, and then no view is kept)."""
-    try:
-        with open(__file__, "rb") as source:
-            return hashlib.sha256(source.read()).hexdigest()
-    except OSError:
-        return ""
+def _merger() -> str | None:
+    """What names the merge's code: this module's source (a kept view is the result of this code)."""
+    return source_digest(__file__)
 
 
 def _in_order(image: Image, fetch: Callable[[int, threading.Event], _T]) -> list[_T]:
@@ -366,7 +361,7 @@ def _keep_view(view: ImageView, image: Image, cache: Cache) -> None:
     """Keep the merged view for the next run over the same layers. Best effort, like the output gzip: a full
     or read-only cache, or a row that does not fit the format, costs the next run a merge, no more."""
     merger = _merger()
-    if not image.layers or not merger:
+    if not image.layers or merger is None:
         return
     try:
         data = pack(view.rows.values(), image.diff_ids, merger, view.file_totals(), view.warnings)
