@@ -230,7 +230,7 @@ def _in_cache(cache: Cache, final: Path, where: str) -> Iterator[BinaryIO]:
         ) from None
 
 
-def _spool(image: Image, number: int, cache: Cache, stop: threading.Event | None = None) -> Path:
+def layer_spool(image: Image, number: int, cache: Cache, stop: threading.Event | None = None) -> Path:
     """The verified spool of layer `number`. The cache is keyed by the compressed blob's digest as well as
     the diff_id: a spool is reused only for a blob that was verified to decompress to it, and only while
     the image still holds that blob.
@@ -320,17 +320,11 @@ def _recorded(origin: Path, *, first: bool = False) -> str | None:
     return text if valid_digest(text) else None
 
 
-def layer_spool(image: Image, number: int, cache: Cache) -> Path:
-    """The verified spool of layer `number`, checked as `layer_members` checks it, without its index (for a
-    merged view kept in the cache)."""
-    return _spool(image, number, cache)
-
-
 def layer_members(image: Image, number: int, cache: Cache, stop: threading.Event | None = None) -> tuple[Path, list[Member], list[str]]:
     """The spool file, member index and clamping notes of layer `number`, from the cache when present
     (`stop`: see `_decompress`)."""
     diff_id = image.diff_ids[number]
-    spool = _spool(image, number, cache, stop)
+    spool = layer_spool(image, number, cache, stop)
     index_file = cache.index_path(diff_id)
     where = f"{image.name}: layer {number + 1} ({diff_id[:19]})"
     if index_file.exists():
